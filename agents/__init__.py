@@ -1,0 +1,1 @@
+"""Entry points: the CLI, logging setup and wiring of stores and services."""

@@ -1,0 +1,1 @@
+"""Capability declarations, their registry and the runner that calls them."""

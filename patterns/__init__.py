@@ -1,0 +1,1 @@
+"""Pattern files that chain capabilities, their loader and the compiler to LangGraph."""

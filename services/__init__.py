@@ -1,0 +1,1 @@
+"""The deterministic core: domain models, stores, importers, estimation and optimization."""

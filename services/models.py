@@ -1,0 +1,111 @@
+"""Domain objects: securities, pricing packs, lots and portfolios.
+
+These are plain frozen dataclasses, independent of storage and of any LLM machinery.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+
+ASSET_CLASSES = ("equity", "etf", "index", "bond", "commodity", "cash", "other")
+
+
+@dataclass(frozen=True)
+class Security:
+    """One row of a pack's security master."""
+
+    symbol: str
+    name: str
+    sector: str
+    asset_class: str
+
+
+@dataclass(frozen=True, eq=False)
+class PricingPack:
+    """An immutable snapshot of daily closes and the security master they belong to.
+
+    ``closes`` is a wide frame: a sorted ``DatetimeIndex`` of dates, one float column per symbol,
+    NaN where a symbol has no close that day. ``asof`` is the last date in the pack; results
+    take their date from it, never from the wall clock.
+    """
+
+    id: str
+    securities: tuple[Security, ...]
+    closes: pd.DataFrame
+    content_hash: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.content_hash:
+            object.__setattr__(self, "content_hash", pack_content_hash(self.securities, self.closes))
+
+    @property
+    def asof(self) -> date:
+        return self.closes.index[-1].date()
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(s.symbol for s in self.securities)
+
+    def security(self, symbol: str) -> Security:
+        return self._by_symbol[symbol]
+
+    @functools.cached_property
+    def _by_symbol(self) -> dict[str, Security]:
+        return {s.symbol: s for s in self.securities}
+
+    def last_prices(self) -> dict[str, float]:
+        """Latest close of every symbol that has one (the price used for trades)."""
+        last = self.closes.ffill().iloc[-1]
+        return {sym: float(v) for sym, v in last.items() if pd.notna(v)}
+
+
+def pack_content_hash(securities: tuple[Security, ...], closes: pd.DataFrame) -> str:
+    """SHA-256 over the security master, the dates, the symbols and the closes' float64 bytes.
+
+    Columns are taken in sorted order and every missing close is the same NaN, so the hash
+    depends only on the content, not on how the frame was built or on the pandas version.
+    """
+    h = hashlib.sha256()
+    for s in sorted(securities, key=lambda s: s.symbol):
+        h.update(f"S|{s.symbol}|{s.name}|{s.sector}|{s.asset_class}\n".encode())
+    frame = closes[sorted(closes.columns)]
+    h.update(("D|" + ",".join(pd.DatetimeIndex(frame.index).strftime("%Y-%m-%d")) + "\n").encode())
+    h.update(("C|" + ",".join(frame.columns) + "\n").encode())
+    values = np.array(frame.to_numpy(dtype="<f8", na_value=np.nan), dtype="<f8", order="C", copy=True)
+    values[np.isnan(values)] = np.nan
+    h.update(values.tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Lot:
+    """A tax lot: whole shares bought at one time and price (basis and date may be unknown)."""
+
+    symbol: str
+    shares: int
+    cost_basis: Decimal | None = None
+    acquired: date | None = None
+
+
+@dataclass(frozen=True)
+class Portfolio:
+    """Cash plus lots. ``owner`` decides who may read it; ``None`` means anyone."""
+
+    id: str
+    cash: Decimal
+    lots: tuple[Lot, ...] = field(default_factory=tuple)
+    owner: str | None = None
+
+    def positions(self) -> dict[str, int]:
+        """Total shares per symbol, sorted by symbol, zero positions omitted."""
+        totals: dict[str, int] = {}
+        for lot in self.lots:
+            totals[lot.symbol] = totals.get(lot.symbol, 0) + lot.shares
+        return {s: n for s, n in sorted(totals.items()) if n != 0}

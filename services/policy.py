@@ -1,0 +1,209 @@
+"""Optimizer policies: the fields, their units and defaults, and how templates are resolved.
+
+Every ``*_pct`` field is a percentage (15.0 means 15%). A resolved policy is the constraint
+defaults, overlaid by a template (if named), overlaid by the fields the request gives.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from services.errors import InputError
+
+Method = Literal["mean_variance", "max_sharpe", "min_variance", "risk_parity", "cvar", "hrp"]
+CovarianceEstimator = Literal["hist", "ledoit", "oas", "ewma"]
+ReturnEstimator = Literal["hist", "ewma", "capm"]
+
+
+class PolicyOverrides(BaseModel):
+    """Policy fields a request may set; any field left out comes from the template or defaults."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    universe: Literal["holdings", "pack"] | list[str] | None = Field(
+        None,
+        description="Which securities may be held: 'holdings' (only names already held may be "
+        "bought), 'pack' (any equity or ETF in the pricing pack), or an explicit list of symbols.",
+    )
+    method: Method | None = Field(None, description="Optimization objective.")
+    risk_aversion: float | None = Field(
+        None, ge=0, description="mean_variance only: maximize mu'w - risk_aversion * w'Σw (annualized)."
+    )
+    min_quality_score: float | None = Field(
+        None, ge=0, le=10, description="Holdings rated below this are sold in full and never bought."
+    )
+    unrated: Literal["eligible", "exclude"] | None = Field(
+        None, description="What to do with securities that have no quality rating."
+    )
+    max_single_position_pct: float | None = Field(
+        None, gt=0, le=100, description="Largest weight of any one security, % of portfolio value."
+    )
+    max_sector_pct: float | None = Field(
+        None, gt=0, le=100, description="Largest weight of any one sector, % of portfolio value."
+    )
+    sector_limits_pct: dict[str, float] | None = Field(
+        None, description="Per-sector caps in %, overriding max_sector_pct for the sectors named."
+    )
+    max_tracking_error_pct: float | None = Field(
+        None, gt=0, le=100, description="Ex-ante annualized tracking error limit vs benchmark, in %."
+    )
+    benchmark: str | dict[str, float] | None = Field(
+        None,
+        description="An index symbol in the pack (e.g. 'SP500'), a named benchmark from the seeds "
+        "(e.g. 'DEMO_BLEND'), or explicit weights {symbol: weight} that sum to 1 (or to 100).",
+    )
+    max_turnover_pct: float | None = Field(
+        None, ge=0, le=200, description="Limit on discretionary turnover: sum |trade value| / value."
+    )
+    lookback_days: int | None = Field(
+        None, ge=2, le=5000, description="Number of most recent daily returns used to estimate."
+    )
+    risk_free_rate: float | None = Field(
+        None, ge=-0.05, le=0.5, description="Annual risk-free rate as a decimal (0.02 = 2%)."
+    )
+    commission_per_trade: Decimal | None = Field(
+        None, ge=0, description="Fixed commission per executed trade, in the portfolio currency."
+    )
+    market_impact_bps: float | None = Field(
+        None, ge=0, le=1000, description="Market impact per trade in basis points of trade value."
+    )
+    min_trade_value: Decimal | None = Field(
+        None, ge=0, description="Trades smaller than this value are dropped (forced sells excepted)."
+    )
+    cash_buffer_pct: float | None = Field(
+        None, ge=0, lt=100, description="Cash kept uninvested, % of portfolio value."
+    )
+    covariance_estimator: CovarianceEstimator | None = Field(
+        None, description="Covariance estimator: hist, ledoit (Ledoit-Wolf), oas, ewma."
+    )
+    expected_return_estimator: ReturnEstimator | None = Field(
+        None, description="Expected-return estimator: hist, ewma, capm (beta to SP500 index)."
+    )
+    ewma_decay: float | None = Field(
+        None, gt=0, lt=1, description="Decay factor for ewma estimators (RiskMetrics uses 0.94)."
+    )
+    cvar_confidence: float | None = Field(
+        None, gt=0.5, lt=1, description="cvar only: confidence level of the daily CVaR minimized."
+    )
+
+    @field_validator("universe")
+    @classmethod
+    def _universe_nonempty(cls, v: Any) -> Any:
+        if isinstance(v, list) and not v:
+            raise ValueError("an explicit universe must list at least one symbol")
+        return v
+
+
+class Policy(BaseModel):
+    """A fully resolved policy: every field has a value (limits may be ``None`` = no limit)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    policy_id: str | None = None
+    universe: Literal["holdings", "pack"] | list[str] = "holdings"
+    method: Method = "max_sharpe"
+    risk_aversion: float = 2.0
+    min_quality_score: float | None = None
+    unrated: Literal["eligible", "exclude"] = "eligible"
+    max_single_position_pct: float | None = None
+    max_sector_pct: float | None = None
+    sector_limits_pct: dict[str, float] = Field(default_factory=dict)
+    max_tracking_error_pct: float | None = None
+    benchmark: str | dict[str, float] | None = None
+    max_turnover_pct: float | None = None
+    lookback_days: int = 756
+    risk_free_rate: float = 0.02
+    commission_per_trade: Decimal = Decimal("5.00")
+    market_impact_bps: float = 15.0
+    min_trade_value: Decimal = Decimal("100")
+    cash_buffer_pct: float = 0.0
+    covariance_estimator: CovarianceEstimator = "ledoit"
+    expected_return_estimator: ReturnEstimator = "hist"
+    ewma_decay: float = 0.94
+    cvar_confidence: float = 0.95
+    annualization_days: int = 252
+
+    def suspicious_values(self) -> list[str]:
+        """Warnings for percentages that look like fractions (0.10 meant as 10%?)."""
+        out = []
+        fields = {
+            k: getattr(self, k)
+            for k in ("max_single_position_pct", "max_sector_pct", "max_tracking_error_pct",
+                      "max_turnover_pct", "cash_buffer_pct")
+        }
+        fields.update({f"sector_limits_pct.{k}": v for k, v in self.sector_limits_pct.items()})
+        for name, value in sorted(fields.items()):
+            if value is not None and 0 < value < 1:
+                out.append(
+                    f"{name}={value:g} is read as {value:g}% (percent fields take 15.0 for 15%); "
+                    f"did you mean {value * 100:g}%?"
+                )
+        return out
+
+
+POLICY_FIELDS = tuple(sorted(PolicyOverrides.model_fields))
+
+
+def parse_overrides(data: dict[str, Any], *, where: str = "policy") -> PolicyOverrides:
+    """Validate a dict of policy fields, naming unknown fields and listing the valid ones."""
+    unknown = sorted(set(data) - set(PolicyOverrides.model_fields))
+    if unknown:
+        raise InputError(
+            f"{where}: unknown field(s) {', '.join(unknown)}; valid fields are: {', '.join(POLICY_FIELDS)}",
+            details={"unknown_fields": unknown, "valid_fields": list(POLICY_FIELDS)},
+        )
+    try:
+        return PolicyOverrides.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(f"{where}: {_first_errors(exc)}", details={"errors": _errors(exc, where)}) from exc
+
+
+def resolve_policy(
+    defaults: dict[str, Any],
+    template: PolicyOverrides | None,
+    overrides: PolicyOverrides | None,
+    *,
+    policy_id: str | None,
+) -> Policy:
+    """Defaults, then the template's fields, then the request's fields (later wins).
+
+    Only fields a layer actually sets take part, so an explicit ``null`` in a request removes a
+    template's limit (``"max_turnover_pct": null`` means no turnover limit).
+    """
+    merged: dict[str, Any] = dict(defaults)
+    for layer in (template, overrides):
+        if layer is not None:
+            merged.update(layer.model_dump(exclude_unset=True))
+    merged["policy_id"] = policy_id
+    try:
+        return Policy.model_validate(merged)
+    except ValidationError as exc:
+        raise InputError(f"policy: {_first_errors(exc)}", details={"errors": _errors(exc, "policy")}) from exc
+
+
+def _errors(exc: ValidationError, where: str) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join([where, *map(str, e["loc"])]), "message": e["msg"], "value": _jsonable(e.get("input"))}
+        for e in exc.errors()
+    ]
+
+
+def _first_errors(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:5]:
+        loc = ".".join(map(str, e["loc"])) or "(root)"
+        parts.append(f"{loc}: {e['msg']} (got {_jsonable(e.get('input'))!r})")
+    return "; ".join(parts)
+
+
+def _jsonable(v: Any) -> Any:
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    return str(v)
