@@ -1,0 +1,63 @@
+"""Request pieces shared by capabilities: the portfolio (stored or inline) and the pack id."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from capabilities.base import Services
+from services.rebalance import Holdings
+
+
+class PositionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    symbol: str = Field(min_length=1, description="Ticker as it appears in the pricing pack.")
+    shares: int = Field(ge=0, description="Whole shares held (no short positions).")
+
+
+class PortfolioIn(BaseModel):
+    """An inline portfolio: positions and cash, not stored anywhere."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    positions: list[PositionIn] = Field(default_factory=list, description="Holdings, one per symbol.")
+    cash: Decimal = Field(Decimal("0"), ge=0, allow_inf_nan=False, description="Cash in the portfolio currency.")
+
+    @field_validator("positions")
+    @classmethod
+    def _unique_symbols(cls, positions: list[PositionIn]) -> list[PositionIn]:
+        seen: set[str] = set()
+        dupes = sorted({p.symbol for p in positions if p.symbol in seen or seen.add(p.symbol)})
+        if dupes:
+            raise ValueError(f"each symbol may appear once; repeated: {', '.join(dupes)}")
+        return positions
+
+
+class PortfolioRequest(BaseModel):
+    """Base of every request about one portfolio priced from one pack."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    portfolio_id: str | None = Field(None, description="Id of a stored portfolio (give this or 'portfolio').")
+    portfolio: PortfolioIn | None = Field(None, description="An inline portfolio (give this or 'portfolio_id').")
+    pricing_pack_id: str = Field(
+        min_length=1, description="Pricing pack to price and estimate from, e.g. 'PP_2022-12-28'."
+    )
+
+    @model_validator(mode="after")
+    def _one_portfolio(self) -> PortfolioRequest:
+        if (self.portfolio_id is None) == (self.portfolio is None):
+            raise ValueError("give exactly one of 'portfolio_id' (a stored portfolio) or 'portfolio' (inline)")
+        return self
+
+
+def resolve_holdings(request: PortfolioRequest, services: Services) -> Holdings:
+    """The request's portfolio as whole shares per symbol and cash."""
+    if request.portfolio_id is not None:
+        stored = services.store.get_portfolio(request.portfolio_id)
+        return Holdings(stored.id, stored.positions(), stored.cash)
+    assert request.portfolio is not None
+    positions = {p.symbol: p.shares for p in sorted(request.portfolio.positions, key=lambda p: p.symbol) if p.shares}
+    return Holdings(None, positions, request.portfolio.cash)

@@ -1,0 +1,177 @@
+"""The capability runner: validate, authorize, call, attach ``_metadata``, log one line.
+
+Every caller (CLI, agent, pattern step, LLM tool) goes through ``CapabilityRunner.run``, so input
+errors, access rules, metadata and logging are the same whichever way a capability is reached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+import types
+import typing
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from capabilities.base import Capability, Metadata, RequestContext, Services
+from capabilities.registry import CapabilityRegistry
+from services.errors import InputError, NotFoundError, OptimizerError
+
+_VERSIONED = ("optimizer-agent", "numpy", "pandas", "cvxpy", "clarabel", "riskfolio-lib", "pydantic")
+
+
+def canonical_json(data: Any) -> str:
+    """Sorted keys, no insignificant whitespace: the form that is hashed and compared."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+class CapabilityRunner:
+    """Runs registered capabilities against injected services."""
+
+    def __init__(self, registry: CapabilityRegistry, services: Services):
+        self.registry = registry
+        self.services = services
+        self._log = structlog.get_logger("optimizer.capability")
+
+    def run(self, name: str, payload: Any, ctx: RequestContext) -> dict[str, Any]:
+        """Validate ``payload``, check access, call the handler; the result is JSON-ready."""
+        started = time.perf_counter()
+        outcome, pack_id = "ok", None
+        try:
+            capability = self.registry.get(name)
+            request = validate_input(capability, payload)
+            pack_id = getattr(request, "pricing_pack_id", None) or ctx.pricing_pack_id
+            self._authorize(request, ctx)
+            result = capability.handler(request, ctx, self.services)
+            body = self._with_metadata(capability, request, result)
+            if capability.records_history:
+                self._record(capability, request, body)
+            return body
+        except OptimizerError as exc:
+            outcome = exc.code
+            raise
+        except Exception:
+            outcome = "internal_error"
+            raise
+        finally:
+            self._log.info(
+                "capability_call", capability=name, trace_id=ctx.trace_id, user=ctx.user, pack=pack_id,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1), outcome=outcome,
+            )
+
+    def _authorize(self, request: BaseModel, ctx: RequestContext) -> None:
+        """A stored portfolio is readable by its owner (or anyone if unowned); others see 'not found'."""
+        portfolio_id = getattr(request, "portfolio_id", None)
+        if portfolio_id is None:
+            return
+        portfolio = self.services.store.get_portfolio(portfolio_id)
+        if ctx.user is not None and portfolio.owner is not None and portfolio.owner != ctx.user:
+            raise NotFoundError(f"portfolio '{portfolio_id}' not found",
+                                details={"field": "portfolio_id", "value": portfolio_id})
+
+    def _record(self, capability: Capability, request: BaseModel, body: dict[str, Any]) -> None:
+        self.services.store.record_proposal(
+            capability=capability.name,
+            portfolio_id=getattr(request, "portfolio_id", None),
+            pricing_pack_id=getattr(request, "pricing_pack_id", ""),
+            policy_id=getattr(request, "policy_id", None),
+            inputs_hash=body["_metadata"]["inputs_hash"],
+            result_json=canonical_json(body),
+        )
+
+    def _with_metadata(self, capability: Capability, request: BaseModel, result: BaseModel) -> dict[str, Any]:
+        body = result.model_dump(mode="json")
+        pack_id = body.get("pricing_pack_id") or getattr(request, "pricing_pack_id", "")
+        pack = self.services.store.get_pack(pack_id)
+        digest = hashlib.sha256(
+            canonical_json({"capability": capability.name, "request": request.model_dump(mode="json"),
+                            "pack": pack.content_hash}).encode()
+        ).hexdigest()
+        body["_metadata"] = Metadata(
+            capability=capability.name,
+            source=capability.source_template.format(pricing_pack_id=pack.id),
+            asof=pack.asof.isoformat(),
+            ttl=capability.ttl_seconds,
+            inputs_hash=digest,
+            pack_content_hash=pack.content_hash,
+            versions=library_versions(),
+            engine=capability.engine,
+            warnings=len(body.get("warnings", [])),
+        ).model_dump(mode="json")
+        return body
+
+
+def validate_input(capability: Capability, payload: Any) -> BaseModel:
+    """Parse ``payload`` into the capability's input model; errors name field, value and rule."""
+    if not isinstance(payload, dict):
+        raise InputError(f"{capability.name}: the request must be a JSON object, got {type(payload).__name__}",
+                         details={"field": "(root)"})
+    try:
+        return capability.input_model.model_validate(payload)
+    except ValidationError as exc:
+        errors = [_describe(capability.input_model, e) for e in exc.errors()]
+        summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:6])
+        raise InputError(f"{capability.name}: invalid request: {summary}", details={"errors": errors}) from exc
+
+
+def _describe(model: type[BaseModel], error: dict[str, Any]) -> dict[str, Any]:
+    loc = [str(p) for p in error["loc"]]
+    out: dict[str, Any] = {"field": ".".join(loc) or "(root)", "message": error["msg"]}
+    if error["type"] != "missing":
+        out["value"] = _jsonable(error.get("input"))
+    if error["type"] == "extra_forbidden":
+        valid = _fields_at(model, error["loc"][:-1])
+        out["message"] = f"unknown field; valid fields: {', '.join(valid)}"
+        out["allowed"] = valid
+    elif error.get("ctx", {}).get("expected"):
+        out["allowed"] = error["ctx"]["expected"]
+    return out
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the (nested) model that ``loc`` points into."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            continue
+        info = current.model_fields.get(str(part))
+        if info is None:
+            break
+        current = _model_in(info.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(current.model_fields)
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) in (typing.Union, list, tuple):
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value, allow_nan=False)
+        return value
+    except (TypeError, ValueError):
+        return str(value)

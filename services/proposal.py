@@ -1,0 +1,105 @@
+"""The shape of a trade proposal, as reported to people and programs.
+
+Money is Decimal rounded to cents and serialized as a JSON number; weights and percentages are
+floats rounded to a fixed number of decimals, so that the same inputs give byte-identical JSON.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+Money = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
+PCT_DECIMALS = 4
+
+
+def pct(x: float | None) -> float | None:
+    """A fraction as a percentage rounded to PCT_DECIMALS (0.123456 → 12.3456)."""
+    return None if x is None else round(float(x) * 100.0, PCT_DECIMALS) + 0.0
+
+
+def ratio(x: float | None, decimals: int = 4) -> float | None:
+    return None if x is None else round(float(x), decimals) + 0.0
+
+
+class Trade(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    symbol: str
+    action: Literal["BUY", "SELL", "HOLD"]
+    quantity: int = Field(description="Shares to trade (0 for HOLD).")
+    current_shares: int
+    target_shares: int
+    current_weight_pct: float = Field(description="Weight before trading, % of portfolio value.")
+    target_weight_pct: float = Field(description="Weight after trading and costs, % of value.")
+    optimal_weight_pct: float = Field(description="The optimizer's continuous weight before rounding.")
+    price: float = Field(description="The pricing pack's last close.")
+    trade_value: Money = Field(description="quantity × price; 0 for HOLD.")
+    estimated_cost: Money = Field(description="Commission + market impact for this trade.")
+    sector: str
+    rationale: str
+
+
+class ConstraintCheck(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    constraint: str
+    value: float | None = Field(description="The proposal's value, in the constraint's unit.")
+    limit: float | None
+    met: bool
+
+
+class RiskReturn(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    expected_return_pct: float
+    volatility_pct: float
+    sharpe: float | None
+
+
+class EstimationInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    observations: int
+    start: str
+    end: str
+    covariance_estimator: str
+    expected_return_estimator: str
+    annualization_days: int
+    fallback: str | None = Field(None, description="Set when the engine fell back (e.g. equal_weight).")
+
+
+class TradeProposal(BaseModel):
+    """A constrained, costed, whole-share rebalance proposal."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pricing_pack_id: str
+    asof: str
+    portfolio_id: str | None
+    policy_id: str | None
+    method: str
+    trade_count: int
+    trades: list[Trade]
+    portfolio_value: Money
+    cash_before: Money
+    cash_after: Money
+    value_after: Money = Field(description="Portfolio value after trading, net of costs.")
+    total_trade_value: Money
+    estimated_costs: Money
+    cost_bps: float = Field(description="Costs in basis points of total trade value.")
+    turnover_pct: float = Field(description="Σ|trade value| / portfolio value × 100.")
+    forced_turnover_pct: float = Field(description="Forced sales plus redeployment of their proceeds.")
+    discretionary_turnover_pct: float
+    te_before_pct: float | None
+    te_after_pct: float | None
+    benchmark: str | None
+    before: RiskReturn
+    after: RiskReturn
+    binding_constraints: list[str]
+    constraints: list[ConstraintCheck]
+    constraints_met: bool
+    estimation: EstimationInfo | None
+    warnings: list[str]

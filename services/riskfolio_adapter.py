@@ -1,0 +1,102 @@
+"""The one module that imports riskfolio-lib.
+
+riskfolio prints its failures and returns ``None``; this adapter turns both into typed errors
+and never renormalizes weights silently. riskfolio is imported lazily because importing it
+costs several seconds, which `optimizer --help` should not pay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from importlib.metadata import version
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from services.errors import SolverError
+
+_COV_METHODS = {"hist": "hist", "ledoit": "ledoit", "oas": "oas", "ewma": "ewma1"}
+_MEAN_METHODS = {"hist": "hist", "ewma": "ewma1"}
+
+
+def _rp() -> Any:
+    import riskfolio
+
+    return riskfolio
+
+
+def riskfolio_version() -> str:
+    return version("riskfolio-lib")
+
+
+def covariance(returns: pd.DataFrame, estimator: str, *, decay: float) -> np.ndarray:
+    """Daily covariance of ``returns`` with riskfolio's estimator (hist, ledoit, oas, ewma)."""
+    method = _COV_METHODS[estimator]
+    cov = _call("covar_matrix", lambda: _rp().ParamsEstimation.covar_matrix(returns, method=method, d=decay))
+    matrix = np.asarray(cov, dtype=float)
+    if not np.all(np.isfinite(matrix)):
+        raise SolverError(f"riskfolio covar_matrix({method}) returned non-finite values",
+                          details={"solver": "riskfolio", "status": "non_finite"})
+    return (matrix + matrix.T) / 2
+
+
+def mean_returns(returns: pd.DataFrame, estimator: str, *, decay: float) -> np.ndarray:
+    """Daily expected returns with riskfolio's estimator (hist, ewma)."""
+    method = _MEAN_METHODS[estimator]
+    mu = _call("mean_vector", lambda: _rp().ParamsEstimation.mean_vector(returns, method=method, d=decay))
+    return np.asarray(mu, dtype=float).ravel()
+
+
+def risk_parity_weights(returns: pd.DataFrame, cov: np.ndarray) -> np.ndarray:
+    """Equal-risk-contribution weights (long only, summing to 1) from riskfolio's rp_optimization."""
+    port = _rp().Portfolio(returns=returns)
+    port.mu = pd.DataFrame([np.zeros(returns.shape[1])], columns=returns.columns)
+    port.cov = pd.DataFrame(cov, index=returns.columns, columns=returns.columns)
+    weights = _call("rp_optimization", lambda: port.rp_optimization(model="Classic", rm="MV", rf=0, b=None, hist=True))
+    return _checked_weights(weights, returns.columns, "rp_optimization")
+
+
+def hrp_weights(returns: pd.DataFrame, cov_estimator: str, *, decay: float) -> np.ndarray:
+    """Hierarchical risk parity weights (López de Prado) from riskfolio's HCPortfolio."""
+    port = _rp().HCPortfolio(returns=returns)
+    method_cov = _COV_METHODS[cov_estimator]
+    weights = _call(
+        "HCPortfolio.optimization",
+        lambda: port.optimization(
+            model="HRP", codependence="pearson", rm="MV", rf=0, linkage="single",
+            method_cov=method_cov, dict_cov={"d": decay} if method_cov == "ewma1" else {},
+            leaf_order=True,
+        ),
+    )
+    return _checked_weights(weights, returns.columns, "HCPortfolio.optimization")
+
+
+def _call(what: str, fn: Any) -> Any:
+    """Run a riskfolio call, capturing what it prints; ``None`` or an exception becomes SolverError."""
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            result = fn()
+    except Exception as exc:  # riskfolio raises bare Exceptions and solver errors alike
+        raise SolverError(
+            f"riskfolio {what} failed: {exc}",
+            details={"solver": "riskfolio", "call": what, "status": "exception", "printed": printed.getvalue()[-500:]},
+        ) from exc
+    if result is None:
+        raise SolverError(
+            f"riskfolio {what} returned no solution",
+            details={"solver": "riskfolio", "call": what, "status": "none", "printed": printed.getvalue()[-500:]},
+        )
+    return result
+
+
+def _checked_weights(weights: pd.DataFrame, columns: pd.Index, what: str) -> np.ndarray:
+    w = weights.reindex(columns).to_numpy(dtype=float).ravel()
+    if not np.all(np.isfinite(w)) or abs(w.sum() - 1.0) > 1e-4 or w.min() < -1e-6:
+        raise SolverError(
+            f"riskfolio {what} returned invalid weights (sum {w.sum():.6f}, min {w.min():.6f})",
+            details={"solver": "riskfolio", "call": what, "status": "invalid_weights"},
+        )
+    return np.clip(w, 0.0, None)

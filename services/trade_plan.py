@@ -1,0 +1,229 @@
+"""From optimal weights to whole shares that still satisfy every hard constraint.
+
+The optimizer's weights are continuous; orders are whole shares, cost money, and smaller trades
+than ``min_trade_value`` are not worth sending. This module evaluates any candidate share
+vector against the constraints (one evaluation serves the rounding and the final report), and
+rounds: trades are first truncated toward the current holding (so turnover never grows), small
+trades are dropped, violations are repaired, and leftover cash is spent one share at a time on
+the names rounding left furthest below their optimal weight.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.optimization import SectorCap
+
+EPS = 1e-9
+
+
+@dataclass(frozen=True, eq=False)
+class PlanSetup:
+    """Static inputs of a rebalance, indexed like ``symbols`` (held ∪ eligible, sorted).
+
+    Money here is float for speed; each trade's cost is over-estimated by half a cent so that a
+    plan feasible in floats is feasible in the exact Decimal accounting of the report.
+    """
+
+    symbols: tuple[str, ...]
+    prices: np.ndarray
+    current: np.ndarray
+    cash: float
+    forced: np.ndarray
+    caps: np.ndarray
+    sectors: tuple[SectorCap, ...]
+    cash_buffer: float
+    max_turnover: float | None
+    max_tracking_error: float | None
+    te_factor: np.ndarray | None
+    te_offset: np.ndarray | None
+    commission: float
+    impact_bps: float
+    min_trade_value: float
+
+    @property
+    def value(self) -> float:
+        """Portfolio value before trading: holdings at the pack's last closes plus cash."""
+        return float(self.current @ self.prices) + self.cash
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """A candidate share vector and every quantity the constraints are stated in."""
+
+    shares: np.ndarray
+    trade_values: np.ndarray
+    costs: float
+    cash_after: float
+    value_after: float
+    weights: np.ndarray
+    turnover: float
+    forced_turnover: float
+    tracking_error: float | None
+
+    @property
+    def discretionary_turnover(self) -> float:
+        return self.turnover - self.forced_turnover
+
+
+@dataclass(frozen=True)
+class Violation:
+    kind: str
+    index: int | None = None
+    amount: float = 0.0
+
+
+def evaluate(setup: PlanSetup, shares: np.ndarray, costs: np.ndarray | None = None) -> Snapshot:
+    """Costs, cash, weights, turnover and tracking error of holding ``shares`` after trading.
+
+    ``costs`` are the exact per-trade costs when the caller has them (the report does); without
+    them each trade's cost is estimated half a cent high, so float checks err on the safe side.
+    """
+    trade_values = (shares - setup.current) * setup.prices
+    traded = shares != setup.current
+    if costs is None:
+        costs = traded * (setup.commission + np.abs(trade_values) * setup.impact_bps / 1e4 + 0.005)
+    costs = float(np.sum(costs))
+    cash_after = setup.cash - float(trade_values.sum()) - costs
+    value_after = setup.value - costs
+    weights = shares * setup.prices / value_after
+    value = setup.value
+    forced_sales = float(-trade_values[setup.forced].clip(max=0).sum())
+    buys = float(trade_values.clip(min=0).sum())
+    te = None
+    if setup.te_factor is not None and setup.te_offset is not None:
+        te = float(np.linalg.norm(setup.te_factor @ weights - setup.te_offset))
+    return Snapshot(
+        shares=shares,
+        trade_values=trade_values,
+        costs=costs,
+        cash_after=cash_after,
+        value_after=value_after,
+        weights=weights,
+        turnover=float(np.abs(trade_values).sum()) / value,
+        forced_turnover=(forced_sales + min(forced_sales, buys)) / value,
+        tracking_error=te,
+    )
+
+
+def violations(setup: PlanSetup, snap: Snapshot) -> list[Violation]:
+    """Hard constraints that ``snap`` breaks, in the order they are repaired."""
+    out: list[Violation] = []
+    over = snap.weights - setup.caps
+    out += [Violation("position_cap", int(i), float(over[i])) for i in np.flatnonzero(over > EPS)]
+    for k, sector in enumerate(setup.sectors):
+        excess = float(snap.weights[sector.members].sum()) - sector.limit
+        if excess > EPS:
+            out.append(Violation("sector_cap", k, excess))
+    required_cash = setup.cash_buffer * snap.value_after
+    if snap.cash_after < required_cash - 1e-6:
+        out.append(Violation("cash", None, required_cash - snap.cash_after))
+    if setup.max_turnover is not None and snap.discretionary_turnover > setup.max_turnover + EPS:
+        out.append(Violation("turnover", None, snap.discretionary_turnover - setup.max_turnover))
+    return out
+
+
+def tracking_error_ok(setup: PlanSetup, snap: Snapshot) -> bool:
+    return setup.max_tracking_error is None or snap.tracking_error is None or (
+        snap.tracking_error <= setup.max_tracking_error + EPS
+    )
+
+
+def round_to_shares(setup: PlanSetup, optimal: np.ndarray) -> tuple[np.ndarray, dict[str, str]]:
+    """Whole-share holdings close to ``optimal`` weights (of the pre-trade value) that meet the caps,
+    cash and turnover limits. Tracking error is checked by the caller, who may re-solve tighter.
+
+    Returns the shares and a note per symbol whose trade was changed by rounding rules.
+    """
+    notes: dict[str, str] = {}
+    desired = optimal * setup.value / setup.prices
+    delta = desired - setup.current
+    # Truncate toward the current holding; a hair of float noise is not a share.
+    steps = np.where(np.abs(delta - np.round(delta)) < 1e-6, np.round(delta), np.trunc(delta))
+    shares = (setup.current + steps).astype(np.int64)
+    shares[setup.forced] = 0
+
+    for i in np.flatnonzero((shares != setup.current) & ~setup.forced):
+        value = abs(int(shares[i] - setup.current[i])) * setup.prices[i]
+        if value < setup.min_trade_value:
+            shares[i] = setup.current[i]
+            notes[setup.symbols[i]] = f"trade of ${value:,.2f} below the ${setup.min_trade_value:,.2f} minimum; dropped"
+
+    shares = _repair(setup, shares, optimal, notes)
+    shares = _fill(setup, shares, optimal)
+    return shares, notes
+
+
+def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: dict[str, str]) -> np.ndarray:
+    for _ in range(20 * len(shares) + 20):
+        snap = evaluate(setup, shares)
+        found = violations(setup, snap)
+        if not found:
+            return shares
+        v = found[0]
+        price = setup.prices
+        if v.kind == "position_cap":
+            i = v.index
+            assert i is not None
+            allowed = math.floor(setup.caps[i] * snap.value_after * (1 - 1e-9) / price[i])
+            shares[i] = min(int(shares[i]), allowed)
+            notes.setdefault(setup.symbols[i], "trimmed to the position cap after rounding to whole shares")
+        elif v.kind == "sector_cap":
+            assert v.index is not None
+            members = setup.sectors[v.index].members
+            i = _most_overweight(snap, optimal, members[shares[members] > 0])
+            cut = max(1, math.ceil(v.amount * snap.value_after / price[i]))
+            shares[i] = max(0, int(shares[i]) - cut)
+            notes.setdefault(setup.symbols[i], "trimmed to the sector cap after rounding to whole shares")
+        elif v.kind == "cash":
+            buys = np.flatnonzero(shares > setup.current)
+            if len(buys):
+                i = _most_overweight(snap, optimal, buys)
+                cut = min(int(shares[i] - setup.current[i]), max(1, math.ceil(v.amount / price[i])))
+                shares[i] -= cut
+                if 0 < (shares[i] - setup.current[i]) * price[i] < setup.min_trade_value:
+                    shares[i] = setup.current[i]
+                notes.setdefault(setup.symbols[i], "purchase reduced so that costs are paid from cash")
+            else:
+                held = np.flatnonzero(shares > 0)
+                i = _most_overweight(snap, optimal, held)
+                shares[i] = max(0, int(shares[i]) - max(1, math.ceil(v.amount / price[i])))
+                notes.setdefault(setup.symbols[i], "sold to keep the cash buffer and pay costs")
+        else:  # turnover: shrink the largest discretionary trade toward the current holding
+            movable = np.flatnonzero((shares != setup.current) & ~setup.forced)
+            i = movable[np.argmax(np.abs(snap.trade_values[movable]))]
+            cut = max(1, math.ceil(v.amount * setup.value / price[i]))
+            step = int(np.sign(shares[i] - setup.current[i]))
+            shares[i] -= step * min(cut, abs(int(shares[i] - setup.current[i])))
+            notes.setdefault(setup.symbols[i], "trade reduced to respect the turnover limit after rounding")
+    raise RuntimeError("whole-share repair did not converge")  # a bug, not a user error
+
+
+def _fill(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray) -> np.ndarray:
+    """Spend cash that truncation left, one share at a time, where rounding cost the most weight."""
+    snap = evaluate(setup, shares)
+    shortfall = (optimal * setup.value - shares * setup.prices) / setup.prices
+    order = np.argsort(-shortfall, kind="stable")
+    for i in order:
+        if shortfall[i] <= 0 or setup.forced[i] or setup.caps[i] <= 0:
+            continue
+        trial = shares.copy()
+        trial[i] += 1
+        trade = (trial[i] - setup.current[i]) * setup.prices[i]
+        if 0 < trade < setup.min_trade_value:
+            continue
+        trial_snap = evaluate(setup, trial)
+        if violations(setup, trial_snap) or (
+            tracking_error_ok(setup, snap) and not tracking_error_ok(setup, trial_snap)
+        ):
+            continue
+        shares, snap = trial, trial_snap
+    return shares
+
+
+def _most_overweight(snap: Snapshot, optimal: np.ndarray, candidates: np.ndarray) -> int:
+    excess = snap.weights[candidates] - optimal[candidates]
+    return int(candidates[int(np.argmax(excess))])
