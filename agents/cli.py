@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_packs(commands)
     _add_portfolios(commands)
     _add_policies(commands)
+    _add_call(commands)
     return parser
 
 
@@ -519,6 +520,68 @@ def _cmd_policies_show(args: argparse.Namespace, store: Store) -> int:
     for warning in policy.suspicious_values():
         print(f"warning: {warning}")
     return 0
+
+
+# --- call ----------------------------------------------------------------------------------------
+
+
+def _add_call(commands: Any) -> None:
+    parser = _command(
+        commands,
+        "call",
+        summary="run one capability on a JSON request and print the result",
+        description="Validate the JSON request against the capability's input schema, run it, and "
+        "print the result as canonical JSON (sorted keys) on stdout, with _metadata (source, asof, "
+        "ttl, inputs hash, versions). The same request against the same pack prints the same bytes. "
+        "Errors print a JSON object {code, message, details} on stderr: exit 2 for input errors "
+        "(fix the request), 3 for domain errors (unknown pack or portfolio, infeasible policy).",
+        examples=[
+            "optimizer call optimizer.propose_trades --input request.json",
+            "echo '{\"portfolio_id\": \"demo_diversified\", \"pricing_pack_id\": \"PP_2022-12-28\", "
+            "\"policy_id\": \"quality_focused\"}' | optimizer call optimizer.propose_trades --input -",
+            "optimizer call optimizer.propose_trades --schema   # print the input JSON Schema",
+        ],
+        func=_cmd_call,
+    )
+    parser.add_argument("capability", help="capability name, e.g. optimizer.propose_trades")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", metavar="FILE", help="request JSON file, or - for stdin")
+    source.add_argument("--schema", action="store_true", help="print the input JSON Schema and exit")
+    parser.add_argument("--user", default=None, help="act as this user (stored portfolios are owner-only)")
+
+
+def _cmd_call(args: argparse.Namespace, store: Store) -> int:
+    from agents.agent import OptimizerAgent
+    from capabilities.base import RequestContext
+
+    agent = OptimizerAgent(store)
+    if args.schema:
+        _print_json(agent.registry.get(args.capability).input_schema())
+        return 0
+    request = _read_json(args.input)
+    result = agent.execute(args.capability, request, RequestContext(user=args.user))
+    _print_json(result)
+    return 0
+
+
+def _read_json(source: str) -> Any:
+    name = "stdin" if source == "-" else source
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read request {name}: {exc.strerror}", details={"file": name}) from exc
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"request {name} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            details={"file": name, "line": exc.lineno, "column": exc.colno},
+        ) from exc
+
+
+def _reject_constant(name: str) -> Any:
+    raise InputError(f"request contains {name}, which is not a number; use a finite value",
+                     details={"value": name})
 
 
 # --- output --------------------------------------------------------------------------------------

@@ -195,3 +195,27 @@ def pack_files(tmp_path: Path) -> tuple[Path, Path]:
 def tiny_seed_root(tmp_path: Path) -> Path:
     """A tiny seed directory with one pack, portfolio, two templates and two ratings."""
     return make_seed_root(tmp_path / "seedroot")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--golden-update",
+        choices=("never", "missing", "always"),
+        default="never",
+        help="golden files: 'never' compares (default), 'missing' writes absent expected files, "
+        "'always' rewrites them (review the diff like code)",
+    )
+
+
+@pytest.fixture
+def golden_update(request: pytest.FixtureRequest) -> str:
+    """The --golden-update mode: never | missing | always."""
+    return str(request.config.getoption("--golden-update"))
+
+
+@pytest.fixture
+def agent(seeded_store: Store):
+    """An OptimizerAgent over a freshly seeded store in a tmp home."""
+    from agents.agent import OptimizerAgent
+
+    return OptimizerAgent(seeded_store)
