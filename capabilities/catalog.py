@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from capabilities.analyze_impact import ANALYZE_IMPACT
 from capabilities.base import Capability
 from capabilities.propose_trades import PROPOSE_TRADES
+from capabilities.suggest_deleveraging_hedges import SUGGEST_DELEVERAGING_HEDGES
+from capabilities.suggest_hedges import SUGGEST_HEDGES
 
 
 def optimizer_capabilities() -> tuple[Capability, ...]:
     """Every capability the OptimizerAgent offers, in registration order."""
-    return (PROPOSE_TRADES,)
+    return (PROPOSE_TRADES, ANALYZE_IMPACT, SUGGEST_HEDGES, SUGGEST_DELEVERAGING_HEDGES)

@@ -19,6 +19,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from capabilities.base import Capability, Metadata, RequestContext, Services
+from capabilities.cache import ResultCache
 from capabilities.registry import CapabilityRegistry
 from services.errors import InputError, NotFoundError, OptimizerError
 
@@ -43,24 +44,34 @@ def library_versions() -> dict[str, str]:
 class CapabilityRunner:
     """Runs registered capabilities against injected services."""
 
-    def __init__(self, registry: CapabilityRegistry, services: Services):
+    def __init__(self, registry: CapabilityRegistry, services: Services, cache: ResultCache | None = None):
         self.registry = registry
         self.services = services
+        self.cache = cache
         self._log = structlog.get_logger("optimizer.capability")
 
     def run(self, name: str, payload: Any, ctx: RequestContext) -> dict[str, Any]:
         """Validate ``payload``, check access, call the handler; the result is JSON-ready."""
         started = time.perf_counter()
-        outcome, pack_id = "ok", None
+        outcome, pack_id, cached = "ok", None, False
         try:
             capability = self.registry.get(name)
             request = validate_input(capability, payload)
             pack_id = getattr(request, "pricing_pack_id", None) or ctx.pricing_pack_id
+            # Access is checked before the cache is consulted, so a hit never bypasses it.
             self._authorize(request, ctx)
+            cache = self.cache if pack_id else None
+            key = self._inputs_hash(capability, request, pack_id) if cache is not None else None
+            if cache is not None and key is not None and (hit := cache.get(capability.name, key)) is not None:
+                cached = True
+                return hit
             result = capability.handler(request, ctx, self.services)
             body = self._with_metadata(capability, request, result)
             if capability.records_history:
                 self._record(capability, request, body)
+            # The metadata names the pack the result reports; cache only when that is the one hashed.
+            if cache is not None and key == body["_metadata"]["inputs_hash"]:
+                cache.put(capability.name, key, body, capability.ttl_seconds)
             return body
         except OptimizerError as exc:
             outcome = exc.code
@@ -71,16 +82,25 @@ class CapabilityRunner:
         finally:
             self._log.info(
                 "capability_call", capability=name, trace_id=ctx.trace_id, user=ctx.user, pack=pack_id,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1), outcome=outcome,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1), outcome=outcome, cached=cached,
             )
 
     def _authorize(self, request: BaseModel, ctx: RequestContext) -> None:
-        """A stored portfolio is readable by its owner (or anyone if unowned); others see 'not found'."""
+        """A stored portfolio is readable by its owner (or anyone if unowned).
+
+        To a named user, someone else's portfolio and a missing one give the same error, which
+        lists nothing; only the local operator (``user=None``) is told which portfolios exist.
+        """
         portfolio_id = getattr(request, "portfolio_id", None)
         if portfolio_id is None:
             return
-        portfolio = self.services.store.get_portfolio(portfolio_id)
-        if ctx.user is not None and portfolio.owner is not None and portfolio.owner != ctx.user:
+        try:
+            owner = self.services.store.get_portfolio(portfolio_id).owner
+        except NotFoundError:
+            if ctx.user is None:
+                raise
+            owner = ""
+        if ctx.user is not None and owner is not None and owner != ctx.user:
             raise NotFoundError(f"portfolio '{portfolio_id}' not found",
                                 details={"field": "portfolio_id", "value": portfolio_id})
 
@@ -98,10 +118,7 @@ class CapabilityRunner:
         body = result.model_dump(mode="json")
         pack_id = body.get("pricing_pack_id") or getattr(request, "pricing_pack_id", "")
         pack = self.services.store.get_pack(pack_id)
-        digest = hashlib.sha256(
-            canonical_json({"capability": capability.name, "request": request.model_dump(mode="json"),
-                            "pack": pack.content_hash}).encode()
-        ).hexdigest()
+        digest = self._inputs_hash(capability, request, pack_id)
         body["_metadata"] = Metadata(
             capability=capability.name,
             source=capability.source_template.format(pricing_pack_id=pack.id),
@@ -114,6 +131,14 @@ class CapabilityRunner:
             warnings=len(body.get("warnings", [])),
         ).model_dump(mode="json")
         return body
+
+    def _inputs_hash(self, capability: Capability, request: BaseModel, pack_id: str) -> str:
+        """SHA-256 of the capability, the canonical request and the pack's content hash."""
+        pack = self.services.store.get_pack(pack_id)
+        return hashlib.sha256(
+            canonical_json({"capability": capability.name, "request": request.model_dump(mode="json"),
+                            "pack": pack.content_hash}).encode()
+        ).hexdigest()
 
 
 def validate_input(capability: Capability, payload: Any) -> BaseModel:

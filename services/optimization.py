@@ -246,9 +246,9 @@ def binding_constraints(p: AllocationProblem, w: np.ndarray) -> tuple[str, ...]:
     """Names of the constraints that hold with (near) equality at ``w``."""
     out = [f"max_single_position_pct:{s}" for s, wi, c in zip(p.symbols, w, p.caps, strict=True) if wi >= c - 1e-6]
     out += [f"sector_limit:{s.name}" for s in p.sectors if w[s.members].sum() >= s.limit - 1e-6]
-    if p.max_tracking_error is not None and p.benchmark_offset is not None:
-        if tracking_error(p, w) >= p.max_tracking_error * (1 - 0.02):
-            out.append("max_tracking_error_pct")
+    te_limit = p.max_tracking_error
+    if te_limit is not None and p.benchmark_offset is not None and tracking_error(p, w) >= te_limit * 0.98:
+        out.append("max_tracking_error_pct")
     if p.max_turnover is not None and discretionary_turnover(p, w) >= p.max_turnover - 1e-5:
         out.append("max_turnover_pct")
     return tuple(sorted(out))

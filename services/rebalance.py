@@ -107,9 +107,10 @@ def propose_trades(
         )
     assert shares is not None and optimal is not None and allocation is not None
     warnings += allocation.warnings
+    # Report the method that produced the weights: the policy's, unless the engine fell back.
+    method = fallback or (policy.method if allocation.objective == "track" else allocation.objective)
     return _report(pack, holdings, policy, choice, setup, est, factor, bench_vec, benchmark_name,
-                   allocation.binding, allocation.objective if fallback is None else fallback,
-                   optimal, shares, notes, warnings, fallback)
+                   allocation.binding, method, optimal, shares, notes, warnings, fallback)
 
 
 def eligibility(pack: PricingPack, holdings: Holdings, policy: Policy, ratings: dict[str, float]) -> Eligibility:

@@ -1,0 +1,100 @@
+"""Property tests on random portfolios and policies over the demo pack.
+
+Whatever the portfolio and policy, a proposal either raises a typed infeasibility error or
+satisfies every hard constraint after rounding to whole shares — recomputed here from the
+trades and the pack, not read from the engine's own checks — and is reproducible.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from services.errors import InfeasibleError
+from services.importers import read_pack
+from services.policy import parse_overrides, resolve_policy
+from services.rebalance import Holdings, propose_trades
+from services.seeds import load_benchmarks, load_constraint_defaults, seed_root
+
+STOCKS = ["AAPL", "AMD", "BAC", "BBY", "CVX", "GE", "HD", "JNJ", "JPM", "KO",
+          "LLY", "MRK", "MSFT", "PEP", "PFE", "PG", "RRC", "UNH", "WMT", "XOM"]
+
+
+@pytest.fixture(scope="module")
+def pack():
+    directory = seed_root() / "packs" / "PP_2022-12-28"
+    return read_pack("PP_2022-12-28", directory / "prices.csv", directory / "securities.csv")
+
+
+portfolios = st.fixed_dictionaries({
+    "positions": st.dictionaries(st.sampled_from(STOCKS), st.integers(1, 3000), min_size=3, max_size=12),
+    "cash": st.decimals(0, 200000, places=2),
+})
+policies = st.fixed_dictionaries({
+    "method": st.sampled_from(["max_sharpe", "min_variance", "mean_variance", "risk_parity", "cvar", "hrp"]),
+    "universe": st.sampled_from(["holdings", "pack", "pack"]),
+    "max_single_position_pct": st.floats(12, 60),
+    "max_sector_pct": st.floats(30, 70),
+    "max_turnover_pct": st.one_of(st.none(), st.floats(30, 120)),
+    "max_tracking_error_pct": st.one_of(st.none(), st.floats(3, 12)),
+    "min_quality_score": st.one_of(st.none(), st.floats(3, 8)),
+    "cash_buffer_pct": st.floats(0, 5),
+    "min_trade_value": st.sampled_from([0, 100, 2500]),
+})
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(portfolio=portfolios, fields=policies)
+def test_every_hard_constraint_holds_after_rounding(pack, portfolio, fields) -> None:
+    fields = dict(fields, benchmark="DEMO_20" if fields["max_tracking_error_pct"] else None)
+    policy = resolve_policy(load_constraint_defaults(), None, parse_overrides(fields), policy_id=None)
+    holdings = Holdings(None, dict(sorted(portfolio["positions"].items())), portfolio["cash"])
+    ratings = {"AAPL": 9.2, "XOM": 4.5, "JNJ": 9.0, "RRC": 3.5, "AMD": 6.5, "BAC": 7.0}
+    try:
+        result = propose_trades(pack, holdings, policy, ratings, load_benchmarks())
+    except InfeasibleError as err:
+        assert err.details.get("conflicts"), err.message
+        event("infeasible: " + err.message.split(":")[1][:40])
+        return
+    event("feasible")
+
+    prices = {t.symbol: Decimal(repr(t.price)) for t in result.trades}
+    value = sum(prices[s] * n for s, n in holdings.positions.items()) + holdings.cash
+    cash = holdings.cash - sum(prices[t.symbol] * (t.target_shares - t.current_shares) for t in result.trades)
+    cash -= sum(t.estimated_cost for t in result.trades)
+    assert cash >= 0
+    assert cash.quantize(Decimal("0.01"), ROUND_HALF_UP) == result.cash_after
+    value_after = value - result.estimated_costs
+    assert cash / value_after >= Decimal(policy.cash_buffer_pct / 100) - Decimal("1e-6")
+
+    sectors: dict[str, Decimal] = {}
+    forced_sold = Decimal(0)
+    for t in result.trades:
+        assert isinstance(t.target_shares, int) and t.target_shares >= 0
+        weight = prices[t.symbol] * t.target_shares / value_after
+        assert weight <= Decimal(policy.max_single_position_pct / 100) + Decimal("1e-9"), t
+        sector = pack.security(t.symbol).sector
+        sectors[sector] = sectors.get(sector, Decimal(0)) + weight
+        rating = ratings.get(t.symbol)
+        if policy.min_quality_score is not None and rating is not None and rating < policy.min_quality_score:
+            assert t.target_shares == 0 and t.action in ("SELL",) + (("HOLD",) if t.current_shares == 0 else ())
+        if t.action == "BUY":
+            assert t.trade_value >= policy.min_trade_value or "required" in t.rationale or "cap" in t.rationale
+        if "Sell in full" in t.rationale:
+            forced_sold += prices[t.symbol] * t.current_shares
+    assert max(sectors.values()) <= Decimal(policy.max_sector_pct / 100) + Decimal("1e-9")
+
+    traded = sum(prices[t.symbol] * abs(t.target_shares - t.current_shares) for t in result.trades)
+    bought = sum(prices[t.symbol] * t.quantity for t in result.trades if t.action == "BUY")
+    discretionary = (traded - forced_sold - min(forced_sold, bought)) / value
+    if policy.max_turnover_pct is not None:
+        assert discretionary <= Decimal(policy.max_turnover_pct / 100) + Decimal("1e-9")
+    if policy.max_tracking_error_pct is not None:
+        assert result.te_after_pct <= policy.max_tracking_error_pct + 1e-6
+    assert result.constraints_met
+
+    again = propose_trades(pack, holdings, policy, ratings, load_benchmarks())
+    assert again.model_dump_json() == result.model_dump_json()
