@@ -192,8 +192,10 @@ def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: di
                 i = _most_overweight(snap, optimal, held)
                 shares[i] = max(0, int(shares[i]) - max(1, math.ceil(v.amount / price[i])))
                 notes.setdefault(setup.symbols[i], "sold to keep the cash buffer and pay costs")
-        else:  # turnover: shrink the largest discretionary trade toward the current holding
-            movable = np.flatnonzero((shares != setup.current) & ~setup.forced)
+        else:
+            # Turnover: shrink the largest purchase (which can break no cap), else the largest sale.
+            buys = np.flatnonzero(shares > setup.current)
+            movable = buys if len(buys) else np.flatnonzero((shares != setup.current) & ~setup.forced)
             i = movable[np.argmax(np.abs(snap.trade_values[movable]))]
             cut = max(1, math.ceil(v.amount * setup.value / price[i]))
             step = int(np.sign(shares[i] - setup.current[i]))
