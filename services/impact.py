@@ -19,7 +19,7 @@ from services.errors import InputError
 from services.models import PricingPack
 from services.policy import Policy
 from services.proposal import EstimationInfo, Money, pct, ratio
-from services.rebalance import NOT_HOLDABLE, Holdings, resolve_benchmark
+from services.rebalance import NOT_HOLDABLE, Holdings, resolve_benchmark, validate_holdings
 from services.risk import (
     PortfolioRisk,
     RiskModel,
@@ -139,25 +139,6 @@ class ImpactReport(BaseModel):
     after: RiskSummary
     estimation: EstimationInfo
     warnings: list[str]
-
-
-def validate_holdings(pack: PricingPack, holdings: Holdings) -> None:
-    """Every position is a holdable, priced symbol of ``pack`` with non-negative shares; cash ≥ 0."""
-    prices = pack.last_prices()
-    problems = []
-    for sym, n in sorted(holdings.positions.items()):
-        if sym not in pack.symbols:
-            problems.append(f"{sym}: not in pricing pack {pack.id}")
-        elif pack.security(sym).asset_class in NOT_HOLDABLE:
-            problems.append(f"{sym}: an {pack.security(sym).asset_class} series cannot be held")
-        elif sym not in prices:
-            problems.append(f"{sym}: no close in pricing pack {pack.id}")
-        if n < 0:
-            problems.append(f"{sym}: negative shares {n}")
-    if holdings.cash < 0:
-        problems.append(f"cash: negative ({holdings.cash})")
-    if problems:
-        raise InputError("portfolio: " + "; ".join(problems), details={"field": "portfolio", "problems": problems})
 
 
 def apply_trades(

@@ -59,7 +59,7 @@ def propose_trades(
 ) -> TradeProposal:
     """The best whole-share rebalance of ``holdings`` under ``policy``, priced from ``pack``."""
     prices = pack.last_prices()
-    _validate_holdings(pack, holdings, prices)
+    validate_holdings(pack, holdings)
     warnings = policy.suspicious_values()
     choice = eligibility(pack, holdings, policy, ratings)
     warnings += choice.warnings
@@ -197,9 +197,11 @@ def covariance_factor(cov: np.ndarray) -> np.ndarray:
     return (vectors[:, keep] * np.sqrt(values[keep])).T
 
 
-def _validate_holdings(pack: PricingPack, holdings: Holdings, prices: dict[str, float]) -> None:
+def validate_holdings(pack: PricingPack, holdings: Holdings) -> None:
+    """Every position is a holdable, priced symbol of ``pack`` with non-negative shares; cash ≥ 0."""
+    prices = pack.last_prices()
     problems = []
-    for sym, n in holdings.positions.items():
+    for sym, n in sorted(holdings.positions.items()):
         if sym not in pack.symbols:
             problems.append(f"{sym}: not in pricing pack {pack.id}")
         elif pack.security(sym).asset_class in NOT_HOLDABLE:

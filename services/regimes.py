@@ -33,11 +33,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from services.costs import cents, to_decimal, trade_cost
 from services.errors import InputError
 from services.estimation import market_symbol
-from services.impact import validate_holdings
 from services.models import PricingPack
 from services.policy import Policy
 from services.proposal import EstimationInfo, Money, pct, ratio
-from services.rebalance import NOT_HOLDABLE, Holdings
+from services.rebalance import NOT_HOLDABLE, Holdings, validate_holdings
 from services.risk import RiskModel, betas, pack_risk_model, position_weights, volatility
 from services.seeds import seed_root
 

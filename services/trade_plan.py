@@ -63,6 +63,7 @@ class Snapshot:
     turnover: float
     forced_turnover: float
     tracking_error: float | None
+    exposure: np.ndarray | None = None
 
     @property
     def discretionary_turnover(self) -> float:
@@ -76,11 +77,15 @@ class Violation:
     amount: float = 0.0
 
 
-def evaluate(setup: PlanSetup, shares: np.ndarray, costs: np.ndarray | None = None) -> Snapshot:
+def evaluate(
+    setup: PlanSetup, shares: np.ndarray, costs: np.ndarray | None = None, exposure: np.ndarray | None = None
+) -> Snapshot:
     """Costs, cash, weights, turnover and tracking error of holding ``shares`` after trading.
 
     ``costs`` are the exact per-trade costs when the caller has them (the report does); without
     them each trade's cost is estimated half a cent high, so float checks err on the safe side.
+    ``exposure`` (the risk factor times the holdings' values) may be passed when the caller has
+    updated it for a one-share change, which saves the k × n product.
     """
     trade_values = (shares - setup.current) * setup.prices
     traded = shares != setup.current
@@ -95,7 +100,9 @@ def evaluate(setup: PlanSetup, shares: np.ndarray, costs: np.ndarray | None = No
     buys = float(trade_values.clip(min=0).sum())
     te = None
     if setup.te_factor is not None and setup.te_offset is not None:
-        te = float(np.linalg.norm(setup.te_factor @ weights - setup.te_offset))
+        if exposure is None:
+            exposure = setup.te_factor @ (shares * setup.prices)
+        te = float(np.linalg.norm(exposure / value_after - setup.te_offset))
     return Snapshot(
         shares=shares,
         trade_values=trade_values,
@@ -106,6 +113,7 @@ def evaluate(setup: PlanSetup, shares: np.ndarray, costs: np.ndarray | None = No
         turnover=float(np.abs(trade_values).sum()) / value,
         forced_turnover=(forced_sales + min(forced_sales, buys)) / value,
         tracking_error=te,
+        exposure=exposure,
     )
 
 
@@ -217,7 +225,10 @@ def _fill(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray) -> np.ndarr
         trade = (trial[i] - setup.current[i]) * setup.prices[i]
         if 0 < trade < setup.min_trade_value:
             continue
-        trial_snap = evaluate(setup, trial)
+        exposure = None
+        if snap.exposure is not None and setup.te_factor is not None:
+            exposure = snap.exposure + setup.prices[i] * setup.te_factor[:, i]
+        trial_snap = evaluate(setup, trial, exposure=exposure)
         if violations(setup, trial_snap) or (
             tracking_error_ok(setup, snap) and not tracking_error_ok(setup, trial_snap)
         ):
