@@ -53,7 +53,7 @@ class PolicyOverrides(BaseModel):
     benchmark: str | dict[str, float] | None = Field(
         None,
         description="An index symbol in the pack (e.g. 'SP500'), a named benchmark from the seeds "
-        "(e.g. 'DEMO_BLEND'), or explicit weights {symbol: weight} that sum to 1 (or to 100).",
+        "(e.g. 'DEMO_20'), or explicit weights {symbol: weight} that sum to 1 (or to 100).",
     )
     max_turnover_pct: float | None = Field(
         None, ge=0, le=200, description="Limit on discretionary turnover: sum |trade value| / value."
