@@ -55,7 +55,7 @@ from services.exposures import (
 from services.models import PricingPack
 from services.optimization import SOLVER, SOLVER_SETTINGS
 from services.proposal import Money, pct, ratio
-from services.rebalance import NOT_HOLDABLE, Holdings
+from services.rebalance import Holdings, validate_holdings
 from services.scenarios import (
     EQUITY_UNIT,
     FACTOR_UNITS,
@@ -311,7 +311,7 @@ def suggest_hedges(
     catalogue = load_instruments(root)
     sectors = load_sector_sensitivities(root)
     prices = pack.last_prices()
-    _validate(pack, holdings, prices)
+    validate_holdings(pack, holdings)
 
     exposures = estimate_exposures(pack, list(holdings.positions), sectors,
                                    style_symbols=tuple(sorted(scenario.style_shocks)), lookback_days=lookback_days)
@@ -326,14 +326,15 @@ def suggest_hedges(
     sector_values: dict[str, Decimal] = {}
     for r in rows:
         sector_values[r.sector] = sector_values.get(r.sector, Decimal("0.00")) + r.value
-    candidates = [_candidate(i, scenario, sectors, catalogue, pack, budget, value, sector_values)
+    candidates = [_candidate(i, scenario, sectors, catalogue, pack.id, prices, budget, value, sector_values)
                   for i in catalogue.instruments]
 
     reason = _no_hedge_reason(holdings, value, total, scenario, candidates)
     sized: dict[str, tuple[Decimal, int | None]] = {}
     binding: list[str] = []
     if reason is None:
-        sized, binding, notes = _size(candidates, float(loss), float(value), budget)
+        sized, binding, notes, solver_warnings = _size(candidates, float(loss), float(value), budget)
+        warnings += solver_warnings
         for c in candidates:
             if c.id in notes:
                 c.note = notes[c.id]
@@ -380,23 +381,6 @@ def suggest_hedges(
 
 
 # --- holdings -----------------------------------------------------------------------------------
-
-
-def _validate(pack: PricingPack, holdings: Holdings, prices: dict[str, float]) -> None:
-    problems = []
-    for sym, n in holdings.positions.items():
-        if sym not in pack.symbols:
-            problems.append(f"{sym}: not in pricing pack {pack.id}")
-        elif pack.security(sym).asset_class in NOT_HOLDABLE:
-            problems.append(f"{sym}: an {pack.security(sym).asset_class} series cannot be held")
-        elif sym not in prices:
-            problems.append(f"{sym}: no close in pricing pack {pack.id}")
-        if n < 0:
-            problems.append(f"{sym}: negative shares {n}")
-    if holdings.cash < 0:
-        problems.append(f"cash: negative ({holdings.cash})")
-    if problems:
-        raise InputError("portfolio: " + "; ".join(problems), details={"field": "portfolio", "problems": problems})
 
 
 def _holding_pnl(sym: str, shares: int, price: float, value: Decimal, total: Decimal, exp: HoldingExposures,
@@ -452,8 +436,8 @@ class _Candidate:
 
 
 def _candidate(instrument: Instrument, scenario: Scenario, sectors: SectorSensitivities,
-               catalogue: InstrumentCatalogue, pack: PricingPack, budget: HedgeBudget, value: Decimal,
-               sector_values: dict[str, Decimal]) -> _Candidate:
+               catalogue: InstrumentCatalogue, pack_id: str, prices: dict[str, float], budget: HedgeBudget,
+               value: Decimal, sector_values: dict[str, Decimal]) -> _Candidate:
     payoff = instrument_payoff(instrument, scenario, sectors)
     cost_rate = instrument_cost_rate(instrument, catalogue.horizon_months)
     caps = []
@@ -477,10 +461,10 @@ def _candidate(instrument: Instrument, scenario: Scenario, sectors: SectorSensit
     if instrument.option is not None:
         terms = instrument.option.contract_price
         if terms.pack_symbol is not None:
-            last = pack.last_prices().get(terms.pack_symbol)
+            last = prices.get(terms.pack_symbol)
             if last is None:
                 return _Candidate(instrument, payoff, cost_rate, cap, None, "excluded",
-                                  f"pack {pack.id} has no {terms.pack_symbol} close to size a contract")
+                                  f"pack {pack_id} has no {terms.pack_symbol} close to size a contract")
             price = to_decimal(last) * Decimal(repr(terms.scale))
         else:
             assert terms.assumed is not None
@@ -525,34 +509,37 @@ def _no_hedge_reason(holdings: Holdings, value: Decimal, total: Decimal, scenari
 
 
 def _size(candidates: list[_Candidate], loss: float, value: float, budget: HedgeBudget
-          ) -> tuple[dict[str, tuple[Decimal, int | None]], list[str], dict[str, str]]:
-    """Notionals (and contracts) per instrument id, the binding limits, and notes for the unsized."""
+          ) -> tuple[dict[str, tuple[Decimal, int | None]], list[str], dict[str, str], list[str]]:
+    """Notionals (and contracts) per instrument id, the binding limits, notes for the unsized, warnings."""
     pool = [c for c in candidates if c.eligible]
     if not pool:
-        return {}, [], {}
+        return {}, [], {}, []
     slack = SLACK_DOLLARS / value
-    limits = (max(0.0, loss / value - slack), max(0.0, budget.max_notional_pct / 100.0 - slack),
-              max(0.0, budget.max_cost_bps / 1e4 - slack))
+    limits = np.array([loss / value - slack, budget.max_notional_pct / 100.0 - slack,
+                       budget.max_cost_bps / 1e4 - slack]).clip(min=0.0)
     p = np.array([c.payoff.payoff for c in pool])
-    c_rate = np.array([c.cost_rate for c in pool])
+    cost = np.array([c.cost_rate for c in pool])
     caps = np.array([limits[1] if c.cap is None else max(0.0, min(c.cap, limits[1])) for c in pool])
-    x = _solve(p, c_rate, caps, limits, {})
+    x, inaccurate = _solve(p, cost, caps, limits)
     notes: dict[str, str] = {}
-    fixed: dict[int, float] = {}
     contracts: dict[int, int] = {}
     for i, c in enumerate(pool):
         if c.contract_notional is None:
             continue
         size = float(c.contract_notional) / value
-        k = math.floor(x[i] / size + 1e-6)
-        contracts[i] = k
-        fixed[i] = k * size
-        if k == 0 and x[i] * value >= 1.0:
+        # Rounding down keeps every limit; 1e-9 of a contract absorbs the solver's tolerance.
+        contracts[i] = math.floor(x[i] / size + 1e-9)
+        if contracts[i] == 0 and x[i] * value >= 1.0:
             notes[c.id] = (f"the optimal ${x[i] * value:,.2f} is less than one contract "
                            f"(${c.contract_notional:,.2f}); not used")
-    if fixed:
-        x = _solve(p, c_rate, caps, limits, fixed)
-    binding = _binding(pool, x, p, c_rate, caps, limits)
+        x[i] = contracts[i] * size
+    etfs = np.array([i not in contracts for i in range(len(pool))])
+    if contracts and etfs.any():
+        # Re-size the ETFs in what the whole-contract options leave of each limit.
+        options = ~etfs
+        left = limits - np.array([p[options] @ x[options], x[options].sum(), cost[options] @ x[options]])
+        x[etfs], more_inaccurate = _solve(p[etfs], cost[etfs], caps[etfs], left.clip(min=0.0))
+        inaccurate = inaccurate or more_inaccurate
     sized: dict[str, tuple[Decimal, int | None]] = {}
     for i, c in enumerate(pool):
         if i in contracts:
@@ -563,16 +550,16 @@ def _size(candidates: list[_Candidate], loss: float, value: float, budget: Hedge
         dollars = Decimal(repr(float(x[i] * value))).to_integral_value(rounding=ROUND_FLOOR)
         if dollars > 0:
             sized[c.id] = (dollars.quantize(Decimal("0.01")), None)
-    return sized, binding, notes
+    warnings = [f"solver {SOLVER} reported an inaccurate optimum sizing the hedges; every limit was "
+                "re-checked after rounding"] if inaccurate else []
+    return sized, _binding(pool, x, p, cost, caps, limits), notes, warnings
 
 
-def _solve(p: np.ndarray, c: np.ndarray, caps: np.ndarray, limits: tuple[float, float, float],
-           fixed: dict[int, float]) -> np.ndarray:
-    """The LP of the module docstring in fractions of portfolio value; ``fixed`` pins some notionals."""
-    loss, max_notional, max_cost = limits
+def _solve(p: np.ndarray, c: np.ndarray, caps: np.ndarray, limits: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The LP of the module docstring, in fractions of portfolio value; also whether it was inaccurate."""
+    loss, max_notional, max_cost = (float(v) for v in limits)
     x = cp.Variable(len(p), nonneg=True)
     constraints = [p @ x <= loss, cp.sum(x) <= max_notional, c @ x <= max_cost, x <= caps]
-    constraints += [x[i] == v for i, v in sorted(fixed.items())]
     problem = cp.Problem(cp.Minimize(cp.pos(loss - p @ x) + c @ x), constraints)
     try:
         problem.solve(solver=SOLVER, **SOLVER_SETTINGS)
@@ -582,12 +569,12 @@ def _solve(p: np.ndarray, c: np.ndarray, caps: np.ndarray, limits: tuple[float, 
     if problem.status not in ("optimal", "optimal_inaccurate") or x.value is None:
         raise SolverError(f"solver {SOLVER} ended with status '{problem.status}' sizing hedges",
                           details={"solver": SOLVER, "status": str(problem.status)})
-    return np.clip(np.asarray(x.value, dtype=float), 0.0, caps)
+    return np.clip(np.asarray(x.value, dtype=float), 0.0, caps), problem.status == "optimal_inaccurate"
 
 
 def _binding(pool: list[_Candidate], x: np.ndarray, p: np.ndarray, c: np.ndarray, caps: np.ndarray,
-             limits: tuple[float, float, float]) -> list[str]:
-    loss, max_notional, max_cost = limits
+             limits: np.ndarray) -> list[str]:
+    loss, max_notional, max_cost = (float(v) for v in limits)
     out = []
     if float(x.sum()) >= max_notional - BINDING_TOL:
         out.append("max_notional_pct")
