@@ -28,6 +28,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services import risk
 from services.estimation import MIN_OBSERVATIONS, daily_returns, market_symbol
 from services.models import PricingPack
 from services.scenarios import MACRO_FACTORS, load_seed_model
@@ -108,12 +109,6 @@ def load_sector_sensitivities(root: Traversable | None = None) -> SectorSensitiv
     return load_seed_model(root or seed_root(), SECTOR_FILE, SectorSensitivities)
 
 
-def ols_beta(y: np.ndarray, x: np.ndarray) -> float:
-    """Slope of the OLS line of ``y`` on ``x`` with an intercept: cov(x, y) / var(x)."""
-    xc = x - x.mean()
-    return float(xc @ (y - y.mean()) / (xc @ xc))
-
-
 def estimate_exposures(
     pack: PricingPack,
     symbols: list[str],
@@ -183,7 +178,7 @@ def _estimate(pack: PricingPack, sym: str, market: str, styles: tuple[str, ...],
         return [], n
     y = returns[sym].to_numpy()
     window = f"{n} daily returns {returns.index[0].date()} to {returns.index[-1].date()}"
-    beta = ols_beta(y, x)
+    beta = risk.beta(y, x)
     exposures = [Exposure(EQUITY_BETA, _round(beta), "estimated", f"OLS slope on {market}, {window}")]
     if styles:
         design = np.column_stack([np.ones(n), x])
