@@ -7,6 +7,7 @@ whole shares within every hard constraint (``trade_plan``), and report with exac
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from services import riskfolio_adapter
 from services.costs import cents, to_decimal, trade_cost
-from services.errors import InputError, SolverError
+from services.errors import InfeasibleError, InputError
 from services.estimation import Estimates, estimate
 from services.models import PricingPack
 from services.optimization import AllocationProblem, SectorCap, solve
@@ -97,13 +98,20 @@ def propose_trades(
         allocation = solve(problem, te_margin=margin)
         optimal = _vector(dict(zip(problem.symbols, allocation.weights, strict=True)), plan_symbols)
         shares, notes = round_to_shares(setup, optimal)
-        if tracking_error_ok(setup, evaluate(setup, shares)):
+        rounded = evaluate(setup, shares)
+        if tracking_error_ok(setup, rounded):
             break
     else:
-        raise SolverError(
-            "could not round the optimal portfolio to whole shares within max_tracking_error_pct "
-            f"{policy.max_tracking_error_pct}% even with a {TE_MARGINS[-1]:.0%} margin",
-            details={"solver": "rounding", "status": "tracking_error_after_rounding"},
+        # Whole shares are too coarse for this portfolio's size: a discrete conflict, not a solver fault.
+        raise InfeasibleError(
+            f"infeasible policy: in whole shares, a portfolio worth ${setup.value:,.2f} cannot hold the "
+            f"optimal weights closely enough to keep tracking error within {policy.max_tracking_error_pct:g}%: "
+            f"the rounded portfolio reaches {rounded.tracking_error * 100:.2f}% even when solved with a "
+            f"{TE_MARGINS[-1]:.0%} margin. Raise max_tracking_error_pct, add cash, or narrow the universe.",
+            details={"conflicts": ["max_tracking_error_pct", "whole shares", "portfolio value"],
+                     "portfolio_value": round(setup.value, 2),
+                     "rounded_tracking_error_pct": round(rounded.tracking_error * 100, 4),
+                     "smallest_relaxation": {"max_tracking_error_pct": math.ceil(rounded.tracking_error * 1e4) / 100}},
         )
     assert shares is not None and optimal is not None and allocation is not None
     warnings += allocation.warnings
