@@ -1,4 +1,5 @@
-"""The ``optimizer`` command line: seed the store; import, list and show packs, portfolios, policies.
+"""The ``optimizer`` command line: data (seed, packs, portfolios, policies), capabilities
+(``call``, ``capabilities``) and patterns (``patterns``, ``graph``, ``run``, ``resume``, ``runs``).
 
 Each command is a handler ``(args, store) -> int`` attached with ``set_defaults(func=...)``. To
 add a command, write an ``_add_<name>(commands)`` function and call it in ``build_parser``.
@@ -16,17 +17,21 @@ import textwrap
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from agents.logging import configure_logging
+from agents.report import table
 from agents.wiring import open_store
 from services.errors import InputError, NotFoundError, OptimizerError
 from services.importers import import_portfolio, read_pack
 from services.policy import resolve_policy
 from services.seeds import load_constraint_defaults, seed
 from services.store import Store
+
+if TYPE_CHECKING:
+    from agents.agent import OptimizerAgent
 
 log = structlog.get_logger()
 
@@ -69,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Deterministic, whole-share portfolio optimization from immutable pricing packs. "
         "Data lives in a store under the home directory ($OPTIMIZER_HOME, default ~/.optimizer); "
         "a fresh home is seeded with demo data on first use.",
-        epilog="examples:\n  optimizer seed\n  optimizer portfolios list\n  optimizer --home /tmp/opt packs list --json",
+        epilog="examples:\n  optimizer seed\n  optimizer portfolios list\n  optimizer --home /tmp/opt packs list --json\n"
+        "  optimizer run policy_rebalance --input patterns/examples/policy_rebalance.json",
         formatter_class=_HelpFormatter,
     )
     parser.add_argument(
@@ -81,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_portfolios(commands)
     _add_policies(commands)
     _add_call(commands)
+    _add_capabilities(commands)
+    _add_patterns(commands)
+    _add_graph(commands)
+    _add_run(commands)
+    _add_resume(commands)
+    _add_runs(commands)
     return parser
 
 
@@ -199,7 +211,7 @@ def _cmd_seed(args: argparse.Namespace, store: Store) -> int:
         ]
         for kind, s in sorted(summary.items())
     ]
-    print(_table(["kind", "added", "already present", "added ids"], rows, right={1, 2}))
+    print(table(["kind", "added", "already present", "added ids"], rows, right={1, 2}))
     return 0
 
 
@@ -269,7 +281,7 @@ def _cmd_packs_list(args: argparse.Namespace, store: Store) -> int:
         [p["id"], p["asof"], str(p["n_dates"]), str(p["n_symbols"]), p["content_hash"][:16]]
         for p in packs
     ]
-    print(_table(["id", "asof", "dates", "symbols", "hash"], rows, right={2, 3}))
+    print(table(["id", "asof", "dates", "symbols", "hash"], rows, right={2, 3}))
     return 0
 
 
@@ -378,7 +390,7 @@ def _cmd_portfolios_list(args: argparse.Namespace, store: Store) -> int:
         ]
         for p in items
     ]
-    print(_table(["id", "owner", "cash", "lots", "symbols", "description"], rows, right={2, 3, 4}))
+    print(table(["id", "owner", "cash", "lots", "symbols", "description"], rows, right={2, 3, 4}))
     return 0
 
 
@@ -418,7 +430,7 @@ def _cmd_portfolios_show(args: argparse.Namespace, store: Store) -> int:
         print(textwrap.fill(description, width=100))
     print()
     rows = [[p["symbol"], str(p["shares"]), str(p["lots"])] for p in positions]
-    print(_table(["symbol", "shares", "lots"], rows, right={1, 2}))
+    print(table(["symbol", "shares", "lots"], rows, right={1, 2}))
     print()
     print(f"cash: {portfolio.cash}")
     return 0
@@ -485,7 +497,7 @@ def _cmd_policies_list(args: argparse.Namespace, store: Store) -> int:
         ]
         for p in items
     ]
-    print(_table(headers, rows, right=set(range(3, len(headers)))))
+    print(table(headers, rows, right=set(range(3, len(headers)))))
     return 0
 
 
@@ -516,7 +528,7 @@ def _cmd_policies_show(args: argparse.Namespace, store: Store) -> int:
         for name, value in sorted(resolved.items())
         if name != "policy_id"
     ]
-    print(_table(["field", "value", "from"], rows))
+    print(table(["field", "value", "from"], rows))
     for warning in policy.suspicious_values():
         print(f"warning: {warning}")
     return 0
@@ -551,10 +563,9 @@ def _add_call(commands: Any) -> None:
 
 
 def _cmd_call(args: argparse.Namespace, store: Store) -> int:
-    from agents.agent import OptimizerAgent
     from capabilities.base import RequestContext
 
-    agent = OptimizerAgent(store)
+    agent = _agent(args, store)
     if args.schema:
         _print_json(agent.registry.get(args.capability).input_schema())
         return 0
@@ -584,6 +595,237 @@ def _reject_constant(name: str) -> Any:
                      details={"value": name})
 
 
+# --- capabilities, patterns and runs --------------------------------------------------------------
+
+
+def _agent(args: argparse.Namespace, store: Store) -> OptimizerAgent:
+    # Imported here so data commands start without loading the optimizer and LangGraph.
+    from agents.agent import OptimizerAgent
+
+    return OptimizerAgent(store, home=args.home)
+
+
+def _add_capabilities(commands: Any) -> None:
+    _command(
+        commands,
+        "capabilities",
+        summary="list the capabilities with their descriptions, TTL and source",
+        description="List the capabilities the agent registers. --json prints each with its "
+        "description, input and output JSON Schemas, TTL and source template.",
+        examples=["optimizer capabilities", "optimizer capabilities --json"],
+        func=_cmd_capabilities,
+        json_output=True,
+    )
+
+
+def _cmd_capabilities(args: argparse.Namespace, store: Store) -> int:
+    described = _agent(args, store).describe()
+    if args.json:
+        _print_json(described)
+        return 0
+    rows = [[c["name"], str(c["ttl"]), c["source"], textwrap.shorten(c["description"], 70, placeholder=" ...")]
+            for c in described]
+    print(table(["name", "ttl", "source", "description"], rows, right={1}))
+    return 0
+
+
+def _add_patterns(commands: Any) -> None:
+    _command(
+        commands,
+        "patterns",
+        summary="list the shipped patterns",
+        description="List the shipped patterns (each validated against the registered capabilities): "
+        "id, version, steps in order with approval gates in brackets, and description.",
+        examples=["optimizer patterns", "optimizer patterns --json"],
+        func=_cmd_patterns,
+        json_output=True,
+    )
+
+
+def _cmd_patterns(args: argparse.Namespace, store: Store) -> int:
+    patterns = _agent(args, store).patterns()
+    if args.json:
+        _print_json([p.model_dump(mode="json") for p in patterns])
+        return 0
+    rows = []
+    for p in patterns:
+        chain = []
+        for step in p.steps:
+            chain.append(step.id)
+            chain += [f"[{g.id}]" for g in p.approvals if g.after == step.id]
+        rows.append([p.id, p.version, " > ".join(chain), textwrap.shorten(p.description, 60, placeholder=" ...")])
+    print(table(["id", "version", "steps", "description"], rows))
+    return 0
+
+
+def _add_graph(commands: Any) -> None:
+    parser = _command(
+        commands,
+        "graph",
+        summary="print a pattern's LangGraph graph as a Mermaid flowchart",
+        description="Validate a pattern and print the graph it compiles to as Mermaid: one node per "
+        "step, one per approval gate, and the outputs node.",
+        examples=["optimizer graph policy_rebalance", "optimizer graph ./my_pattern.json > graph.mmd"],
+        func=_cmd_graph,
+    )
+    parser.add_argument("pattern", metavar="PATTERN", help="a shipped pattern's id or a pattern file")
+
+
+def _cmd_graph(args: argparse.Namespace, store: Store) -> int:
+    print(_agent(args, store).pattern_graph(args.pattern), end="")
+    return 0
+
+
+def _add_run(commands: Any) -> None:
+    parser = _command(
+        commands,
+        "run",
+        summary="run a pattern on a JSON input file",
+        description="Validate the pattern and its inputs, then run its steps in order. The run stops "
+        "at an approval gate whose condition holds and waits for `optimizer resume RUN_ID "
+        "--approve|--reject`, even across restarts. Prints a readable report (--json: the final "
+        "state with its run_id). Exit code 0 when the run completed, waits or was rejected, 3 when "
+        "a step failed.",
+        examples=[
+            "optimizer run policy_rebalance --input patterns/examples/policy_rebalance.json",
+            "optimizer run ./my_pattern.json --input inputs.json --json",
+            "optimizer run hedge_review --input in.json --run-id review-1 --record tests/golden/patterns/review-1",
+        ],
+        func=_cmd_run,
+        json_output=True,
+    )
+    parser.add_argument("pattern", metavar="PATTERN", help="a shipped pattern's id or a pattern file")
+    parser.add_argument("--input", required=True, metavar="FILE", help="inputs JSON file, or - for stdin")
+    parser.add_argument("--user", default=None, help="act as this user (stored portfolios are owner-only)")
+    parser.add_argument("--run-id", default=None, help="the run's id (default: a random one)")
+    parser.add_argument(
+        "--record", type=Path, default=None, metavar="DIR",
+        help="also write a golden case directory: case.json, calls/*.json, final_state.json "
+        "(the run id defaults to DIR's name)",
+    )
+
+
+def _cmd_run(args: argparse.Namespace, store: Store) -> int:
+    from agents.recording import case_files, write_case
+    from capabilities.base import RequestContext
+
+    agent = _agent(args, store)
+    inputs = _read_json(args.input)
+    run_id = args.run_id or (args.record.name if args.record else None)
+    calls: list[dict[str, Any]] | None = [] if args.record else None
+    report = agent.run_pattern(args.pattern, inputs, RequestContext(user=args.user), run_id=run_id, call_log=calls)
+    if args.record:
+        case = {"pattern": args.pattern, "inputs": inputs, "run_id": report["run_id"], "user": args.user}
+        write_case(args.record, case_files(case, calls or [], report))
+    return _print_report(args, report)
+
+
+def _add_resume(commands: Any) -> None:
+    parser = _command(
+        commands,
+        "resume",
+        summary="approve or reject a run waiting at an approval gate",
+        description="Record the decision on the gate a run waits at and let the run go on: approved, "
+        "it continues with its next step; rejected, its remaining steps are skipped and it ends as "
+        "rejected. Works after a restart: the run's state is kept in <home>/runs.db.",
+        examples=[
+            "optimizer resume 3f2a... --approve",
+            "optimizer resume 3f2a... --reject --note 'too much turnover this quarter'",
+        ],
+        func=_cmd_resume,
+        json_output=True,
+    )
+    parser.add_argument("run_id", metavar="RUN_ID", help="the run's id, as printed by `optimizer run`")
+    decision = parser.add_mutually_exclusive_group(required=True)
+    decision.add_argument("--approve", action="store_true", help="approve and continue")
+    decision.add_argument("--reject", action="store_true", help="reject and stop")
+    parser.add_argument("--note", default=None, metavar="TEXT", help="why, recorded with the decision")
+    parser.add_argument("--user", default=None, help="act as this user (only the run's own user may resume it)")
+
+
+def _cmd_resume(args: argparse.Namespace, store: Store) -> int:
+    from capabilities.base import RequestContext
+
+    report = _agent(args, store).resume_run(
+        args.run_id, approve=args.approve, note=args.note, ctx=RequestContext(user=args.user)
+    )
+    return _print_report(args, report)
+
+
+def _print_report(args: argparse.Namespace, report: dict[str, Any]) -> int:
+    from agents.report import render_report
+
+    if args.json:
+        _print_json(report)
+    else:
+        print(render_report(report))
+    return 3 if report["status"] == "failed" else 0
+
+
+def _add_runs(commands: Any) -> None:
+    runs = _group(
+        commands,
+        "runs",
+        summary="list and show pattern runs",
+        description="Pattern runs with their status: completed, waiting_for_approval, rejected or failed.",
+        examples=["optimizer runs list", "optimizer runs show RUN_ID"],
+    )
+    listing = _command(
+        runs,
+        "list",
+        summary="list the latest runs",
+        description="List the latest runs, newest first: id, pattern, status, user and timestamps (UTC).",
+        examples=["optimizer runs list", "optimizer runs list --limit 5 --json"],
+        func=_cmd_runs_list,
+        json_output=True,
+    )
+    listing.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    listing.add_argument("--user", default=None, help="only this user's runs")
+    show = _command(
+        runs,
+        "show",
+        summary="show one run's report",
+        description="Show a run: its status and timestamps, then its latest report (or its error). "
+        "--json prints the whole record, including the pattern it ran.",
+        examples=["optimizer runs show RUN_ID", "optimizer runs show RUN_ID --json"],
+        func=_cmd_runs_show,
+        json_output=True,
+    )
+    show.add_argument("run_id", metavar="RUN_ID", help="the run's id")
+    show.add_argument("--user", default=None, help="act as this user (only the run's own user may see it)")
+
+
+def _cmd_runs_list(args: argparse.Namespace, store: Store) -> int:
+    from capabilities.base import RequestContext
+
+    items = _agent(args, store).list_runs(RequestContext(user=args.user), limit=args.limit)
+    if args.json:
+        _print_json(items)
+        return 0
+    rows = [[r["run_id"], f"{r['pattern_id']} v{r['pattern_version']}", r["status"], r["user"] or "-",
+             r["created_at"], r["updated_at"]] for r in items]
+    print(table(["run_id", "pattern", "status", "user", "created", "updated"], rows))
+    return 0
+
+
+def _cmd_runs_show(args: argparse.Namespace, store: Store) -> int:
+    from agents.report import render_report
+    from capabilities.base import RequestContext
+
+    record = _agent(args, store).run_record(args.run_id, RequestContext(user=args.user))
+    if args.json:
+        _print_json(record)
+        return 0
+    print(f"run {record['run_id']}: {record['status']} (created {record['created_at']}, "
+          f"updated {record['updated_at']}, user {record['user'] or '-'})")
+    if record["report"]:
+        print()
+        print(render_report(record["report"]))
+    if record["error"]:
+        print(f"error: {record['error']['message']}")
+    return 0
+
+
 # --- output --------------------------------------------------------------------------------------
 
 
@@ -598,22 +840,6 @@ def _text(value: Any) -> str:
     if isinstance(value, (list, dict)):
         return json.dumps(value, sort_keys=True, separators=(",", ":"))
     return str(value)
-
-
-def _table(
-    headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int] | None = None
-) -> str:
-    """Aligned plain-text table; columns in ``right`` (numbers) are right-aligned."""
-    right = right or set()
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
 def _fail(err: OptimizerError) -> int:

@@ -1,4 +1,4 @@
-"""Wiring: which home directory and which store. The only place these decisions are made.
+"""Wiring: which home directory, which store, where runs live. The only place these decisions are made.
 
 Everything below ``agents/`` receives the Store (and other services) as parameters.
 """
@@ -14,6 +14,7 @@ HOME_ENV = "OPTIMIZER_HOME"
 DB_URL_ENV = "OPTIMIZER_DB_URL"
 DEFAULT_HOME = Path("~/.optimizer")
 DB_FILENAME = "optimizer.db"
+RUNS_FILENAME = "runs.db"
 
 
 def resolve_home(home: Path | None = None) -> Path:
@@ -34,3 +35,13 @@ def open_store(home: Path | None = None) -> Store:
     store = Store(url)
     store.create_schema()
     return store
+
+
+def runs_database(home: Path | None = None) -> Path:
+    """The SQLite file holding pattern runs and their LangGraph checkpoints: ``<home>/runs.db``.
+
+    It stays a local file whatever ``$OPTIMIZER_DB_URL`` says: LangGraph's SqliteSaver needs one.
+    """
+    directory = resolve_home(home)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / RUNS_FILENAME

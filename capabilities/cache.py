@@ -39,7 +39,9 @@ class ResultCache:
         hit["_metadata"]["cached"] = True
         return hit
 
-    def put(self, capability: str, inputs_hash: str, body: dict[str, Any], ttl_seconds: int) -> None:
+    def put(
+        self, capability: str, inputs_hash: str, body: dict[str, Any], ttl_seconds: int
+    ) -> None:
         """Keep a copy of ``body`` for ``ttl_seconds`` (0 keeps nothing); evicts the least recently used."""
         if ttl_seconds <= 0:
             return

@@ -219,3 +219,14 @@ def agent(seeded_store: Store):
     from agents.agent import OptimizerAgent
 
     return OptimizerAgent(seeded_store)
+
+
+@pytest.fixture(scope="module")
+def module_store(seeded_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """A seeded store shared by one test module: its pricing pack is read once, which keeps
+    modules that call capabilities many times quick. Use ``seeded_store`` to write freely."""
+    directory = tmp_path_factory.mktemp("module_store")
+    shutil.copyfile(seeded_db, directory / DB_FILENAME)
+    s = open_store(directory)
+    yield s
+    s.close()

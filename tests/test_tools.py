@@ -1,0 +1,168 @@
+"""The capabilities as LangChain tools, driven by a LangGraph tool-calling agent whose chat model is
+a scripted fake from langchain_core: no network, no LLM.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.tools import BaseTool
+from langgraph.graph import START, MessagesState, StateGraph
+from langgraph.prebuilt import ToolNode, tools_condition
+
+from agents.agent import OptimizerAgent
+from agents.tools import TOOL_NAME, capability_name, tool_name
+from capabilities.base import RequestContext
+from services.errors import NotFoundError
+from services.store import Store
+
+PACK = "PP_2022-12-28"
+PROPOSE = {
+    "portfolio_id": "demo_diversified",
+    "pricing_pack_id": PACK,
+    "policy_id": "quality_focused",
+}
+
+
+class ScriptedChatModel(GenericFakeChatModel):
+    """A fake chat model that accepts tools the way a provider's model does (it ignores them)."""
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:
+        return self
+
+
+@pytest.fixture
+def agent(module_store: Store, tmp_path: Path) -> OptimizerAgent:
+    return OptimizerAgent(module_store, home=tmp_path / "home")
+
+
+def tool_calling_agent(
+    model: ScriptedChatModel, tools: list[BaseTool], seen: list[list[BaseMessage]]
+) -> Any:
+    """The usual LangGraph loop: the model speaks, tools run its calls, until it answers in text."""
+    bound = model.bind_tools(tools)
+
+    def call_model(state: MessagesState) -> dict[str, Any]:
+        seen.append(list(state["messages"]))
+        return {"messages": [bound.invoke(state["messages"])]}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("model", call_model)
+    graph.add_node("tools", ToolNode(tools))
+    graph.add_edge(START, "model")
+    graph.add_conditional_edges("model", tools_condition)
+    graph.add_edge("tools", "model")
+    return graph.compile()
+
+
+def script(seen: list[list[BaseMessage]]) -> Iterator[AIMessage]:
+    """What the model says, turn by turn; later turns read the tool results as an LLM would."""
+    yield AIMessage(
+        "", tool_calls=[{"id": "call-1", "name": "optimizer__propose_trades", "args": PROPOSE}]
+    )
+    proposal = json.loads(seen[-1][-1].content)
+    # A malformed call: the trades under a name the capability does not have.
+    yield AIMessage(
+        "",
+        tool_calls=[
+            {
+                "id": "call-2",
+                "name": "optimizer__analyze_impact",
+                "args": {
+                    "portfolio_id": "demo_diversified",
+                    "pricing_pack_id": PACK,
+                    "trades": proposal["trades"],
+                },
+            }
+        ],
+    )
+    error = seen[-1][-1]
+    assert isinstance(error, ToolMessage) and error.status == "error"
+    assert (
+        "proposed_trades" in json.loads(error.content)["message"]
+    )  # the message says what is valid
+    yield AIMessage(
+        "",
+        tool_calls=[
+            {
+                "id": "call-3",
+                "name": "optimizer__analyze_impact",
+                "args": {
+                    "portfolio_id": "demo_diversified",
+                    "pricing_pack_id": PACK,
+                    "proposed_trades": proposal["trades"],
+                },
+            }
+        ],
+    )
+    impact = json.loads(seen[-1][-1].content)
+    yield AIMessage(
+        f"Proposed {proposal['trade_count']} trades; volatility goes from "
+        f"{impact['before']['volatility_pct']}% to {impact['after']['volatility_pct']}%."
+    )
+
+
+def uncached(result: dict[str, Any]) -> dict[str, Any]:
+    return {**result, "_metadata": {**result["_metadata"], "cached": False}}
+
+
+def test_tool_names_map_both_ways(agent: OptimizerAgent) -> None:
+    tools = agent.as_langchain_tools()
+    assert [t.name for t in tools] == [tool_name(n) for n in agent.registry.names()]
+    for tool in tools:
+        assert TOOL_NAME.fullmatch(tool.name)
+        assert capability_name(tool.name) in agent.registry
+        capability = agent.registry.get(capability_name(tool.name))
+        assert tool.description == capability.description
+        assert tool.args_schema == capability.input_schema()
+    with pytest.raises(ValueError, match="does not match"):
+        tool_name("optimizer.propose trades")
+    with pytest.raises(ValueError, match="could not be mapped back"):
+        tool_name("optimizer.propose__trades")
+
+
+def test_a_tool_calling_agent_rebalances_the_demo_portfolio(agent: OptimizerAgent) -> None:
+    seen: list[list[BaseMessage]] = []
+    model = ScriptedChatModel(messages=script(seen))
+    graph = tool_calling_agent(model, agent.as_langchain_tools(RequestContext(user="demo")), seen)
+    final = graph.invoke(
+        {"messages": [HumanMessage("rebalance the demo portfolio with the quality-focused policy")]}
+    )
+
+    tool_messages = [m for m in final["messages"] if isinstance(m, ToolMessage)]
+    assert [(m.name, m.status) for m in tool_messages] == [
+        ("optimizer__propose_trades", "success"),
+        ("optimizer__analyze_impact", "error"),
+        ("optimizer__analyze_impact", "success"),
+    ]
+    proposal, error, impact = tool_messages
+    # The tool results are the capabilities' real outputs, content and artifact alike.
+    expected_proposal = agent.execute("optimizer.propose_trades", PROPOSE)
+    assert uncached(proposal.artifact) == uncached(expected_proposal)
+    assert json.loads(proposal.content) == proposal.artifact
+    expected_impact = agent.execute(
+        "optimizer.analyze_impact",
+        {
+            "portfolio_id": "demo_diversified",
+            "pricing_pack_id": PACK,
+            "proposed_trades": expected_proposal["trades"],
+        },
+    )
+    assert uncached(impact.artifact) == uncached(expected_impact)
+    assert json.loads(error.content)["code"] == "invalid_input"
+    assert final["messages"][-1].content.startswith(
+        f"Proposed {expected_proposal['trade_count']} trades"
+    )
+
+
+def test_other_failures_end_the_conversation(agent: OptimizerAgent) -> None:
+    tools = {t.name: t for t in agent.as_langchain_tools(RequestContext(user="mallory"))}
+    call = {"type": "tool_call", "id": "c", "name": "optimizer__propose_trades", "args": PROPOSE}
+    with pytest.raises(NotFoundError):
+        tools["optimizer__propose_trades"].invoke(call)
