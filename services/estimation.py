@@ -14,6 +14,7 @@ import pandas as pd
 from services import riskfolio_adapter
 from services.errors import InputError
 from services.models import PricingPack
+from services.policy import Policy
 
 MIN_OBSERVATIONS = 30
 
@@ -92,6 +93,19 @@ def estimate(
         cov=cov_daily * annualization_days,
         returns=returns,
         warnings=tuple(warnings),
+    )
+
+
+def estimate_for_policy(pack: PricingPack, symbols: list[str], policy: Policy) -> Estimates:
+    """``estimate`` with the policy's window, estimators, risk-free rate and annualization."""
+    return estimate(
+        pack, symbols,
+        lookback_days=policy.lookback_days,
+        covariance_estimator=policy.covariance_estimator,
+        expected_return_estimator=policy.expected_return_estimator,
+        risk_free_rate=policy.risk_free_rate,
+        ewma_decay=policy.ewma_decay,
+        annualization_days=policy.annualization_days,
     )
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from services import riskfolio_adapter
 from services.costs import cents, to_decimal, trade_cost
 from services.errors import InfeasibleError, InputError
-from services.estimation import Estimates, estimate
+from services.estimation import Estimates, estimate_for_policy
 from services.models import PricingPack
 from services.optimization import AllocationProblem, SectorCap, solve
 from services.policy import Policy
@@ -76,15 +76,7 @@ def propose_trades(
     plan_symbols = tuple(sorted(set(holdings.positions) | set(choice.eligible)))
     risk_symbols = list(choice.eligible) + sorted(set(plan_symbols) - set(choice.eligible))
     risk_symbols += sorted(set(bench or {}) - set(risk_symbols))
-    est = estimate(
-        pack, risk_symbols,
-        lookback_days=policy.lookback_days,
-        covariance_estimator=policy.covariance_estimator,
-        expected_return_estimator=policy.expected_return_estimator,
-        risk_free_rate=policy.risk_free_rate,
-        ewma_decay=policy.ewma_decay,
-        annualization_days=policy.annualization_days,
-    )
+    est = estimate_for_policy(pack, risk_symbols, policy)
     warnings += est.warnings
     factor = covariance_factor(est.cov)
     bench_vec = _vector(bench, est.symbols) if bench else None

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from services.errors import InputError
-from services.estimation import estimate, market_symbol
+from services.estimation import estimate_for_policy, market_symbol
 from services.models import PricingPack
 from services.policy import Policy
 from services.rebalance import covariance_factor
@@ -208,15 +208,7 @@ def pack_risk_model(pack: PricingPack, symbols: list[str], policy: Policy) -> Ri
             "benchmark is given",
             details={"field": "portfolio"},
         )
-    est = estimate(
-        pack, sorted(symbols),
-        lookback_days=policy.lookback_days,
-        covariance_estimator=policy.covariance_estimator,
-        expected_return_estimator=policy.expected_return_estimator,
-        risk_free_rate=policy.risk_free_rate,
-        ewma_decay=policy.ewma_decay,
-        annualization_days=policy.annualization_days,
-    )
+    est = estimate_for_policy(pack, sorted(symbols), policy)
     warnings = list(est.warnings)
     index = market_symbol(pack)
     market = None
