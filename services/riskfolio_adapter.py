@@ -51,6 +51,8 @@ def mean_returns(returns: pd.DataFrame, estimator: str, *, decay: float) -> np.n
 
 def risk_parity_weights(returns: pd.DataFrame, cov: np.ndarray) -> np.ndarray:
     """Equal-risk-contribution weights (long only, summing to 1) from riskfolio's rp_optimization."""
+    if returns.shape[1] == 1:  # one asset is its own risk parity; riskfolio needs two
+        return np.ones(1)
     port = _rp().Portfolio(returns=returns)
     port.mu = pd.DataFrame([np.zeros(returns.shape[1])], columns=returns.columns)
     port.cov = pd.DataFrame(cov, index=returns.columns, columns=returns.columns)
@@ -60,6 +62,8 @@ def risk_parity_weights(returns: pd.DataFrame, cov: np.ndarray) -> np.ndarray:
 
 def hrp_weights(returns: pd.DataFrame, cov_estimator: str, *, decay: float) -> np.ndarray:
     """Hierarchical risk parity weights (López de Prado) from riskfolio's HCPortfolio."""
+    if returns.shape[1] == 1:  # nothing to cluster; riskfolio needs two
+        return np.ones(1)
     port = _rp().HCPortfolio(returns=returns)
     method_cov = _COV_METHODS[cov_estimator]
     weights = _call(
