@@ -107,15 +107,21 @@ def solve(problem: AllocationProblem, *, te_margin: float = 0.0) -> Allocation:
     problem = square_factor(problem)
     warnings: list[str] = []
     objective = problem.objective
-    if objective == "max_sharpe" and not np.any(problem.mu > problem.risk_free_rate):
-        warnings.append(
-            "max_sharpe: no eligible security has expected return above the risk-free rate "
-            f"({problem.risk_free_rate:.2%}); fell back to min_variance"
-        )
-        objective = "min_variance"
-    if objective == "max_sharpe":
+    weights, status = None, "not_solved"
+    if objective == "max_sharpe" and np.any(problem.mu > problem.risk_free_rate):
         weights, status = _solve_max_sharpe(problem, te_margin)
-    else:
+    if objective == "max_sharpe" and weights is None and status != "optimal_inaccurate":
+        # Either no asset beats the risk-free rate, or no portfolio the constraints allow does
+        # (the Charnes-Cooper problem is then infeasible although the policy is not): the
+        # Sharpe ratio has no positive maximum, so minimize variance instead, and say so.
+        objective = "min_variance"
+        weights, status = _solve_convex(problem, objective, te_margin)
+        if weights is not None:
+            warnings.append(
+                "max_sharpe: no portfolio the constraints allow has expected return above the risk-free "
+                f"rate ({problem.risk_free_rate:.2%}); fell back to min_variance"
+            )
+    elif objective != "max_sharpe":
         weights, status = _solve_convex(problem, objective, te_margin)
     if weights is None:
         if status in ("infeasible", "infeasible_inaccurate"):

@@ -200,9 +200,10 @@ def covariance_factor(cov: np.ndarray) -> np.ndarray:
 def validate_holdings(pack: PricingPack, holdings: Holdings) -> None:
     """Every position is a holdable, priced symbol of ``pack`` with non-negative shares; cash ≥ 0."""
     prices = pack.last_prices()
+    known = set(pack.symbols)
     problems = []
     for sym, n in sorted(holdings.positions.items()):
-        if sym not in pack.symbols:
+        if sym not in known:
             problems.append(f"{sym}: not in pricing pack {pack.id}")
         elif pack.security(sym).asset_class in NOT_HOLDABLE:
             problems.append(f"{sym}: an {pack.security(sym).asset_class} series cannot be held")

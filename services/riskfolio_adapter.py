@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.covariance import OAS, LedoitWolf
 
 from services.errors import SolverError
 
 _COV_METHODS = {"hist": "hist", "ledoit": "ledoit", "oas": "oas", "ewma": "ewma1"}
 _MEAN_METHODS = {"hist": "hist", "ewma": "ewma1"}
+_SHRINKAGE = {"ledoit": LedoitWolf, "oas": OAS}
 
 
 def _rp() -> Any:
@@ -34,7 +36,13 @@ def riskfolio_version() -> str:
 def covariance(returns: pd.DataFrame, estimator: str, *, decay: float) -> np.ndarray:
     """Daily covariance of ``returns`` with riskfolio's estimator (hist, ledoit, oas, ewma)."""
     method = _COV_METHODS[estimator]
-    cov = _call("covar_matrix", lambda: _rp().ParamsEstimation.covar_matrix(returns, method=method, d=decay))
+    if estimator in _SHRINKAGE:
+        # riskfolio fits these sklearn estimators with their defaults, which also invert the
+        # covariance (0.8 s of 0.85 s at 1000 assets) only to discard the inverse; fitting the same
+        # estimator without it gives the identical matrix (tests/test_estimation.py checks this).
+        cov = _SHRINKAGE[estimator](store_precision=False).fit(returns.to_numpy()).covariance_
+    else:
+        cov = _call("covar_matrix", lambda: _rp().ParamsEstimation.covar_matrix(returns, method=method, d=decay))
     matrix = np.asarray(cov, dtype=float)
     if not np.all(np.isfinite(matrix)):
         raise SolverError(f"riskfolio covar_matrix({method}) returned non-finite values",

@@ -173,3 +173,15 @@ def test_tracking_error_too_tight_reports_the_lowest_reachable(market) -> None:
                       [w >= 0, cp.sum(w) == 1, w <= caps])
     prob.solve()
     assert lowest == pytest.approx(np.ceil(np.sqrt(prob.value) * 1e4) / 100, abs=0.011)
+
+
+def test_max_sharpe_with_no_allowed_portfolio_above_the_risk_free_rate_falls_back(market) -> None:
+    """One asset beats the risk-free rate, but a 5% cap leaves every allowed portfolio below it."""
+    mu = np.full(8, -0.05)
+    mu[0] = 0.30
+    caps = np.array([0.05] + [0.95] * 7)
+    result = solve(_problem(market, "max_sharpe", mu=mu, caps=caps, sectors=(), max_tracking_error=None,
+                            max_turnover=None))
+    assert result.objective == "min_variance"
+    assert any("fell back to min_variance" in w for w in result.warnings)
+    assert 0.30 * 0.05 + (-0.05) * 0.95 < 0.02  # indeed no allowed portfolio earns the 2% rate

@@ -1,0 +1,25 @@
+"""Estimators: the adapter's shortcut for shrinkage estimators equals riskfolio's own result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import riskfolio
+
+from services import riskfolio_adapter
+from services.estimation import daily_returns
+from services.importers import read_pack
+from services.seeds import seed_root
+
+
+@pytest.fixture(scope="module")
+def returns():
+    directory = seed_root() / "packs" / "PP_2022-12-28"
+    pack = read_pack("PP_2022-12-28", directory / "prices.csv", directory / "securities.csv")
+    return daily_returns(pack, ["AAPL", "JNJ", "XOM", "MSFT", "KO", "SP500"], 756)
+
+
+@pytest.mark.parametrize(("ours", "theirs"), [("ledoit", "ledoit"), ("oas", "oas"), ("hist", "hist"), ("ewma", "ewma1")])
+def test_covariance_equals_riskfolio(returns, ours, theirs) -> None:
+    expected = np.asarray(riskfolio.ParamsEstimation.covar_matrix(returns, method=theirs, d=0.94), dtype=float)
+    np.testing.assert_allclose(riskfolio_adapter.covariance(returns, ours, decay=0.94), expected, rtol=1e-12, atol=0)
