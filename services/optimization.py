@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from importlib.metadata import version
 from typing import Any
 
 import cvxpy as cp
@@ -91,10 +90,6 @@ class Allocation:
     solver: str
     binding: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default_factory=tuple)
-
-
-def solver_versions() -> dict[str, str]:
-    return {"cvxpy": version("cvxpy"), "clarabel": version("clarabel")}
 
 
 def solve(problem: AllocationProblem, *, te_margin: float = 0.0) -> Allocation:

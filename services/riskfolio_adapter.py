@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-from importlib.metadata import version
 from typing import Any
 
 import numpy as np
@@ -27,10 +26,6 @@ def _rp() -> Any:
     import riskfolio
 
     return riskfolio
-
-
-def riskfolio_version() -> str:
-    return version("riskfolio-lib")
 
 
 def covariance(returns: pd.DataFrame, estimator: str, *, decay: float) -> np.ndarray:
