@@ -287,7 +287,7 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, factor, off
         if policy.method == "risk_parity":
             base = riskfolio_adapter.risk_parity_weights(returns, est.cov[np.ix_(idx, idx)])
         else:
-            base = riskfolio_adapter.hrp_weights(returns, policy.covariance_estimator, decay=policy.ewma_decay)
+            base = riskfolio_adapter.hrp_weights(returns, est.cov[np.ix_(idx, idx)])
         objective, target = "track", base * invested
     problem = AllocationProblem(
         symbols=choice.eligible,

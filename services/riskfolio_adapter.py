@@ -81,18 +81,21 @@ def risk_parity_weights(returns: pd.DataFrame, cov: np.ndarray) -> np.ndarray:
     return _checked_weights(weights, returns.columns, "rp_optimization")
 
 
-def hrp_weights(returns: pd.DataFrame, cov_estimator: str, *, decay: float) -> np.ndarray:
-    """Hierarchical risk parity weights (López de Prado) from riskfolio's HCPortfolio."""
+def hrp_weights(returns: pd.DataFrame, cov: np.ndarray) -> np.ndarray:
+    """Hierarchical risk parity weights (López de Prado) from riskfolio's HCPortfolio.
+
+    Clusters on the Pearson correlation of ``returns`` and allocates with ``cov`` (the policy's
+    estimate), passed as riskfolio's custom covariance so it is not estimated a second time.
+    """
     if returns.shape[1] == 1:  # nothing to cluster; riskfolio needs two
         return np.ones(1)
     port = _rp().HCPortfolio(returns=returns)
-    method_cov = _COV_METHODS[cov_estimator]
+    custom = pd.DataFrame(cov, index=returns.columns, columns=returns.columns)
     weights = _call(
         "HCPortfolio.optimization",
         lambda: port.optimization(
             model="HRP", codependence="pearson", rm="MV", rf=0, linkage="single",
-            method_cov=method_cov, dict_cov={"d": decay} if method_cov == "ewma1" else {},
-            leaf_order=True,
+            method_cov="custom_cov", custom_cov=custom, leaf_order=True,
         ),
     )
     return _checked_weights(weights, returns.columns, "HCPortfolio.optimization")

@@ -23,3 +23,14 @@ def returns():
 def test_covariance_equals_riskfolio(returns, ours, theirs) -> None:
     expected = np.asarray(riskfolio.ParamsEstimation.covar_matrix(returns, method=theirs, d=0.94), dtype=float)
     np.testing.assert_allclose(riskfolio_adapter.covariance(returns, ours, decay=0.94), expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(("ours", "theirs"), [("ledoit", "ledoit"), ("ewma", "ewma1")])
+def test_hrp_on_our_covariance_equals_riskfolio_estimating_it(returns, ours, theirs) -> None:
+    port = riskfolio.HCPortfolio(returns=returns)
+    expected = port.optimization(model="HRP", codependence="pearson", rm="MV", rf=0, linkage="single",
+                                 method_cov=theirs, dict_cov={"d": 0.94} if theirs == "ewma1" else {},
+                                 leaf_order=True)
+    cov = riskfolio_adapter.covariance(returns, ours, decay=0.94) * 252  # HRP is scale-free
+    np.testing.assert_allclose(riskfolio_adapter.hrp_weights(returns, cov),
+                               expected.to_numpy().ravel(), rtol=1e-9)
