@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
+from warnings import catch_warnings, filterwarnings
 
 import cvxpy as cp
 import numpy as np
@@ -257,7 +258,10 @@ def _cvar_objective(p: AllocationProblem, w: cp.Variable) -> tuple[cp.Minimize, 
 
 def _run(problem: cp.Problem, w: cp.Variable) -> tuple[np.ndarray | None, str]:
     try:
-        problem.solve(solver=SOLVER, **SOLVER_SETTINGS)
+        with catch_warnings():
+            # The status says the same; solve() turns it into a warning in the result.
+            filterwarnings("ignore", message="Solution may be inaccurate")
+            problem.solve(solver=SOLVER, **SOLVER_SETTINGS)
     except cp.error.SolverError as exc:
         raise SolverError(f"solver {SOLVER} failed: {exc}", details={"solver": SOLVER, "status": "error"}) from exc
     status = str(problem.status)
