@@ -31,8 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from services import risk
 from services.estimation import MIN_OBSERVATIONS, daily_returns, market_symbol
 from services.models import PricingPack
-from services.scenarios import MACRO_FACTORS, load_seed_model
-from services.seeds import seed_root
+from services.scenarios import MACRO_FACTORS
+from services.seeds import load_seed_model, seed_root
 
 SECTOR_FILE = "sector_sensitivities.json"
 DEFAULT_LOOKBACK_DAYS = 756

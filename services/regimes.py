@@ -20,7 +20,6 @@ percentage of the plan is of the portfolio value before trades unless a field sa
 from __future__ import annotations
 
 import functools
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from decimal import Decimal
 from importlib.resources.abc import Traversable
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.costs import cents, to_decimal, trade_cost
 from services.errors import InputError
@@ -38,7 +37,7 @@ from services.policy import Policy
 from services.proposal import EstimationInfo, Money, pct, ratio
 from services.rebalance import NOT_HOLDABLE, Holdings, validate_holdings
 from services.risk import RiskModel, betas, pack_risk_model, position_weights, volatility
-from services.seeds import seed_root
+from services.seeds import load_seed_model, seed_root
 
 PLAYBOOK_FILE = "regime_playbooks.json"
 CASH = "CASH"
@@ -160,13 +159,7 @@ class Playbooks(_Strict):
 @functools.lru_cache(maxsize=8)
 def load_playbooks(root: Traversable | None = None) -> Playbooks:
     """Read and validate ``regime_playbooks.json`` from the seed directory (or ``root``)."""
-    path = (root or seed_root()) / PLAYBOOK_FILE
-    try:
-        return Playbooks.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError as exc:
-        raise InputError(f"seed file {path} not found", details={"file": str(path)}) from exc
-    except (json.JSONDecodeError, ValidationError) as exc:
-        raise InputError(f"seed file {path} is not a valid playbook file: {exc}", details={"file": str(path)}) from exc
+    return load_seed_model(root or seed_root(), PLAYBOOK_FILE, Playbooks)
 
 
 # --- the report ----------------------------------------------------------------------------------

@@ -11,21 +11,18 @@ return (fraction) per one unit of its factor.
 
 from __future__ import annotations
 
-import functools
-import json
 from datetime import date
 from importlib.resources.abc import Traversable
-from typing import Literal, TypeVar
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.errors import InputError
-from services.seeds import seed_root
+from services.seeds import load_seed_model, seed_root
 
 SCENARIOS_FILE = "scenarios.json"
 INSTRUMENTS_FILE = "instruments.json"
 
-M = TypeVar("M", bound=BaseModel)
 
 # The non-equity factors, in report order. The equity factor is handled apart because holdings
 # get their exposure to it by regression (a beta), not from an assumed sensitivity.
@@ -237,22 +234,3 @@ def get_scenario(library: ScenarioLibrary, scenario_id: str) -> Scenario:
             details={"field": "scenario_id", "value": scenario_id, "allowed": library.ids()},
         ) from None
 
-
-# Seed files do not change while a process runs; parsing them once per root is enough.
-@functools.lru_cache(maxsize=16)
-def load_seed_model(root: Traversable, name: str, model: type[M]) -> M:
-    """Seed file ``name`` under ``root`` parsed into ``model``; any problem is an input error naming it."""
-    path = root / name
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InputError(f"seed file {path} not found", details={"file": str(path)}) from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(f"seed file {path} is not valid JSON: {exc}",
-                         details={"file": str(path), "line": exc.lineno}) from exc
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        problems = [f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()]
-        raise InputError(f"seed file {name} is invalid: " + "; ".join(problems[:6]),
-                         details={"file": str(path), "problems": problems}) from exc

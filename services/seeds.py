@@ -15,13 +15,17 @@ from contextlib import ExitStack
 from decimal import Decimal
 from importlib import resources
 from importlib.resources.abc import Traversable
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from services.errors import InputError
 from services.importers import import_portfolio, read_pack
 from services.models import PricingPack
 from services.policy import Policy, parse_overrides
 from services.store import Store
+
+M = TypeVar("M", bound=BaseModel)
 
 SEED_PACKAGE = "seeds"
 SEED_DIR = "optimizer"
@@ -38,7 +42,7 @@ def load_constraint_defaults(root: Traversable | None = None) -> dict[str, Any]:
     The defaults are validated as a Policy here, so a broken seed file fails on load rather
     than on the first request.
     """
-    raw = dict(_read_json(root or seed_root(), "constraint_defaults.json"))
+    raw = dict(read_seed_json(root or seed_root(), "constraint_defaults.json"))
     raw.pop("version", None)
     money = {name for name, f in Policy.model_fields.items() if f.annotation is Decimal}
     defaults = {k: Decimal(str(v)) if k in money else v for k, v in raw.items()}
@@ -54,7 +58,7 @@ def load_constraint_defaults(root: Traversable | None = None) -> dict[str, Any]:
 
 def load_benchmarks(root: Traversable | None = None) -> dict[str, dict[str, float]]:
     """Named benchmarks from ``benchmarks.json``: {name: {symbol: weight}}, sorted."""
-    data = _read_json(root or seed_root(), "benchmarks.json")
+    data = read_seed_json(root or seed_root(), "benchmarks.json")
     return {
         name: {sym: float(w) for sym, w in sorted(spec["weights"].items())}
         for name, spec in sorted(data["benchmarks"].items())
@@ -63,7 +67,7 @@ def load_benchmarks(root: Traversable | None = None) -> dict[str, dict[str, floa
 
 def load_policy_templates(root: Traversable | None = None) -> list[dict[str, Any]]:
     """Policy templates from ``policy_templates.json``, each validated, sorted by id."""
-    data = _read_json(root or seed_root(), "policy_templates.json")
+    data = read_seed_json(root or seed_root(), "policy_templates.json")
     templates = sorted(data["templates"], key=lambda t: t["id"])
     for t in templates:
         parse_overrides(t["policy"], where=f"policy_templates.json template {t['id']}")
@@ -92,11 +96,11 @@ def seed(store: Store, root: Traversable | None = None) -> dict[str, dict[str, l
     base = root or seed_root()
     packs = [load_seed_pack(pack_id, base) for pack_id in seed_pack_ids(base)]
     latest = max(packs, key=lambda p: (p.asof, p.id)) if packs else None
-    ratings_file = _read_json(base, "quality_ratings.json")
+    ratings_file = read_seed_json(base, "quality_ratings.json")
     templates = load_policy_templates(base)
     stored_portfolios = {p["id"] for p in store.list_portfolios()}
     new_portfolios = []
-    for spec in sorted(_read_json(base, "portfolios.json")["portfolios"], key=lambda s: s["id"]):
+    for spec in sorted(read_seed_json(base, "portfolios.json")["portfolios"], key=lambda s: s["id"]):
         if spec["id"] not in stored_portfolios:
             with resources.as_file(base / spec["positions"]) as positions:
                 portfolio = import_portfolio(
@@ -121,7 +125,7 @@ def seed(store: Store, root: Traversable | None = None) -> dict[str, dict[str, l
     summary["portfolios"] = _split(
         [
             (p["id"], p["id"] not in stored_portfolios)
-            for p in _read_json(base, "portfolios.json")["portfolios"]
+            for p in read_seed_json(base, "portfolios.json")["portfolios"]
         ]
     )
     return summary
@@ -137,7 +141,8 @@ def _split(outcomes: list[tuple[str, bool]]) -> dict[str, list[str]]:
 # Seed files do not change while a process runs; caching spares re-parsing the demo pack (the
 # slow part) each time a store is seeded, e.g. once per test.
 @functools.lru_cache(maxsize=32)
-def _read_json(root: Traversable, name: str) -> dict[str, Any]:
+def read_seed_json(root: Traversable, name: str) -> Any:
+    """Seed file ``name`` under ``root`` as JSON; a missing or malformed file is an input error naming it."""
     path = root / name
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -148,6 +153,19 @@ def _read_json(root: Traversable, name: str) -> dict[str, Any]:
             f"seed file {path} is not valid JSON: {exc}",
             details={"file": str(path), "line": exc.lineno},
         ) from exc
+
+
+# Seed files do not change while a process runs; parsing them once per root is enough.
+@functools.lru_cache(maxsize=16)
+def load_seed_model(root: Traversable, name: str, model: type[M]) -> M:
+    """Seed file ``name`` under ``root`` parsed into ``model``; any problem is an input error naming it."""
+    raw = read_seed_json(root, name)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()]
+        raise InputError(f"seed file {name} is invalid: " + "; ".join(problems[:6]),
+                         details={"file": str(root / name), "problems": problems}) from exc
 
 
 @functools.lru_cache(maxsize=8)
