@@ -355,10 +355,9 @@ def _report(pack, holdings, policy, choice, setup: PlanSetup, est, factor, bench
     checks = _checks(policy, choice, setup, exact)
     before_w = dict(zip(setup.symbols, weights_before, strict=True))
     after_w = dict(zip(setup.symbols, exact.weights, strict=True))
-    te_before = te_after = None
+    te_before = None
     if bench_vec is not None:
         te_before = float(np.linalg.norm(factor @ (_vector(before_w, est.symbols) - bench_vec)))
-        te_after = float(np.linalg.norm(factor @ (_vector(after_w, est.symbols) - bench_vec)))
     for sym, reason in sorted(choice.forced.items()):
         warnings.append(f"{sym} sold in full: {reason}")
     return TradeProposal(
@@ -380,7 +379,7 @@ def _report(pack, holdings, policy, choice, setup: PlanSetup, est, factor, bench
         forced_turnover_pct=pct(exact.forced_turnover),
         discretionary_turnover_pct=pct(exact.discretionary_turnover),
         te_before_pct=pct(te_before),
-        te_after_pct=pct(te_after),
+        te_after_pct=pct(exact.tracking_error),
         benchmark=benchmark_name,
         before=_risk_return(est, factor, before_w, policy.risk_free_rate),
         after=_risk_return(est, factor, after_w, policy.risk_free_rate),
