@@ -18,8 +18,8 @@ from langchain_core.tools import BaseTool
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
-from agents.recording import RecordingCaller
-from agents.runs import RunLog
+from agents.recording import RecordingCaller, case_files
+from agents.run_log import RunLog
 from agents.tools import langchain_tools
 from agents.wiring import open_store, resolve_home, runs_database
 from capabilities.base import RequestContext, Services
@@ -42,9 +42,9 @@ from patterns.loader import (
     shipped_patterns,
 )
 from patterns.model import Pattern
+from services.data.seeds import load_benchmarks, load_constraint_defaults, seed
+from services.data.store import Store
 from services.errors import ConflictError, InputError, NotFoundError, OptimizerError
-from services.seeds import load_benchmarks, load_constraint_defaults, seed
-from services.store import Store
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
@@ -181,6 +181,28 @@ class OptimizerAgent:
         return self._drive(
             pattern, run_id, Command(resume=decision), row["user"], call_log, "resume"
         )
+
+    def play_case(self, case: dict[str, Any]) -> dict[str, Any]:
+        """Run a golden case (and resume it when it says so); returns its files by relative path.
+
+        ``case`` is a recorded ``case.json``: pattern, inputs, run_id, user and optionally
+        ``resume`` with the approval decision (see ``agents.recording``).
+        """
+        calls: list[dict[str, Any]] = []
+        ctx = RequestContext(user=case.get("user"), trace_id=case["run_id"])
+        report = self.run_pattern(
+            case["pattern"], case["inputs"], ctx, run_id=case["run_id"], call_log=calls
+        )
+        if "resume" in case:
+            decision = case["resume"]
+            report = self.resume_run(
+                case["run_id"],
+                approve=decision["approve"],
+                note=decision.get("note"),
+                ctx=ctx,
+                call_log=calls,
+            )
+        return case_files(case, calls, report)
 
     def run_record(self, run_id: str, ctx: RequestContext | None = None) -> dict[str, Any]:
         """A run's record (pattern, status, user, timestamps, inputs, report, error).

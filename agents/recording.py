@@ -13,15 +13,12 @@ import copy
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from capabilities.base import RequestContext
 from capabilities.runner import canonical_json
 from patterns.compiler import CapabilityCaller
 from services.errors import OptimizerError
-
-if TYPE_CHECKING:
-    from agents.agent import OptimizerAgent
 
 
 class RecordingCaller:
@@ -41,25 +38,6 @@ class RecordingCaller:
             entry["error"] = err.to_dict()
             raise
         return entry["response"]
-
-
-def play_case(agent: OptimizerAgent, case: dict[str, Any]) -> dict[str, Any]:
-    """Run a case (and resume it when it says so); returns its files by relative path."""
-    calls: list[dict[str, Any]] = []
-    ctx = RequestContext(user=case.get("user"), trace_id=case["run_id"])
-    report = agent.run_pattern(
-        case["pattern"], case["inputs"], ctx, run_id=case["run_id"], call_log=calls
-    )
-    if "resume" in case:
-        decision = case["resume"]
-        report = agent.resume_run(
-            case["run_id"],
-            approve=decision["approve"],
-            note=decision.get("note"),
-            ctx=ctx,
-            call_log=calls,
-        )
-    return case_files(case, calls, report)
 
 
 def case_files(

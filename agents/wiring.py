@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from services.store import Store
+from services.data.store import Store
 
 HOME_ENV = "OPTIMIZER_HOME"
 DB_URL_ENV = "OPTIMIZER_DB_URL"

@@ -8,7 +8,7 @@ between sizes:
   which pays riskfolio's import and cvxpy's first use), then ``--repeat`` more times; report
   the median, a per-stage breakdown of the median run, and the process's peak RSS.
 * ``peer``: the same problem in ``pypfopt.EfficientFrontier.max_sharpe`` with mu and covariance
-  from the engine's own ``services.estimation.estimate_for_policy``; ``max_sharpe`` +
+  from the engine's own ``services.estimation.estimators.estimate_for_policy``; ``max_sharpe`` +
   ``clean_weights`` timed after a small warm-up solve, median of ``--peer-repeat`` runs. It
   solves continuous weights only (no estimation, no share rounding), so the ratio against our
   end-to-end time flatters the peer; the details also give the ratio to our solve alone.
@@ -94,10 +94,10 @@ class Universe:
     """A synthetic pricing pack, benchmark, current holdings and the benchmark policy."""
 
     n: int
-    pack: Any  # services.models.PricingPack
+    pack: Any  # services.data.models.PricingPack
     benchmark: dict[str, float]
-    holdings: Any  # services.rebalance.Holdings
-    policy: Any  # services.policy.Policy
+    holdings: Any  # services.allocation.rebalance.Holdings
+    policy: Any  # services.data.policy.Policy
     sector_of: dict[str, str]
     blend: float  # share of the random active tilt kept in the current portfolio
     calibrated: bool  # False: no blend met the feasibility targets (see build_universe)
@@ -125,9 +125,9 @@ def build_universe(n: int) -> Universe:
         raise ValueError(f"n={n}: a 5% position cap needs at least {MIN_SIZE} names to be fully invested")
     import pandas as pd
 
-    from services.models import PricingPack, Security
-    from services.policy import parse_overrides, resolve_policy
-    from services.rebalance import Holdings
+    from services.allocation.rebalance import Holdings
+    from services.data.models import PricingPack, Security
+    from services.data.policy import parse_overrides, resolve_policy
 
     rng = np.random.default_rng([SEED, n])
     returns = _factor_returns(np.random.default_rng(SEED), rng, n)
@@ -268,11 +268,11 @@ class StageClock:
 
     # (module, function, stage). The estimate is wrapped where it is defined, so any helper that
     # calls it (estimate_for_policy) is covered; the rest where propose_trades looks them up.
-    STAGES = (("services.estimation", "estimate", "estimate"),
-              ("services.rebalance", "covariance_factor", "factor"),
-              ("services.rebalance", "solve", "solve"),
-              ("services.rebalance", "round_to_shares", "round"),
-              ("services.rebalance", "_report", "report"))
+    STAGES = (("services.estimation.estimators", "estimate", "estimate"),
+              ("services.allocation.rebalance", "covariance_factor", "factor"),
+              ("services.allocation.rebalance", "solve", "solve"),
+              ("services.allocation.rebalance", "round_to_shares", "round"),
+              ("services.allocation.rebalance", "_report", "report"))
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -348,7 +348,7 @@ class StageClock:
 
 
 def _call_engine(u: Universe) -> Any:
-    from services.rebalance import propose_trades
+    from services.allocation.rebalance import propose_trades
 
     return propose_trades(u.pack, u.holdings, u.policy, {}, {BENCHMARK_NAME: u.benchmark})
 
@@ -373,7 +373,7 @@ def _sharpe(mu: np.ndarray, vol: float, w: np.ndarray, rf: float) -> float:
 def worker_ours(n: int, repeat: int) -> dict[str, Any]:
     """Time ``propose_trades`` at size ``n``: one first call, then ``repeat`` timed calls."""
     start = time.perf_counter()
-    import services.rebalance  # noqa: F401  (import cost reported on its own)
+    import services.allocation.rebalance  # noqa: F401  (import cost reported on its own)
 
     import_s = time.perf_counter() - start
     start = time.perf_counter()
@@ -467,7 +467,7 @@ class PeerData:
 
 
 def peer_data(u: Universe) -> PeerData:
-    from services.estimation import estimate_for_policy
+    from services.estimation.estimators import estimate_for_policy
 
     pol = u.policy
     symbols = sorted(u.pack.symbols)
@@ -498,7 +498,7 @@ def peer_solve(d: PeerData, te_limit: float, form: str = "homogeneous") -> tuple
     import pandas as pd
     from pypfopt import EfficientFrontier
 
-    from services.optimization import SOLVER, SOLVER_SETTINGS
+    from services.allocation.optimization import SOLVER, SOLVER_SETTINGS
 
     start = time.perf_counter()
     ef = EfficientFrontier(pd.Series(d.mu, index=d.symbols), d.cov, weight_bounds=(0, POSITION_CAP),

@@ -9,10 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from capabilities.base import Capability, RequestContext, Services
 from capabilities.common import PortfolioRequest, resolve_holdings
-from services.impact import ImpactReport, TradeOrder, analyze_impact
-from services.policy import PolicyOverrides, resolve_policy
-from services.proposal import Trade
-from services.risk import VAR_CONFIDENCE
+from services.allocation.proposal import Trade
+from services.analytics.impact import ImpactReport, TradeOrder, analyze_impact
+from services.analytics.risk import VAR_CONFIDENCE
+from services.data.policy import PolicyOverrides, resolve_policy
 
 _USED = ("symbol", "action", "quantity", "price", "current_shares")
 

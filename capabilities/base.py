@@ -9,7 +9,7 @@ from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.store import Store
+from services.data.store import Store
 
 
 @dataclass(frozen=True)

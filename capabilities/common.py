@@ -7,7 +7,7 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from capabilities.base import Services
-from services.rebalance import Holdings
+from services.allocation.rebalance import Holdings
 
 
 class PositionIn(BaseModel):

@@ -6,10 +6,10 @@ from pydantic import Field
 
 from capabilities.base import Capability, RequestContext, Services
 from capabilities.common import PortfolioRequest, resolve_holdings
-from services.optimization import SOLVER, SOLVER_SETTINGS
-from services.policy import PolicyOverrides, resolve_policy
-from services.proposal import TradeProposal
-from services.rebalance import propose_trades
+from services.allocation.optimization import SOLVER, SOLVER_SETTINGS
+from services.allocation.proposal import TradeProposal
+from services.allocation.rebalance import propose_trades
+from services.data.policy import PolicyOverrides, resolve_policy
 
 
 class ProposeTradesInput(PortfolioRequest):

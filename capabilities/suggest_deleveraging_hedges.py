@@ -6,8 +6,8 @@ from pydantic import Field
 
 from capabilities.base import Capability, RequestContext, Services
 from capabilities.common import PortfolioRequest, resolve_holdings
-from services.policy import PolicyOverrides, resolve_policy
-from services.regimes import RegimeReport, load_playbooks, suggest_for_regime
+from services.data.policy import PolicyOverrides, resolve_policy
+from services.hedging.regimes import RegimeReport, load_playbooks, suggest_for_regime
 
 
 class SuggestDeleveragingHedgesInput(PortfolioRequest):

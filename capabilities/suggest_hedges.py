@@ -6,10 +6,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from capabilities.base import Capability, RequestContext, Services
 from capabilities.common import PortfolioRequest, resolve_holdings
-from services.exposures import DEFAULT_LOOKBACK_DAYS, load_sector_sensitivities
-from services.hedging import HedgeBudget, HedgeSuggestion, suggest_hedges
-from services.optimization import SOLVER, SOLVER_SETTINGS
-from services.scenarios import load_instruments, load_scenarios
+from services.allocation.optimization import SOLVER, SOLVER_SETTINGS
+from services.hedging.exposures import DEFAULT_LOOKBACK_DAYS, load_sector_sensitivities
+from services.hedging.hedge_sizing import HedgeBudget, HedgeSuggestion, suggest_hedges
+from services.hedging.scenarios import load_instruments, load_scenarios
 
 _DEFAULT_BUDGET = HedgeBudget()
 

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import func, select
 
 from agents.wiring import DB_FILENAME, open_store
-from services.seeds import seed
-from services.store import Store, metadata
+from services.data.seeds import seed
+from services.data.store import Store, metadata
 
 # A small valid pack: three equities and an index over four dates (AAA misses the first day).
 PRICES_CSV = """date,symbol,close

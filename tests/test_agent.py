@@ -13,13 +13,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from agents.agent import OptimizerAgent
-from agents.runs import RunLog
+from agents.run_log import RunLog
 from agents.wiring import RUNS_FILENAME, runs_database
 from capabilities.base import RequestContext
 from capabilities.cache import ResultCache
 from capabilities.registry import CapabilityRegistry
+from services.data.store import Store
 from services.errors import ConflictError, InputError, NotFoundError
-from services.store import Store
 
 PACK = "PP_2022-12-28"
 FOUR = {

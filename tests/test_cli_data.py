@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from agents import cli
+from agents.cli import data as cli_data
 from agents.cli import main
 from agents.wiring import DB_FILENAME, open_store
-from services.store import Store
+from services.data.store import Store
 
 Write = Callable[[Path, str], Path]
 Counts = Callable[[], dict[str, int]]
@@ -434,7 +434,7 @@ def test_unexpected_error_is_logged_once_and_exits_1(
     def broken(args: Any, store: Store) -> int:
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(cli, "_cmd_packs_list", broken)
+    monkeypatch.setattr(cli_data, "_cmd_packs_list", broken)
     code, out, err = run(capsys, "packs", "list")
     assert code == 1 and out == ""
     lines = err.strip().splitlines()

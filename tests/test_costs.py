@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from services.costs import to_decimal, trade_cost
+from services.allocation.costs import to_decimal, trade_cost
 
 
 def test_spec_example_selling_100_aapl_at_232_50() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.policy import parse_overrides
+from services.data.policy import parse_overrides
 
 SEEDS = Path(__file__).resolve().parents[1] / "seeds" / "optimizer"
 PACK_ID = "PP_2022-12-28"
@@ -326,7 +326,7 @@ def test_cost_basis_is_the_pack_close_on_the_acquired_date() -> None:
 
 def test_services_load_the_seeds() -> None:
     """The runtime's own readers accept the pack and every portfolio (integration check)."""
-    from services.importers import import_portfolio, read_pack
+    from services.data.importers import import_portfolio, read_pack
 
     pack = read_pack(PACK_ID, PACK / "prices.csv", PACK / "securities.csv")
     assert pack.asof == date(2022, 12, 28)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import riskfolio
 
-from services import riskfolio_adapter
-from services.estimation import daily_returns
-from services.importers import read_pack
-from services.seeds import seed_root
+from services.data.importers import read_pack
+from services.data.seeds import seed_root
+from services.estimation import riskfolio_adapter
+from services.estimation.estimators import daily_returns
 
 
 @pytest.fixture(scope="module")

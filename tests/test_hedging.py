@@ -12,11 +12,11 @@ from scipy.optimize import linprog
 
 from capabilities.base import RequestContext
 from capabilities.runner import canonical_json
+from services.allocation.rebalance import Holdings
+from services.data.seeds import load_seed_pack
 from services.errors import InputError
-from services.exposures import estimate_exposures, load_sector_sensitivities
-from services.hedging import HedgeBudget, suggest_hedges
-from services.rebalance import Holdings
-from services.seeds import load_seed_pack
+from services.hedging.exposures import estimate_exposures, load_sector_sensitivities
+from services.hedging.hedge_sizing import HedgeBudget, suggest_hedges
 
 PACK = "PP_2022-12-28"
 SEEDS = Path(__file__).resolve().parents[1] / "seeds" / "optimizer"

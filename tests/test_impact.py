@@ -1,4 +1,4 @@
-"""``services.impact`` and ``optimizer.analyze_impact``: trades applied, costs by hand, risk recomputed."""
+"""``services.analytics.impact`` and ``optimizer.analyze_impact``: trades applied, costs by hand, risk recomputed."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from capabilities.runner import canonical_json
+from services.allocation.rebalance import Holdings
+from services.analytics.impact import TradeOrder, analyze_impact, apply_trades
+from services.data.models import PricingPack, Security
+from services.data.policy import Policy
 from services.errors import InputError
-from services.impact import TradeOrder, analyze_impact, apply_trades
-from services.models import PricingPack, Security
-from services.policy import Policy
-from services.rebalance import Holdings
 
 PACK = "PP_2022-12-28"
 # The propose_trades result whose trades the analyze_impact golden case replays.

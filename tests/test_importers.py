@@ -14,15 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.errors import InputError
-from services.importers import (
+from services.data.importers import (
     MAX_PROBLEMS,
     build_portfolio,
     import_portfolio,
     read_pack,
     read_positions,
 )
-from services.models import Lot
+from services.data.models import Lot
+from services.errors import InputError
 
 Write = Callable[[Path, str], Path]
 

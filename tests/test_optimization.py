@@ -11,9 +11,9 @@ import cvxpy as cp
 import numpy as np
 import pytest
 
+from services.allocation.optimization import AllocationProblem, SectorCap, solve
+from services.allocation.rebalance import covariance_factor
 from services.errors import InfeasibleError
-from services.optimization import AllocationProblem, SectorCap, solve
-from services.rebalance import covariance_factor
 
 
 @pytest.fixture(scope="module")

@@ -32,8 +32,8 @@ from patterns.loader import (
     shipped_patterns,
 )
 from patterns.model import render_schema
+from services.data.store import Store
 from services.errors import DomainError, InputError
-from services.store import Store
 
 PACK = "PP_2022-12-28"
 

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from services.allocation.rebalance import Holdings, propose_trades
+from services.data.importers import read_pack
+from services.data.policy import parse_overrides, resolve_policy
+from services.data.seeds import load_benchmarks, load_constraint_defaults, seed_root
 from services.errors import InfeasibleError
-from services.importers import read_pack
-from services.policy import parse_overrides, resolve_policy
-from services.rebalance import Holdings, propose_trades
-from services.seeds import load_benchmarks, load_constraint_defaults, seed_root
 
 STOCKS = ["AAPL", "AMD", "BAC", "BBY", "CVX", "GE", "HD", "JNJ", "JPM", "KO",
           "LLY", "MRK", "MSFT", "PEP", "PFE", "PG", "RRC", "UNH", "WMT", "XOM"]

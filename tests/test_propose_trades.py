@@ -11,7 +11,7 @@ import pytest
 from agents.cli import main
 from capabilities.base import RequestContext
 from services.errors import InputError, NotFoundError
-from services.estimation import daily_returns
+from services.estimation.estimators import daily_returns
 
 PACK = "PP_2022-12-28"
 
@@ -81,7 +81,7 @@ def test_tracking_error_recomputed_from_the_pack(agent, diversified) -> None:
     """Ex-ante TE of the target vs DEMO_20 with sklearn's Ledoit-Wolf: independent of the engine."""
     from sklearn.covariance import LedoitWolf
 
-    from services.seeds import load_benchmarks
+    from services.data.seeds import load_benchmarks
 
     bench = load_benchmarks()["DEMO_20"]
     pack = agent.store.get_pack(PACK)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from services.policy import PolicyOverrides
+from services.data.policy import PolicyOverrides
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from services.allocation.rebalance import Holdings
+from services.data.models import PricingPack, Security
+from services.data.policy import Policy
+from services.data.seeds import seed_root
 from services.errors import InputError
-from services.models import PricingPack, Security
-from services.policy import Policy
-from services.rebalance import Holdings
-from services.regimes import PLAYBOOK_FILE, load_playbooks, suggest_for_regime
-from services.seeds import seed_root
+from services.hedging.regimes import PLAYBOOK_FILE, load_playbooks, suggest_for_regime
 
 PACK = "PP_2022-12-28"
 CENT = Decimal("0.01")

@@ -1,4 +1,4 @@
-"""The risk formulas of ``services.risk`` against hand calculations and independent numpy/sklearn code."""
+"""The risk formulas of ``services.analytics.risk`` against hand calculations and independent numpy/sklearn code."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.covariance import LedoitWolf
 
-from services import risk
+from services.allocation.rebalance import covariance_factor
+from services.analytics import risk
+from services.data.policy import Policy
+from services.data.seeds import load_benchmarks, load_seed_pack
 from services.errors import InputError
-from services.policy import Policy
-from services.rebalance import covariance_factor
-from services.seeds import load_benchmarks, load_seed_pack
 
 PACK = "PP_2022-12-28"
 

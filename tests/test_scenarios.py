@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from services.data.seeds import load_seed_pack
 from services.errors import InputError
-from services.exposures import load_sector_sensitivities
-from services.hedging import instrument_cost_rate, instrument_payoff
-from services.scenarios import (
+from services.hedging.exposures import load_sector_sensitivities
+from services.hedging.hedge_sizing import instrument_cost_rate, instrument_payoff
+from services.hedging.scenarios import (
     GICS_SECTORS,
     MACRO_FACTORS,
     get_scenario,
@@ -21,7 +22,6 @@ from services.scenarios import (
     load_scenarios,
     scenario_ids,
 )
-from services.seeds import load_seed_pack
 
 SEEDS = Path(__file__).resolve().parents[1] / "seeds" / "optimizer"
 REQUIRED_SCENARIOS = {"equity_selloff", "rates_up", "usd_up", "credit_spread_widening", "volatility_spike",

@@ -18,11 +18,11 @@ from sqlalchemy import event, insert, update
 from sqlalchemy.exc import IntegrityError
 
 from agents.wiring import DB_FILENAME, open_store
+from services.data.importers import read_pack
+from services.data.models import Lot, Portfolio, PricingPack, Security
+from services.data.seeds import load_benchmarks, load_constraint_defaults, seed
+from services.data.store import Store, prices
 from services.errors import ConflictError, InputError, NotFoundError, OptimizerError
-from services.importers import read_pack
-from services.models import Lot, Portfolio, PricingPack, Security
-from services.seeds import load_benchmarks, load_constraint_defaults, seed
-from services.store import Store, prices
 
 Write = Callable[[Path, str], Path]
 RowCounts = Callable[[Store], dict[str, int]]

@@ -19,8 +19,8 @@ from langgraph.prebuilt import ToolNode, tools_condition
 from agents.agent import OptimizerAgent
 from agents.tools import TOOL_NAME, capability_name, tool_name
 from capabilities.base import RequestContext
+from services.data.store import Store
 from services.errors import NotFoundError
-from services.store import Store
 
 PACK = "PP_2022-12-28"
 PROPOSE = {

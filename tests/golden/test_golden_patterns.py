@@ -18,8 +18,7 @@ import pytest
 from golden_compare import check_golden
 
 from agents.agent import OptimizerAgent
-from agents.recording import play_case
-from services.store import Store
+from services.data.store import Store
 
 CASES = sorted(p.parent for p in (Path(__file__).parent / "patterns").glob("*/case.json"))
 
@@ -30,7 +29,7 @@ def test_golden_pattern_case(
 ) -> None:
     case = json.loads((case_dir / "case.json").read_text(encoding="utf-8"))
     files = json.loads(
-        json.dumps(play_case(OptimizerAgent(module_store, home=tmp_path / "home"), case))
+        json.dumps(OptimizerAgent(module_store, home=tmp_path / "home").play_case(case))
     )
     produced = {name for name in files if name.startswith("calls/")}
     recorded = {p.relative_to(case_dir).as_posix() for p in case_dir.glob("calls/*.json")}

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from services import riskfolio_adapter
+from services.data.models import PricingPack
+from services.data.policy import Policy
 from services.errors import InputError
-from services.models import PricingPack
-from services.policy import Policy
+from services.estimation import riskfolio_adapter
 
 MIN_OBSERVATIONS = 30
 

@@ -19,11 +19,11 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from services.data.importers import import_portfolio, read_pack
+from services.data.models import PricingPack
+from services.data.policy import Policy, parse_overrides
+from services.data.store import Store
 from services.errors import InputError
-from services.importers import import_portfolio, read_pack
-from services.models import PricingPack
-from services.policy import Policy, parse_overrides
-from services.store import Store
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.optimization import SectorCap
+from services.allocation.optimization import SectorCap
 
 EPS = 1e-9
 

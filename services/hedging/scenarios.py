@@ -17,8 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from services.data.seeds import load_seed_model, seed_root
 from services.errors import InputError
-from services.seeds import load_seed_model, seed_root
 
 SCENARIOS_FILE = "scenarios.json"
 INSTRUMENTS_FILE = "instruments.json"

@@ -14,19 +14,24 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.costs import cents, to_decimal, trade_cost
-from services.errors import InputError
-from services.models import PricingPack
-from services.policy import Policy
-from services.proposal import EstimationInfo, Money, pct, ratio
-from services.rebalance import NOT_HOLDABLE, Holdings, resolve_benchmark, validate_holdings
-from services.risk import (
+from services.allocation.costs import cents, to_decimal, trade_cost
+from services.allocation.proposal import EstimationInfo, Money, pct, ratio
+from services.allocation.rebalance import (
+    NOT_HOLDABLE,
+    Holdings,
+    resolve_benchmark,
+    validate_holdings,
+)
+from services.analytics.risk import (
     PortfolioRisk,
     RiskModel,
     pack_risk_model,
     portfolio_risk,
     position_weights,
 )
+from services.data.models import PricingPack
+from services.data.policy import Policy
+from services.errors import InputError
 
 TOP_CONTRIBUTORS = 5
 

@@ -7,7 +7,7 @@ Scenario P&L of holding i, worth V_i, in GICS sector s_i::
 
 ``beta_i`` (equity beta) and ``gamma_i,k`` (style betas to the factor ETFs) are estimated from the
 pack, ``b_i,f`` (rates, dollar, credit, volatility, commodities) are assumed per sector; see
-``services.exposures``. ``equity``, ``shock_f``, ``tilt`` and ``style_k`` come from the scenario
+``services.hedging.exposures``. ``equity``, ``shock_f``, ``tilt`` and ``style_k`` come from the scenario
 (``seeds/optimizer/scenarios.json``). The loss to hedge is ``L = max(0, -sum_i pnl_i)``.
 
 Hedge j (a catalogue instrument used in one direction, ``seeds/optimizer/instruments.json``) pays
@@ -40,9 +40,13 @@ import cvxpy as cp
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.costs import cents, to_decimal
+from services.allocation.costs import cents, to_decimal
+from services.allocation.optimization import SOLVER, SOLVER_SETTINGS
+from services.allocation.proposal import Money, pct, ratio
+from services.allocation.rebalance import Holdings, validate_holdings
+from services.data.models import PricingPack
 from services.errors import InputError, SolverError
-from services.exposures import (
+from services.hedging.exposures import (
     DEFAULT_LOOKBACK_DAYS,
     EQUITY_BETA,
     SECTOR_FILE,
@@ -52,11 +56,7 @@ from services.exposures import (
     estimate_exposures,
     load_sector_sensitivities,
 )
-from services.models import PricingPack
-from services.optimization import SOLVER, SOLVER_SETTINGS
-from services.proposal import Money, pct, ratio
-from services.rebalance import Holdings, validate_holdings
-from services.scenarios import (
+from services.hedging.scenarios import (
     EQUITY_UNIT,
     FACTOR_UNITS,
     MACRO_FACTORS,

@@ -4,7 +4,7 @@ error, sector weights and risk contributions.
 The formulas are pure functions of numpy/pandas inputs. Weights are fractions of the total
 portfolio value (holdings plus cash); cash is a position with no variance that earns nothing day
 to day in the return history and the risk-free rate in the expected return (the convention of
-``services.rebalance``). ``RiskModel`` bundles what the formulas need about the securities, one
+``services.allocation.rebalance``). ``RiskModel`` bundles what the formulas need about the securities, one
 window of daily returns and its annualized estimates; ``pack_risk_model`` builds it from a pricing
 pack and ``portfolio_risk`` evaluates one portfolio against it.
 """
@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from services.allocation.rebalance import covariance_factor
+from services.data.models import PricingPack
+from services.data.policy import Policy
 from services.errors import InputError
-from services.estimation import estimate_for_policy, market_symbol
-from services.models import PricingPack
-from services.policy import Policy
-from services.rebalance import covariance_factor
+from services.estimation.estimators import estimate_for_policy, market_symbol
 
 VAR_CONFIDENCE = 0.95
 TOP_N = 10
@@ -130,7 +130,7 @@ def betas(returns: pd.DataFrame, market: pd.Series) -> dict[str, float]:
 
 
 def tracking_error(factor: np.ndarray, w: np.ndarray, benchmark: np.ndarray) -> float:
-    """Ex-ante tracking error ‖G(w − w_b)‖ with GᵀG = Σ (``services.rebalance.covariance_factor``)."""
+    """Ex-ante tracking error ‖G(w − w_b)‖ with GᵀG = Σ (``services.allocation.rebalance.covariance_factor``)."""
     return float(np.linalg.norm(factor @ (w - benchmark)))
 
 
@@ -200,7 +200,7 @@ def pack_risk_model(pack: PricingPack, symbols: list[str], policy: Policy) -> Ri
 
     The covariance estimator (Ledoit-Wolf by default) is fitted on exactly ``symbols``, so
     callers pass the same set the figures are compared over (holdings before and after, and the
-    benchmark's constituents) as ``services.rebalance`` does.
+    benchmark's constituents) as ``services.allocation.rebalance`` does.
     """
     if not symbols:
         raise InputError(

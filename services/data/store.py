@@ -36,10 +36,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from services.data.importers import wide_closes
+from services.data.models import Lot, Portfolio, PricingPack, Security, pack_content_hash
+from services.data.policy import PolicyOverrides, parse_overrides
 from services.errors import ConflictError, InputError, NotFoundError, OptimizerError
-from services.importers import wide_closes
-from services.models import Lot, Portfolio, PricingPack, Security, pack_content_hash
-from services.policy import PolicyOverrides, parse_overrides
 
 
 class DecimalText(TypeDecorator[Decimal]):

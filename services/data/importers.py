@@ -22,8 +22,8 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
+from services.data.models import ASSET_CLASSES, Lot, Portfolio, PricingPack, Security
 from services.errors import InputError
-from services.models import ASSET_CLASSES, Lot, Portfolio, PricingPack, Security
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MAX_PROBLEMS = 50

@@ -28,11 +28,11 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services import risk
-from services.estimation import MIN_OBSERVATIONS, daily_returns, market_symbol
-from services.models import PricingPack
-from services.scenarios import MACRO_FACTORS
-from services.seeds import load_seed_model, seed_root
+from services.analytics import risk
+from services.data.models import PricingPack
+from services.data.seeds import load_seed_model, seed_root
+from services.estimation.estimators import MIN_OBSERVATIONS, daily_returns, market_symbol
+from services.hedging.scenarios import MACRO_FACTORS
 
 SECTOR_FILE = "sector_sensitivities.json"
 DEFAULT_LOOKBACK_DAYS = 756

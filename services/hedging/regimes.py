@@ -29,15 +29,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.costs import cents, to_decimal, trade_cost
+from services.allocation.costs import cents, to_decimal, trade_cost
+from services.allocation.proposal import EstimationInfo, Money, pct, ratio
+from services.allocation.rebalance import NOT_HOLDABLE, Holdings, validate_holdings
+from services.analytics.risk import RiskModel, betas, pack_risk_model, position_weights, volatility
+from services.data.models import PricingPack
+from services.data.policy import Policy
+from services.data.seeds import load_seed_model, seed_root
 from services.errors import InputError
-from services.estimation import market_symbol
-from services.models import PricingPack
-from services.policy import Policy
-from services.proposal import EstimationInfo, Money, pct, ratio
-from services.rebalance import NOT_HOLDABLE, Holdings, validate_holdings
-from services.risk import RiskModel, betas, pack_risk_model, position_weights, volatility
-from services.seeds import load_seed_model, seed_root
+from services.estimation.estimators import market_symbol
 
 PLAYBOOK_FILE = "regime_playbooks.json"
 CASH = "CASH"

@@ -1,0 +1,148 @@
+"""What every command module shares: registering a command with its help and examples, reading
+JSON requests, printing results and errors, and building the agent a command needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from services.data.store import Store
+from services.errors import InputError, OptimizerError
+
+if TYPE_CHECKING:
+    from agents.agent import OptimizerAgent
+
+Handler = Callable[[argparse.Namespace, Store], int]
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps one-paragraph descriptions; keeps multi-line text (the example epilogs) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def home_option() -> argparse.ArgumentParser:
+    """A parent parser letting --home also follow the command (optimizer packs list --home X).
+
+    SUPPRESS keeps a --home given before the command from being reset by the subcommand.
+    """
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--home",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="home directory (overrides $OPTIMIZER_HOME)",
+    )
+    return parent
+
+
+def command(
+    commands: Any,
+    name: str,
+    *,
+    summary: str,
+    description: str,
+    examples: Sequence[str],
+    func: Handler,
+    autoseed: bool = True,
+    json_output: bool = False,
+) -> argparse.ArgumentParser:
+    """Register a runnable command with its help text, examples and handler."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog="example"
+        + ("s" if len(examples) > 1 else "")
+        + ":\n"
+        + "\n".join(f"  {e}" for e in examples),
+        formatter_class=HelpFormatter,
+        parents=[home_option()],
+    )
+    parser.set_defaults(func=func, autoseed=autoseed)
+    if json_output:
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help="print canonical JSON (sorted keys) instead of a table",
+        )
+    return parser
+
+
+def group(
+    commands: Any, name: str, *, summary: str, description: str, examples: Sequence[str]
+) -> Any:
+    """Register a command that only holds subcommands; returns their subparsers."""
+    parser = commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog="examples:\n" + "\n".join(f"  {e}" for e in examples),
+        formatter_class=HelpFormatter,
+    )
+    return parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+
+
+def amount(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an amount; write e.g. 10000 or 2500.50"
+        ) from None
+
+
+def read_json(source: str) -> Any:
+    name = "stdin" if source == "-" else source
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read request {name}: {exc.strerror}", details={"file": name}) from exc
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"request {name} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            details={"file": name, "line": exc.lineno, "column": exc.colno},
+        ) from exc
+
+
+def _reject_constant(name: str) -> Any:
+    raise InputError(f"request contains {name}, which is not a number; use a finite value",
+                     details={"value": name})
+
+
+
+def agent_for(args: argparse.Namespace, store: Store) -> OptimizerAgent:
+    # Imported here so data commands start without loading the optimizer and LangGraph.
+    from agents.agent import OptimizerAgent
+
+    return OptimizerAgent(store, home=args.home)
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, sort_keys=True, indent=2))
+
+
+def cell(value: Any) -> str:
+    """A value for a table cell: '-' for unset, compact JSON for lists and dicts."""
+    if value is None:
+        return "-"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return str(value)
+
+
+def fail(err: OptimizerError) -> int:
+    """Print ``err`` as one JSON object on stderr; return its exit code."""
+    print(json.dumps(err.to_dict(), sort_keys=True, default=str), file=sys.stderr)
+    return err.exit_code

@@ -1,0 +1,167 @@
+"""Run commands: ``run`` a pattern, ``resume`` a run waiting at a gate, ``runs list|show``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from agents.cli.common import agent_for, command, group, print_json, read_json
+from agents.cli.report import render_report, table
+from services.data.store import Store
+
+
+def register(commands: Any) -> None:
+    """Add run, resume and runs."""
+    _add_run(commands)
+    _add_resume(commands)
+    _add_runs(commands)
+
+
+def _add_run(commands: Any) -> None:
+    parser = command(
+        commands,
+        "run",
+        summary="run a pattern on a JSON input file",
+        description="Validate the pattern and its inputs, then run its steps in order. The run stops "
+        "at an approval gate whose condition holds and waits for `optimizer resume RUN_ID "
+        "--approve|--reject`, even across restarts. Prints a readable report (--json: the final "
+        "state with its run_id). Exit code 0 when the run completed, waits or was rejected, 3 when "
+        "a step failed.",
+        examples=[
+            "optimizer run policy_rebalance --input patterns/examples/policy_rebalance.json",
+            "optimizer run ./my_pattern.json --input inputs.json --json",
+            "optimizer run hedge_review --input in.json --run-id review-1 --record tests/golden/patterns/review-1",
+        ],
+        func=_cmd_run,
+        json_output=True,
+    )
+    parser.add_argument("pattern", metavar="PATTERN", help="a shipped pattern's id or a pattern file")
+    parser.add_argument("--input", required=True, metavar="FILE", help="inputs JSON file, or - for stdin")
+    parser.add_argument("--user", default=None, help="act as this user (stored portfolios are owner-only)")
+    parser.add_argument("--run-id", default=None, help="the run's id (default: a random one)")
+    parser.add_argument(
+        "--record", type=Path, default=None, metavar="DIR",
+        help="also write a golden case directory: case.json, calls/*.json, final_state.json "
+        "(the run id defaults to DIR's name)",
+    )
+
+
+def _cmd_run(args: argparse.Namespace, store: Store) -> int:
+    from agents.recording import case_files, write_case
+    from capabilities.base import RequestContext
+
+    agent = agent_for(args, store)
+    inputs = read_json(args.input)
+    run_id = args.run_id or (args.record.name if args.record else None)
+    calls: list[dict[str, Any]] | None = [] if args.record else None
+    report = agent.run_pattern(args.pattern, inputs, RequestContext(user=args.user), run_id=run_id, call_log=calls)
+    if args.record:
+        case = {"pattern": args.pattern, "inputs": inputs, "run_id": report["run_id"], "user": args.user}
+        write_case(args.record, case_files(case, calls or [], report))
+    return _print_report(args, report)
+
+
+def _add_resume(commands: Any) -> None:
+    parser = command(
+        commands,
+        "resume",
+        summary="approve or reject a run waiting at an approval gate",
+        description="Record the decision on the gate a run waits at and let the run go on: approved, "
+        "it continues with its next step; rejected, its remaining steps are skipped and it ends as "
+        "rejected. Works after a restart: the run's state is kept in <home>/runs.db.",
+        examples=[
+            "optimizer resume 3f2a... --approve",
+            "optimizer resume 3f2a... --reject --note 'too much turnover this quarter'",
+        ],
+        func=_cmd_resume,
+        json_output=True,
+    )
+    parser.add_argument("run_id", metavar="RUN_ID", help="the run's id, as printed by `optimizer run`")
+    decision = parser.add_mutually_exclusive_group(required=True)
+    decision.add_argument("--approve", action="store_true", help="approve and continue")
+    decision.add_argument("--reject", action="store_true", help="reject and stop")
+    parser.add_argument("--note", default=None, metavar="TEXT", help="why, recorded with the decision")
+    parser.add_argument("--user", default=None, help="act as this user (only the run's own user may resume it)")
+
+
+def _cmd_resume(args: argparse.Namespace, store: Store) -> int:
+    from capabilities.base import RequestContext
+
+    report = agent_for(args, store).resume_run(
+        args.run_id, approve=args.approve, note=args.note, ctx=RequestContext(user=args.user)
+    )
+    return _print_report(args, report)
+
+
+def _print_report(args: argparse.Namespace, report: dict[str, Any]) -> int:
+
+    if args.json:
+        print_json(report)
+    else:
+        print(render_report(report))
+    return 3 if report["status"] == "failed" else 0
+
+
+def _add_runs(commands: Any) -> None:
+    runs = group(
+        commands,
+        "runs",
+        summary="list and show pattern runs",
+        description="Pattern runs with their status: completed, waiting_for_approval, rejected or failed.",
+        examples=["optimizer runs list", "optimizer runs show RUN_ID"],
+    )
+    listing = command(
+        runs,
+        "list",
+        summary="list the latest runs",
+        description="List the latest runs, newest first: id, pattern, status, user and timestamps (UTC).",
+        examples=["optimizer runs list", "optimizer runs list --limit 5 --json"],
+        func=_cmd_runs_list,
+        json_output=True,
+    )
+    listing.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    listing.add_argument("--user", default=None, help="only this user's runs")
+    show = command(
+        runs,
+        "show",
+        summary="show one run's report",
+        description="Show a run: its status and timestamps, then its latest report (or its error). "
+        "--json prints the whole record, including the pattern it ran.",
+        examples=["optimizer runs show RUN_ID", "optimizer runs show RUN_ID --json"],
+        func=_cmd_runs_show,
+        json_output=True,
+    )
+    show.add_argument("run_id", metavar="RUN_ID", help="the run's id")
+    show.add_argument("--user", default=None, help="act as this user (only the run's own user may see it)")
+
+
+def _cmd_runs_list(args: argparse.Namespace, store: Store) -> int:
+    from capabilities.base import RequestContext
+
+    items = agent_for(args, store).list_runs(RequestContext(user=args.user), limit=args.limit)
+    if args.json:
+        print_json(items)
+        return 0
+    rows = [[r["run_id"], f"{r['pattern_id']} v{r['pattern_version']}", r["status"], r["user"] or "-",
+             r["created_at"], r["updated_at"]] for r in items]
+    print(table(["run_id", "pattern", "status", "user", "created", "updated"], rows))
+    return 0
+
+
+def _cmd_runs_show(args: argparse.Namespace, store: Store) -> int:
+    from capabilities.base import RequestContext
+
+    record = agent_for(args, store).run_record(args.run_id, RequestContext(user=args.user))
+    if args.json:
+        print_json(record)
+        return 0
+    print(f"run {record['run_id']}: {record['status']} (created {record['created_at']}, "
+          f"updated {record['updated_at']}, user {record['user'] or '-'})")
+    if record["report"]:
+        print()
+        print(render_report(record["report"]))
+    if record["error"]:
+        print(f"error: {record['error']['message']}")
+    return 0

@@ -1,0 +1,461 @@
+"""Propose trades: from a pack, holdings and a resolved policy to a whole-share, costed proposal.
+
+The steps, each in its own module: decide which names may be held (universe, quality), estimate
+risk and return (``estimation``), solve the constrained allocation (``optimization``), round to
+whole shares within every hard constraint (``rounding``), and report with exact costs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+
+import numpy as np
+
+from services.allocation.costs import cents, to_decimal, trade_cost
+from services.allocation.optimization import AllocationProblem, SectorCap, solve
+from services.allocation.proposal import (
+    ConstraintCheck,
+    EstimationInfo,
+    RiskReturn,
+    Trade,
+    TradeProposal,
+    pct,
+    ratio,
+)
+from services.allocation.rounding import (
+    EPS,
+    PlanSetup,
+    evaluate,
+    round_to_shares,
+    tracking_error_ok,
+)
+from services.data.models import PricingPack
+from services.data.policy import Policy
+from services.errors import InfeasibleError, InputError
+from services.estimation import riskfolio_adapter
+from services.estimation.estimators import Estimates, estimate_for_policy
+
+NOT_HOLDABLE = ("index", "cash")
+TE_MARGINS = (0.005, 0.02, 0.05, 0.1)
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """What the proposal starts from: whole shares per symbol and cash."""
+
+    portfolio_id: str | None
+    positions: dict[str, int]
+    cash: Decimal
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    eligible: tuple[str, ...]
+    forced: dict[str, str]
+    warnings: tuple[str, ...]
+
+
+def propose_trades(
+    pack: PricingPack,
+    holdings: Holdings,
+    policy: Policy,
+    ratings: dict[str, float],
+    named_benchmarks: dict[str, dict[str, float]],
+) -> TradeProposal:
+    """The best whole-share rebalance of ``holdings`` under ``policy``, priced from ``pack``."""
+    prices = pack.last_prices()
+    validate_holdings(pack, holdings)
+    warnings = policy.suspicious_values()
+    choice = eligibility(pack, holdings, policy, ratings)
+    warnings += choice.warnings
+    benchmark_name, bench = resolve_benchmark(pack, policy, named_benchmarks)
+    if policy.max_tracking_error_pct is not None and bench is None:
+        warnings.append("max_tracking_error_pct is set but no benchmark is named; the tracking-error limit was not applied")
+
+    if not holdings.positions and (holdings.cash <= 0 or not choice.eligible):
+        warnings.append("the portfolio has no positions" + ("" if holdings.cash <= 0 else " and nothing is eligible to buy")
+                        + "; no trades proposed")
+        return _empty_proposal(pack, holdings, policy, warnings)
+
+    plan_symbols = tuple(sorted(set(holdings.positions) | set(choice.eligible)))
+    risk_symbols = list(choice.eligible) + sorted(set(plan_symbols) - set(choice.eligible))
+    risk_symbols += sorted(set(bench or {}) - set(risk_symbols))
+    est = estimate_for_policy(pack, risk_symbols, policy)
+    warnings += est.warnings
+    factor = covariance_factor(est.cov)
+    bench_vec = _vector(bench, est.symbols) if bench else None
+    offset = factor @ bench_vec if bench_vec is not None else None
+
+    setup = _plan_setup(pack, holdings, policy, choice, plan_symbols, prices, factor, est, offset)
+    problem, fallback = _allocation_problem(pack, policy, choice, setup, est, factor, offset, warnings)
+
+    shares = optimal = allocation = None
+    for margin in TE_MARGINS:
+        allocation = solve(problem, te_margin=margin)
+        optimal = _vector(dict(zip(problem.symbols, allocation.weights, strict=True)), plan_symbols)
+        shares, notes = round_to_shares(setup, optimal)
+        rounded = evaluate(setup, shares)
+        if tracking_error_ok(setup, rounded):
+            break
+    else:
+        # Whole shares are too coarse for this portfolio's size: a discrete conflict, not a solver fault.
+        raise InfeasibleError(
+            f"infeasible policy: in whole shares, a portfolio worth ${setup.value:,.2f} cannot hold the "
+            f"optimal weights closely enough to keep tracking error within {policy.max_tracking_error_pct:g}%: "
+            f"the rounded portfolio reaches {rounded.tracking_error * 100:.2f}% even when solved with a "
+            f"{TE_MARGINS[-1]:.0%} margin. Raise max_tracking_error_pct, add cash, or narrow the universe.",
+            details={"conflicts": ["max_tracking_error_pct", "whole shares", "portfolio value"],
+                     "portfolio_value": round(setup.value, 2),
+                     "rounded_tracking_error_pct": round(rounded.tracking_error * 100, 4),
+                     "smallest_relaxation": {"max_tracking_error_pct": math.ceil(rounded.tracking_error * 1e4) / 100}},
+        )
+    assert shares is not None and optimal is not None and allocation is not None
+    warnings += allocation.warnings
+    # Report the method that produced the weights: the policy's, unless the engine fell back.
+    method = fallback or (policy.method if allocation.objective == "track" else allocation.objective)
+    return _report(pack, holdings, policy, choice, setup, est, factor, bench_vec, benchmark_name,
+                   allocation.binding, method, optimal, shares, notes, warnings, fallback)
+
+
+def eligibility(pack: PricingPack, holdings: Holdings, policy: Policy, ratings: dict[str, float]) -> Eligibility:
+    """Split candidates into eligible names and forced sales (with the reason for each)."""
+    if policy.universe == "holdings":
+        candidates = set(holdings.positions)
+    elif policy.universe == "pack":
+        candidates = {s.symbol for s in pack.securities if s.asset_class not in NOT_HOLDABLE}
+    else:
+        unknown = sorted(set(policy.universe) - set(pack.symbols))
+        not_holdable = sorted(s for s in set(policy.universe) - set(unknown)
+                              if pack.security(s).asset_class in NOT_HOLDABLE)
+        if unknown or not_holdable:
+            raise InputError(
+                f"policy.universe: {', '.join(unknown + not_holdable)} cannot be held "
+                f"({'not in pack ' + pack.id if unknown else 'index series'}); choose from: "
+                f"{', '.join(s.symbol for s in pack.securities if s.asset_class not in NOT_HOLDABLE)}",
+                details={"field": "policy.universe", "invalid": unknown + not_holdable},
+            )
+        candidates = set(policy.universe)
+    forced: dict[str, str] = {}
+    for sym in sorted(set(holdings.positions) - candidates):
+        forced[sym] = "not in the policy's universe"
+    eligible: list[str] = []
+    unrated: list[str] = []
+    for sym in sorted(candidates | set(holdings.positions)):
+        if sym in forced:
+            continue
+        score = ratings.get(sym)
+        if policy.min_quality_score is not None and score is None:
+            unrated.append(sym)
+            if policy.unrated == "exclude":
+                if sym in holdings.positions:
+                    forced[sym] = f"unrated; the policy excludes unrated names (minimum quality {policy.min_quality_score:g})"
+                continue
+        elif policy.min_quality_score is not None and score is not None and score < policy.min_quality_score:
+            if sym in holdings.positions:
+                forced[sym] = f"quality {score:g} below the minimum {policy.min_quality_score:g}"
+            continue
+        eligible.append(sym)
+    warnings = []
+    if unrated:
+        treatment = "treated as eligible" if policy.unrated == "eligible" else "excluded"
+        warnings.append(f"no quality rating for {', '.join(unrated)}; {treatment} (policy field 'unrated')")
+    return Eligibility(tuple(eligible), forced, tuple(warnings))
+
+
+def resolve_benchmark(
+    pack: PricingPack, policy: Policy, named: dict[str, dict[str, float]]
+) -> tuple[str | None, dict[str, float] | None]:
+    """Benchmark weights from an index symbol, a named seed benchmark, or explicit weights."""
+    b = policy.benchmark
+    if b is None:
+        return None, None
+    if isinstance(b, str):
+        if b in pack.symbols:
+            return b, {b: 1.0}
+        if b in named:
+            weights, label = dict(named[b]), b
+        else:
+            raise InputError(
+                f"policy.benchmark: '{b}' is neither a symbol in pack {pack.id} nor a named benchmark; "
+                f"valid: {', '.join(sorted(named) + sorted(s.symbol for s in pack.securities if s.asset_class == 'index'))}, "
+                "or explicit weights {symbol: weight}",
+                details={"field": "policy.benchmark", "value": b, "allowed": sorted(named)},
+            )
+    else:
+        weights, label = dict(b), "custom weights"
+    unknown = sorted(set(weights) - set(pack.symbols))
+    total = sum(weights.values())
+    if unknown or any(w < 0 for w in weights.values()) or not (abs(total - 1) < 1e-6 or abs(total - 100) < 1e-4):
+        raise InputError(
+            f"policy.benchmark: weights must be non-negative, sum to 1 (or 100) and name symbols in pack "
+            f"{pack.id}; got sum {total:g}" + (f", unknown {', '.join(unknown)}" if unknown else ""),
+            details={"field": "policy.benchmark", "sum": total, "unknown": unknown},
+        )
+    return label, {s: w / total for s, w in sorted(weights.items()) if w > 0}
+
+
+def covariance_factor(cov: np.ndarray) -> np.ndarray:
+    """G with GᵀG = cov, from the eigen-decomposition; eigenvalues at noise level are dropped."""
+    values, vectors = np.linalg.eigh(cov)
+    keep = values > values.max() * 1e-12
+    return (vectors[:, keep] * np.sqrt(values[keep])).T
+
+
+def validate_holdings(pack: PricingPack, holdings: Holdings) -> None:
+    """Every position is a holdable, priced symbol of ``pack`` with non-negative shares; cash ≥ 0."""
+    prices = pack.last_prices()
+    known = set(pack.symbols)
+    problems = []
+    for sym, n in sorted(holdings.positions.items()):
+        if sym not in known:
+            problems.append(f"{sym}: not in pricing pack {pack.id}")
+        elif pack.security(sym).asset_class in NOT_HOLDABLE:
+            problems.append(f"{sym}: an {pack.security(sym).asset_class} series cannot be held")
+        elif sym not in prices:
+            problems.append(f"{sym}: no close in pricing pack {pack.id}")
+        if n < 0:
+            problems.append(f"{sym}: negative shares {n}")
+    if holdings.cash < 0:
+        problems.append(f"cash: negative ({holdings.cash})")
+    if problems:
+        raise InputError("portfolio: " + "; ".join(problems), details={"field": "portfolio", "problems": problems})
+
+
+def _vector(values: dict[str, float], symbols: tuple[str, ...] | list[str]) -> np.ndarray:
+    return np.array([values.get(s, 0.0) for s in symbols], dtype=float)
+
+
+def _plan_setup(pack, holdings, policy, choice, plan_symbols, prices, factor, est, offset) -> PlanSetup:
+    cap = (policy.max_single_position_pct or 100.0) / 100.0
+    eligible = set(choice.eligible)
+    sym_index = {s: i for i, s in enumerate(plan_symbols)}
+    sectors = tuple(
+        SectorCap(name, np.array([sym_index[s] for s in members]), limit)
+        for name, members, limit in _sector_caps(pack, policy, plan_symbols)
+    )
+    te_factor = factor[:, est.index_of(plan_symbols)] if offset is not None else None
+    return PlanSetup(
+        symbols=plan_symbols,
+        prices=np.array([prices[s] for s in plan_symbols]),
+        current=np.array([holdings.positions.get(s, 0) for s in plan_symbols], dtype=np.int64),
+        cash=float(holdings.cash),
+        forced=np.array([s in choice.forced for s in plan_symbols]),
+        caps=np.array([cap if s in eligible else 0.0 for s in plan_symbols]),
+        sectors=sectors,
+        cash_buffer=policy.cash_buffer_pct / 100.0,
+        max_turnover=None if policy.max_turnover_pct is None else policy.max_turnover_pct / 100.0,
+        max_tracking_error=None if offset is None or policy.max_tracking_error_pct is None
+        else policy.max_tracking_error_pct / 100.0,
+        te_factor=te_factor,
+        te_offset=offset,
+        commission=float(policy.commission_per_trade),
+        impact_bps=policy.market_impact_bps,
+        min_trade_value=float(policy.min_trade_value),
+    )
+
+
+def _sector_caps(pack: PricingPack, policy: Policy, symbols) -> list[tuple[str, list[str], float]]:
+    by_sector: dict[str, list[str]] = {}
+    for s in symbols:
+        by_sector.setdefault(pack.security(s).sector, []).append(s)
+    out = []
+    for sector, members in sorted(by_sector.items()):
+        limit = policy.sector_limits_pct.get(sector, policy.max_sector_pct)
+        if limit is not None:
+            out.append((sector, members, limit / 100.0))
+    return out
+
+
+def _allocation_problem(pack, policy, choice, setup, est: Estimates, factor, offset, warnings):
+    n = len(choice.eligible)
+    idx = est.index_of(choice.eligible)
+    elig_pos = {s: i for i, s in enumerate(choice.eligible)}
+    sectors = tuple(
+        SectorCap(name, np.array([elig_pos[s] for s in members if s in elig_pos]), limit)
+        for name, members, limit in _sector_caps(pack, policy, choice.eligible)
+    )
+    plan_pos = {s: i for i, s in enumerate(setup.symbols)}
+    weights_now = setup.current * setup.prices / setup.value
+    current = np.array([weights_now[plan_pos[s]] for s in choice.eligible])
+    forced_weight = float(sum(weights_now[plan_pos[s]] for s in choice.forced))
+    invested = 1.0 - policy.cash_buffer_pct / 100.0
+    objective, target, fallback = policy.method, None, None
+    if est.too_short:
+        objective, target, fallback = "track_euclidean", np.full(n, invested / n), "equal_weight"
+        warnings.append(
+            f"only {est.observations} daily returns in the lookback (fewer than 30); fell back to "
+            "equal weight within the constraints instead of method " + policy.method
+        )
+    elif policy.method in ("risk_parity", "hrp") and n > 0:
+        returns = est.returns[list(choice.eligible)]
+        if policy.method == "risk_parity":
+            base = riskfolio_adapter.risk_parity_weights(returns, est.cov[np.ix_(idx, idx)])
+        else:
+            base = riskfolio_adapter.hrp_weights(returns, est.cov[np.ix_(idx, idx)])
+        objective, target = "track", base * invested
+    problem = AllocationProblem(
+        symbols=choice.eligible,
+        objective=objective,
+        mu=est.mu[idx],
+        factor=factor[:, idx],
+        current=current,
+        invested=invested,
+        caps=setup.caps[[plan_pos[s] for s in choice.eligible]] if n else np.zeros(0),
+        sectors=sectors,
+        benchmark_offset=offset,
+        max_tracking_error=setup.max_tracking_error,
+        max_turnover=setup.max_turnover,
+        forced_weight=forced_weight,
+        risk_free_rate=policy.risk_free_rate,
+        risk_aversion=policy.risk_aversion,
+        target=target,
+        scenarios=est.returns[list(choice.eligible)].to_numpy() if policy.method == "cvar" else None,
+        cvar_confidence=policy.cvar_confidence,
+    )
+    return problem, fallback
+
+
+def _risk_return(est: Estimates, factor: np.ndarray, weights_by_symbol: dict[str, float], rf: float) -> RiskReturn:
+    w = _vector(weights_by_symbol, est.symbols)
+    cash = 1.0 - w.sum()
+    expected = float(est.mu @ w) + cash * rf
+    vol = float(np.linalg.norm(factor @ w))
+    return RiskReturn(
+        expected_return_pct=pct(expected),
+        volatility_pct=pct(vol),
+        sharpe=ratio((expected - rf) / vol) if vol > 1e-12 else None,
+    )
+
+
+def _report(pack, holdings, policy, choice, setup: PlanSetup, est, factor, bench_vec, benchmark_name,
+            binding, method, optimal, shares, notes, warnings, fallback) -> TradeProposal:
+    price_dec = [to_decimal(float(p)) for p in setup.prices]
+    qty = [int(s - c) for s, c in zip(shares, setup.current, strict=True)]
+    values = [cents(q * p) for q, p in zip(qty, price_dec, strict=True)]
+    costs = [trade_cost(q * p, policy.commission_per_trade, policy.market_impact_bps) for q, p in zip(qty, price_dec, strict=True)]
+    total_cost = sum(costs, Decimal("0.00"))
+    cash_after = cents(holdings.cash - sum((q * p for q, p in zip(qty, price_dec, strict=True)), Decimal(0)) - total_cost)
+    value_before = cents(sum((int(c) * p for c, p in zip(setup.current, price_dec, strict=True)), Decimal(0)) + holdings.cash)
+    value_after = value_before - total_cost
+
+    exact = evaluate(setup, shares, costs=np.array([float(c) for c in costs]))
+    weights_before = setup.current * setup.prices / setup.value
+    trades: list[Trade] = []
+    for i, sym in enumerate(setup.symbols):
+        if qty[i] == 0 and setup.current[i] == 0:
+            continue
+        action = "BUY" if qty[i] > 0 else "SELL" if qty[i] < 0 else "HOLD"
+        trades.append(Trade(
+            symbol=sym, action=action, quantity=abs(qty[i]),
+            current_shares=int(setup.current[i]), target_shares=int(shares[i]),
+            current_weight_pct=pct(weights_before[i]), target_weight_pct=pct(exact.weights[i]),
+            optimal_weight_pct=pct(optimal[i]), price=float(setup.prices[i]),
+            trade_value=abs(values[i]), estimated_cost=costs[i],
+            sector=pack.security(sym).sector,
+            rationale=_rationale(sym, action, choice, notes, weights_before[i], optimal[i], method),
+        ))
+    trades.sort(key=lambda t: (t.symbol, t.action))
+    total_traded = sum((abs(v) for v in values), Decimal("0.00"))
+    checks = _checks(policy, choice, setup, exact)
+    before_w = dict(zip(setup.symbols, weights_before, strict=True))
+    after_w = dict(zip(setup.symbols, exact.weights, strict=True))
+    te_before = None
+    if bench_vec is not None:
+        te_before = float(np.linalg.norm(factor @ (_vector(before_w, est.symbols) - bench_vec)))
+    for sym, reason in sorted(choice.forced.items()):
+        warnings.append(f"{sym} sold in full: {reason}")
+    return TradeProposal(
+        pricing_pack_id=pack.id,
+        asof=pack.asof.isoformat(),
+        portfolio_id=holdings.portfolio_id,
+        policy_id=policy.policy_id,
+        method=method,
+        trade_count=sum(1 for t in trades if t.action != "HOLD"),
+        trades=trades,
+        portfolio_value=value_before,
+        cash_before=cents(holdings.cash),
+        cash_after=cash_after,
+        value_after=value_after,
+        total_trade_value=total_traded,
+        estimated_costs=total_cost,
+        cost_bps=ratio(float(total_cost / total_traded * 10000) if total_traded else 0.0, 2),
+        turnover_pct=pct(exact.turnover),
+        forced_turnover_pct=pct(exact.forced_turnover),
+        discretionary_turnover_pct=pct(exact.discretionary_turnover),
+        te_before_pct=pct(te_before),
+        te_after_pct=pct(exact.tracking_error),
+        benchmark=benchmark_name,
+        before=_risk_return(est, factor, before_w, policy.risk_free_rate),
+        after=_risk_return(est, factor, after_w, policy.risk_free_rate),
+        binding_constraints=list(binding),
+        constraints=checks,
+        constraints_met=all(c.met for c in checks),
+        estimation=EstimationInfo(
+            observations=est.observations,
+            start=est.returns.index[0].date().isoformat(),
+            end=est.returns.index[-1].date().isoformat(),
+            covariance_estimator=policy.covariance_estimator,
+            expected_return_estimator=policy.expected_return_estimator,
+            annualization_days=policy.annualization_days,
+            fallback=fallback,
+        ),
+        warnings=warnings,
+    )
+
+
+def _checks(policy: Policy, choice: Eligibility, setup: PlanSetup, snap) -> list[ConstraintCheck]:
+    checks = [ConstraintCheck(constraint="cash_non_negative", value=ratio(snap.cash_after, 2), limit=0.0,
+                              met=snap.cash_after >= -1e-9)]
+    if policy.cash_buffer_pct > 0:
+        held_cash = snap.cash_after / snap.value_after
+        checks.append(ConstraintCheck(constraint="cash_buffer_pct", value=pct(held_cash), limit=policy.cash_buffer_pct,
+                                      met=held_cash >= setup.cash_buffer - 1e-6))
+    if policy.max_single_position_pct is not None:
+        largest = float(snap.weights.max()) if len(snap.weights) else 0.0
+        checks.append(ConstraintCheck(constraint="max_single_position_pct", value=pct(largest),
+                                      limit=policy.max_single_position_pct,
+                                      met=bool(np.all(snap.weights <= setup.caps + EPS))))
+    for sector in setup.sectors:
+        weight = float(snap.weights[sector.members].sum())
+        checks.append(ConstraintCheck(constraint=f"sector_limit:{sector.name}", value=pct(weight),
+                                      limit=round(sector.limit * 100, 6), met=weight <= sector.limit + EPS))
+    if choice.forced:
+        left = [s for i, s in enumerate(setup.symbols) if setup.forced[i] and snap.shares[i] != 0]
+        checks.append(ConstraintCheck(constraint="forced_sales_complete", value=float(len(left)), limit=0.0,
+                                      met=not left))
+    if setup.max_turnover is not None:
+        checks.append(ConstraintCheck(constraint="max_turnover_pct", value=pct(snap.discretionary_turnover),
+                                      limit=policy.max_turnover_pct,
+                                      met=snap.discretionary_turnover <= setup.max_turnover + EPS))
+    if setup.max_tracking_error is not None:
+        checks.append(ConstraintCheck(constraint="max_tracking_error_pct", value=pct(snap.tracking_error),
+                                      limit=policy.max_tracking_error_pct, met=tracking_error_ok(setup, snap)))
+    return checks
+
+
+def _rationale(sym, action, choice, notes, before, optimal, method) -> str:
+    if sym in choice.forced:
+        return f"Sell in full: {choice.forced[sym]}."
+    text = {
+        "BUY": f"Buy toward the {method} weight of {optimal * 100:.2f}% (from {before * 100:.2f}%).",
+        "SELL": f"Sell toward the {method} weight of {optimal * 100:.2f}% (from {before * 100:.2f}%).",
+        "HOLD": f"Hold: current weight {before * 100:.2f}% is at the {method} weight within whole shares.",
+    }[action]
+    return text + (f" Note: {notes[sym]}." if sym in notes else "")
+
+
+def _empty_proposal(pack: PricingPack, holdings: Holdings, policy: Policy, warnings: list[str]) -> TradeProposal:
+    cash = cents(holdings.cash)
+    zero = Decimal("0.00")
+    flat = RiskReturn(expected_return_pct=pct(policy.risk_free_rate), volatility_pct=0.0, sharpe=None)
+    return TradeProposal(
+        pricing_pack_id=pack.id, asof=pack.asof.isoformat(), portfolio_id=holdings.portfolio_id,
+        policy_id=policy.policy_id, method=policy.method, trade_count=0, trades=[],
+        portfolio_value=cash, cash_before=cash, cash_after=cash, value_after=cash,
+        total_trade_value=zero, estimated_costs=zero, cost_bps=0.0, turnover_pct=0.0,
+        forced_turnover_pct=0.0, discretionary_turnover_pct=0.0, te_before_pct=None, te_after_pct=None,
+        benchmark=None, before=flat, after=flat, binding_constraints=[], constraints=[],
+        constraints_met=True, estimation=None, warnings=warnings,
+    )
