@@ -44,7 +44,13 @@ from patterns.loader import (
 from patterns.model import Pattern
 from services.data.seeds import load_benchmarks, load_constraint_defaults, seed
 from services.data.store import Store
-from services.errors import ConflictError, InputError, NotFoundError, OptimizerError
+from services.errors import (
+    AuthenticationError,
+    ConflictError,
+    InputError,
+    NotFoundError,
+    OptimizerError,
+)
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
@@ -95,6 +101,21 @@ class OptimizerAgent:
     def execute(self, name: str, request: Any, ctx: RequestContext | None = None) -> dict[str, Any]:
         """Run capability ``name`` on ``request``; the result carries ``_metadata``."""
         return self.runner.run(name, request, ctx or RequestContext())
+
+    def authenticate(self, api_key: str | None) -> RequestContext:
+        """The request context of the user an API key belongs to.
+
+        Raises:
+            AuthenticationError: no key, or a key that is unknown or revoked (one message for
+                all three, so a caller learns nothing about which keys exist).
+        """
+        user = self.store.user_for_api_key(api_key) if api_key else None
+        if user is None:
+            raise AuthenticationError(
+                "a valid API key is required: send `Authorization: Bearer KEY`; "
+                "`optimizer users add NAME` creates one"
+            )
+        return RequestContext(user=user)
 
     def as_langchain_tools(self, ctx: RequestContext | None = None) -> list[BaseTool]:
         """The capabilities as LangChain tools acting for ``ctx``'s user (see ``agents.tools``)."""

@@ -9,6 +9,7 @@ from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.data.models import check_user_name
 from services.data.store import Store
 
 
@@ -23,6 +24,10 @@ class RequestContext:
     user: str | None = None
     trace_id: str = field(default_factory=lambda: uuid4().hex)
     pricing_pack_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.user is not None:
+            check_user_name(self.user)
 
 
 @dataclass(frozen=True)

@@ -63,3 +63,10 @@ class SolverError(DomainError):
     """The solver failed after any recorded fallback; details name the solver and status."""
 
     code = "solver_failed"
+
+
+class AuthenticationError(OptimizerError):
+    """No API key, or one that is unknown or revoked (HTTP 401)."""
+
+    code = "unauthenticated"
+    exit_code = 3

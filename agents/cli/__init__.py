@@ -3,7 +3,8 @@
 - ``data``: seed, packs, portfolios, policies;
 - ``call``: call (one capability on a JSON request), capabilities;
 - ``patterns``: patterns, graph;
-- ``runs``: run, resume, runs.
+- ``runs``: run, resume, runs;
+- ``users``: users add|revoke|list (API keys for HTTP and MCP).
 
 Each group module has ``register(commands)``; each command is a handler ``(args, store) -> int``
 registered with ``common.command`` (help text, examples, handler). Human output is aligned plain
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import structlog
 
-from agents.cli import call, data, patterns, runs
+from agents.cli import call, data, patterns, runs, users
 from agents.cli.common import HelpFormatter, fail
 from agents.logging import configure_logging
 from agents.wiring import open_store
@@ -28,7 +29,7 @@ from services.errors import InputError, OptimizerError
 
 log = structlog.get_logger()
 
-GROUPS = (data, call, patterns, runs)
+GROUPS = (data, call, patterns, runs, users)
 
 
 def main(argv: list[str] | None = None) -> int:

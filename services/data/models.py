@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
 import numpy as np
 import pandas as pd
+
+from services.errors import InputError
+
+USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 
 ASSET_CLASSES = ("equity", "etf", "index", "bond", "commodity", "cash", "other")
 
@@ -109,3 +114,17 @@ class Portfolio:
         for lot in self.lots:
             totals[lot.symbol] = totals.get(lot.symbol, 0) + lot.shares
         return {s: n for s, n in sorted(totals.items()) if n != 0}
+
+
+def check_user_name(name: object, *, field: str = "user") -> str:
+    """``name`` if it is a valid user name; otherwise an InputError naming the field and the rule.
+
+    An empty or blank name is never "no user": the local operator is the absence of a name.
+    """
+    if not isinstance(name, str) or not USER_NAME.fullmatch(name):
+        raise InputError(
+            f"{field} {name!r} is not a valid user name: 1-128 letters, digits or _ . @ -, "
+            "starting with a letter or digit",
+            details={"field": field, "value": name if isinstance(name, str) else repr(name)},
+        )
+    return name

@@ -1,4 +1,5 @@
-"""The embedded store: pricing packs, portfolios, ratings, policy templates and result history.
+"""The embedded store: pricing packs, portfolios, ratings, policy templates, result history and
+the users allowed to call over HTTP and MCP (their API keys, kept only as hashes).
 
 SQLAlchemy Core against a URL, so the same code serves SQLite (the default file under the home
 directory) and PostgreSQL. Every write runs in one transaction: a failed write leaves the store
@@ -7,7 +8,9 @@ as it was. Packs are frozen once written and verified against their content hash
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -37,7 +40,14 @@ from sqlalchemy import (
 from sqlalchemy.types import TypeDecorator
 
 from services.data.importers import wide_closes
-from services.data.models import Lot, Portfolio, PricingPack, Security, pack_content_hash
+from services.data.models import (
+    Lot,
+    Portfolio,
+    PricingPack,
+    Security,
+    check_user_name,
+    pack_content_hash,
+)
 from services.data.policy import PolicyOverrides, parse_overrides
 from services.errors import ConflictError, InputError, NotFoundError, OptimizerError
 
@@ -141,6 +151,23 @@ proposals = Table(
     Column("inputs_hash", String(128), nullable=False),
     Column("result_json", Text, nullable=False),
 )
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("user", String(128), primary_key=True),
+    # SHA-256 of the key: keys are 256-bit random tokens, so a fast hash is not guessable.
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+API_KEY_PREFIX = "opt_"
+
+
+def hash_api_key(key: str) -> str:
+    """The stored form of an API key."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 class Store:
@@ -541,6 +568,73 @@ class Store:
                 "policy_id": r.policy_id,
                 "inputs_hash": r.inputs_hash,
                 "result_json": r.result_json,
+            }
+            for r in rows
+        ]
+
+    # --- users and API keys --------------------------------------------------------------------
+
+    def add_user(self, user: str) -> str:
+        """Give ``user`` a new API key and return it; only its hash is stored.
+
+        A revoked user gets a new key; an active one must be revoked first.
+
+        Raises:
+            InputError: the name is empty or not a valid user name.
+            ConflictError: the user already has an active key.
+        """
+        check_user_name(user, field="user")
+        key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        with self.engine.begin() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.user == user)).first()
+            if row is not None and row.revoked_at is None:
+                raise ConflictError(
+                    f"user '{user}' already has an active API key; revoke it first with "
+                    f"`optimizer users revoke {user}`",
+                    details={"user": user},
+                )
+            conn.execute(delete(api_keys).where(api_keys.c.user == user))
+            conn.execute(
+                api_keys.insert().values(
+                    user=user, key_hash=hash_api_key(key), created_at=datetime.now(UTC)
+                )
+            )
+        return key
+
+    def revoke_user(self, user: str) -> None:
+        """Revoke ``user``'s API key; their data stays. Raises NotFoundError for no active key."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                api_keys.update()
+                .where(api_keys.c.user == user, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC))
+            ).rowcount
+        if not done:
+            raise NotFoundError(
+                f"user '{user}' has no active API key; `optimizer users list` shows the users",
+                details={"field": "user", "value": user},
+            )
+
+    def user_for_api_key(self, key: str) -> str | None:
+        """The user an active API key belongs to, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(api_keys.c.user).where(
+                    api_keys.c.key_hash == hash_api_key(key), api_keys.c.revoked_at.is_(None)
+                )
+            ).first()
+        return None if row is None else str(row.user)
+
+    def list_users(self) -> list[dict[str, Any]]:
+        """Users by name, with when their key was created and (if so) revoked."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(api_keys).order_by(api_keys.c.user)).all()
+        return [
+            {
+                "user": r.user,
+                "created_at": _utc(r.created_at).isoformat(),
+                "revoked_at": None if r.revoked_at is None else _utc(r.revoked_at).isoformat(),
+                "active": r.revoked_at is None,
             }
             for r in rows
         ]
