@@ -4,6 +4,10 @@ Logs go to stderr, never stdout, so command output stays parseable. The level co
 ``OPTIMIZER_LOG_LEVEL`` (default WARNING, so a normal CLI run prints no log lines) and the
 format from ``OPTIMIZER_LOG_FORMAT``: ``json`` (one JSON object per line, the default) or
 ``console`` (key=value).
+
+Exceptions are logged as structured data (type, message, and each frame's file, line and
+function) and never with local variables: a frame's locals hold portfolios, requests and keys,
+which do not belong in a log.
 """
 
 from __future__ import annotations
@@ -57,17 +61,15 @@ def configure_logging(
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # structlog's dict_tracebacks shows locals by default; these frames never carry them.
+        structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False, use_rich=False)
+        ),
     ]
     if fmt_name == "json":
-        processors += [
-            structlog.processors.dict_tracebacks,
-            structlog.processors.JSONRenderer(sort_keys=True),
-        ]
+        processors.append(structlog.processors.JSONRenderer(sort_keys=True))
     else:
-        processors += [
-            structlog.processors.format_exc_info,
-            structlog.processors.KeyValueRenderer(sort_keys=True),
-        ]
+        processors.append(structlog.processors.KeyValueRenderer(sort_keys=True))
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level_no),

@@ -17,8 +17,8 @@ from services.data.store import Store
 class RequestContext:
     """Who is asking, under which trace id, and (once known) against which pricing pack.
 
-    ``user=None`` is the local operator (CLI on one's own store) and may read every portfolio;
-    any named user may read only portfolios they own or that have no owner.
+    ``user=None`` is the local operator (CLI on one's own store) and may use every portfolio;
+    a named user may use only the portfolios they own.
     """
 
     user: str | None = None

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from capabilities.base import Capability, Metadata, RequestContext, Services
 from capabilities.cache import ResultCache
 from capabilities.registry import CapabilityRegistry
-from services.errors import InputError, NotFoundError, OptimizerError
+from services.errors import InputError, OptimizerError
 
 _VERSIONED = ("optimizer-agent", "numpy", "pandas", "cvxpy", "clarabel", "riskfolio-lib", "pydantic")
 
@@ -86,23 +86,13 @@ class CapabilityRunner:
             )
 
     def _authorize(self, request: BaseModel, ctx: RequestContext) -> None:
-        """A stored portfolio is readable by its owner (or anyone if unowned).
+        """A stored portfolio is usable by its owner; the local operator (``user=None``) uses any.
 
-        To a named user, someone else's portfolio and a missing one give the same error, which
-        lists nothing; only the local operator (``user=None``) is told which portfolios exist.
+        Someone else's portfolio and a missing one give the same error, which lists nothing.
         """
         portfolio_id = getattr(request, "portfolio_id", None)
-        if portfolio_id is None:
-            return
-        try:
-            owner = self.services.store.get_portfolio(portfolio_id).owner
-        except NotFoundError:
-            if ctx.user is None:
-                raise
-            owner = ""
-        if ctx.user is not None and owner is not None and owner != ctx.user:
-            raise NotFoundError(f"portfolio '{portfolio_id}' not found",
-                                details={"field": "portfolio_id", "value": portfolio_id})
+        if portfolio_id is not None:
+            self.services.store.get_portfolio(portfolio_id, user=ctx.user)
 
     def _record(self, capability: Capability, request: BaseModel, body: dict[str, Any]) -> None:
         self.services.store.record_proposal(

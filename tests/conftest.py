@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from sqlalchemy import func, select
 
 from agents.wiring import DB_FILENAME, open_store
@@ -119,6 +120,14 @@ def make_seed_root(root: Path) -> Path:
     for name, data in files.items():
         _write(root / name, json.dumps(data))
     return root
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> Iterator[None]:
+    """Each test starts from structlog's defaults: a CLI test's configuration (level WARNING)
+    would otherwise hide the INFO lines a later test captures with ``capture_logs``."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture

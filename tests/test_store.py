@@ -281,10 +281,11 @@ def test_a_failed_replace_keeps_the_old_portfolio(store: Store) -> None:
     assert store.get_portfolio("P1") == PORTFOLIO
 
 
-def test_unknown_portfolio(store: Store) -> None:
+def test_unknown_portfolio_names_no_other_portfolio(store: Store) -> None:
     store.put_portfolio(PORTFOLIO)
-    with pytest.raises(NotFoundError, match="P1"):
+    with pytest.raises(NotFoundError, match="P2") as exc:
         store.get_portfolio("P2")
+    assert "P1" not in str(exc.value.to_dict())  # ids of other portfolios never leak
 
 
 # --- ratings, policies, proposals ----------------------------------------------------------------

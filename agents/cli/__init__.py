@@ -10,13 +10,19 @@ Each group module has ``register(commands)``; each command is a handler ``(args,
 registered with ``common.command`` (help text, examples, handler). Human output is aligned plain
 text on stdout; ``--json`` prints canonical JSON (sorted keys). Errors go to stderr as one JSON
 object, with exit code 2 for input errors, 3 for domain errors and 1 for anything unexpected
-(which is also logged with its traceback).
+(which is logged once with its type, its frames and a reference id, never local variables, and
+reported as one JSON line naming that reference). A closed stdout (``optimizer ... | head``) ends
+the command quietly with the exit status of a broken pipe (141, as if killed by SIGPIPE).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import sys
 from pathlib import Path
+from uuid import uuid4
 
 import structlog
 
@@ -25,11 +31,16 @@ from agents.cli.common import HelpFormatter, fail
 from agents.logging import configure_logging
 from agents.wiring import open_store
 from services.data.seeds import seed
-from services.errors import InputError, OptimizerError
+from services.errors import DomainError, InputError, OptimizerError
 
 log = structlog.get_logger()
 
 GROUPS = (data, call, patterns, runs, users)
+
+# What a shell reports for a process killed by SIGPIPE (128 + 13).
+BROKEN_PIPE_EXIT = 141
+# Environment faults the user can act on (free space, permissions), not bugs.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,14 +62,63 @@ def main(argv: list[str] | None = None) -> int:
             if args.autoseed and store.is_empty():
                 log.info("seeding empty store", store=repr(store))
                 seed(store)
-            return int(args.func(args, store))
+            code = int(args.func(args, store))
+            # Flushed here, so a reader that has gone away is noticed as a broken pipe below
+            # rather than at interpreter exit.
+            sys.stdout.flush()
+            return code
         finally:
             store.close()
     except OptimizerError as err:
         return fail(err)
+    except BrokenPipeError:
+        return _stdout_closed()
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            return _internal_error(args, exc)
+        return fail(
+            DomainError(
+                f"cannot write {exc.filename or 'a file'}: {exc.strerror}",
+                code="environment_error",
+                details={"file": None if exc.filename is None else str(exc.filename),
+                         "errno": errno.errorcode.get(exc.errno or 0, str(exc.errno))},
+            )
+        )
     except Exception as exc:
-        log.exception("internal_error", command=args.command)
-        return fail(OptimizerError(f"unexpected {type(exc).__name__}: {exc}"))
+        return _internal_error(args, exc)
+
+
+def _internal_error(args: argparse.Namespace, exc: BaseException) -> int:
+    """Log the unexpected error once under a fresh reference; tell the user only that reference.
+
+    The message of an unexpected exception may quote data (a portfolio, a request), so it goes
+    to the log with the exception's type and frames, not to the user.
+    """
+    reference = uuid4().hex[:16]
+    log.error("internal_error", command=args.command, reference=reference,
+              error_type=type(exc).__name__, exc_info=exc)
+    return fail(
+        OptimizerError(
+            f"internal error (reference {reference}): the command failed unexpectedly; the log "
+            "line with this reference has the details",
+            details={"reference": reference, "type": type(exc).__name__},
+        )
+    )
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``| head``): stop quietly, as a SIGPIPE death would.
+
+    Python would report the failed flush of the closed stdout again at exit, so stdout is
+    pointed at /dev/null first.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (an embedding, a test)
+        pass
+    return BROKEN_PIPE_EXIT
 
 
 def build_parser() -> argparse.ArgumentParser:

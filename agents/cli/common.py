@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from services.data.models import check_user_name
 from services.data.store import Store
 from services.errors import InputError, OptimizerError
 
@@ -90,6 +91,17 @@ def group(
         formatter_class=HelpFormatter,
     )
     return parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+
+
+def user_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """Add ``--user NAME``: who the command acts as (omitted: the local operator, who sees all)."""
+    parser.add_argument("--user", default=None, metavar="NAME", help=help_text)
+
+
+def acting_user(args: argparse.Namespace) -> str | None:
+    """The ``--user`` a command acts as, validated (an empty or blank name is an input error)."""
+    user = getattr(args, "user", None)
+    return None if user is None else check_user_name(user, field="user")
 
 
 def amount(text: str) -> Decimal:

@@ -9,9 +9,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from agents.cli.common import amount, cell, command, group, print_json
+from agents.cli.common import acting_user, amount, cell, command, group, print_json, user_option
 from agents.cli.report import table
 from services.data.importers import import_portfolio, read_pack
+from services.data.models import check_user_name
 from services.data.policy import resolve_policy
 from services.data.seeds import load_constraint_defaults, seed
 from services.data.store import Store
@@ -140,8 +141,14 @@ def _add_portfolios(commands: Any) -> None:
         commands,
         "portfolios",
         summary="import, list and show portfolios",
-        description="Portfolios are cash plus tax lots of whole shares.",
-        examples=["optimizer portfolios list", "optimizer portfolios show demo_diversified"],
+        description="Portfolios are cash plus tax lots of whole shares. Each belongs to an owner: "
+        "with --user NAME a command sees and changes only NAME's portfolios (someone else's is "
+        "reported like a missing one); without it, it acts as the local operator, who sees all.",
+        examples=[
+            "optimizer portfolios list",
+            "optimizer portfolios show demo_diversified",
+            "optimizer portfolios list --user alice",
+        ],
     )
     imp = command(
         portfolios,
@@ -149,10 +156,15 @@ def _add_portfolios(commands: Any) -> None:
         summary="import a portfolio from a positions CSV",
         description="Import a portfolio. POSITIONS has header symbol,shares[,cost_basis,acquired]: "
         "one row per lot, whole positive shares, several lots per symbol allowed. Symbols are "
-        "checked against the pricing pack's security master (an index cannot be held).",
+        "checked against the pricing pack's security master (an index cannot be held). With "
+        "--user NAME the portfolio is NAME's and --replace works only on NAME's own portfolios. "
+        "The operator (no --user) may import for anyone with --owner; replacing a portfolio keeps "
+        "its owner unless --owner names another, and such a reassignment is recorded (shown by "
+        "`portfolios show --json`).",
         examples=[
-            "optimizer portfolios import --id MINE --positions positions.csv --cash 2500.00",
-            "optimizer portfolios import --id MINE --positions positions.csv --pack PP_2022-12-28 --replace",
+            "optimizer portfolios import --id MINE --positions positions.csv --cash 2500.00 --user alice",
+            "optimizer portfolios import --id MINE --positions positions.csv --pack PP_2022-12-28 --replace --user alice",
+            "optimizer portfolios import --id client_42 --positions positions.csv --owner bob --replace",
         ],
         func=_cmd_portfolios_import,
     )
@@ -164,8 +176,13 @@ def _add_portfolios(commands: Any) -> None:
         "--cash", type=amount, default=Decimal("0"), metavar="AMOUNT", help="cash held (default 0)"
     )
     imp.add_argument(
-        "--owner", default=None, metavar="USER", help="owner; omit for a portfolio anyone may read"
+        "--owner",
+        default=None,
+        metavar="USER",
+        help="owner (operator only; default: the --user, or the current owner when replacing, "
+        "or none: the operator's own)",
     )
+    user_option(imp, "act as this user: the portfolio is theirs")
     imp.add_argument("--description", default="", help="free text shown in listings")
     imp.add_argument(
         "--pack",
@@ -176,35 +193,56 @@ def _add_portfolios(commands: Any) -> None:
     imp.add_argument(
         "--replace", action="store_true", help="overwrite a portfolio with the same id"
     )
-    command(
+    listing = command(
         portfolios,
         "list",
         summary="list stored portfolios",
-        description="List stored portfolios: id, owner, cash and number of lots and symbols.",
-        examples=["optimizer portfolios list", "optimizer portfolios list --json"],
+        description="List stored portfolios: id, owner, cash and number of lots and symbols. "
+        "With --user NAME only NAME's portfolios.",
+        examples=[
+            "optimizer portfolios list",
+            "optimizer portfolios list --json",
+            "optimizer portfolios list --user alice",
+        ],
         func=_cmd_portfolios_list,
         json_output=True,
     )
+    user_option(listing, "list only this user's portfolios")
     show = command(
         portfolios,
         "show",
         summary="show one portfolio's positions and cash",
-        description="Show a portfolio: shares and number of lots per symbol, and cash. --json adds every lot.",
+        description="Show a portfolio: shares and number of lots per symbol, and cash. --json adds "
+        "every lot and the portfolio's reassignments (owner_changes).",
         examples=[
             "optimizer portfolios show demo_diversified",
             "optimizer portfolios show demo_diversified --json",
+            "optimizer portfolios show client_42 --user alice",
         ],
         func=_cmd_portfolios_show,
         json_output=True,
     )
     show.add_argument("id", metavar="ID", help="portfolio id")
+    user_option(show, "act as this user (only their own portfolios)")
 
 
 def _cmd_portfolios_import(args: argparse.Namespace, store: Store) -> int:
+    user = acting_user(args)
+    owner = args.owner
+    if owner is not None:
+        check_user_name(owner, field="owner")
+    if user is not None:
+        owner = user if owner is None else owner  # put_portfolio refuses any other owner
+    elif owner is None and args.replace:
+        # The operator replacing a portfolio keeps its owner; only an explicit --owner reassigns.
+        try:
+            owner = store.portfolio_owner(args.id)
+        except NotFoundError:
+            owner = None
     pack_id = args.pack or _latest_pack_id(store)
     pack = store.get_pack(pack_id)
-    portfolio = import_portfolio(args.id, args.positions, args.cash, args.owner, pack)
-    store.put_portfolio(portfolio, replace=args.replace, description=args.description)
+    portfolio = import_portfolio(args.id, args.positions, args.cash, owner, pack)
+    store.put_portfolio(portfolio, replace=args.replace, description=args.description, user=user)
     print(
         f"portfolio {portfolio.id} imported: {len(portfolio.lots)} lots, "
         f"{len(portfolio.positions())} symbols, cash {portfolio.cash} (symbols checked against pack {pack.id})"
@@ -222,7 +260,7 @@ def _latest_pack_id(store: Store) -> str:
 
 
 def _cmd_portfolios_list(args: argparse.Namespace, store: Store) -> int:
-    items = store.list_portfolios()
+    items = store.list_portfolios(user=acting_user(args))
     if args.json:
         print_json(items)
         return 0
@@ -242,8 +280,11 @@ def _cmd_portfolios_list(args: argparse.Namespace, store: Store) -> int:
 
 
 def _cmd_portfolios_show(args: argparse.Namespace, store: Store) -> int:
-    portfolio = store.get_portfolio(args.id)
-    description = next(p["description"] for p in store.list_portfolios() if p["id"] == portfolio.id)
+    user = acting_user(args)
+    portfolio = store.get_portfolio(args.id, user=user)
+    description = next(
+        p["description"] for p in store.list_portfolios(user=user) if p["id"] == portfolio.id
+    )
     n_lots: dict[str, int] = {}
     for lot in portfolio.lots:
         n_lots[lot.symbol] = n_lots.get(lot.symbol, 0) + 1
@@ -259,6 +300,7 @@ def _cmd_portfolios_show(args: argparse.Namespace, store: Store) -> int:
                 "description": description,
                 "cash": str(portfolio.cash),
                 "positions": positions,
+                "owner_changes": store.portfolio_owner_changes(portfolio.id),
                 "lots": [
                     {
                         "lot_no": i,

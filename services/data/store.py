@@ -152,6 +152,20 @@ proposals = Table(
     Column("result_json", Text, nullable=False),
 )
 
+# Who owned a portfolio before and after the operator reassigned it: an audit trail, kept apart
+# from the portfolio so that replacing the portfolio's contents never rewrites it.
+portfolio_owner_changes = Table(
+    "portfolio_owner_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("portfolio_id", String(64), nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    # NULL is the local operator, as everywhere else (RequestContext.user=None).
+    Column("changed_by", String(128), nullable=True),
+    Column("previous_owner", String(128), nullable=True),
+    Column("new_owner", String(128), nullable=True),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,
@@ -325,30 +339,65 @@ class Store:
     # --- portfolios ----------------------------------------------------------------------------
 
     def put_portfolio(
-        self, portfolio: Portfolio, *, replace: bool = False, description: str = ""
+        self,
+        portfolio: Portfolio,
+        *,
+        replace: bool = False,
+        description: str = "",
+        user: str | None = None,
     ) -> None:
-        """Store a portfolio; lots are numbered 1.. in the order given.
+        """Store a portfolio as ``user`` (None: the local operator); lots are numbered 1.. in order.
+
+        A named user may only store portfolios they own, and may replace only their own. The
+        operator may store any portfolio; replacing one under another owner reassigns it, and
+        the reassignment is recorded (``portfolio_owner_changes``).
 
         Raises:
-            ConflictError: the id exists and ``replace`` is False.
+            InputError: a named user stores a portfolio owned by someone else, or the owner is
+                not a valid user name.
+            ConflictError: the id exists and ``replace`` is False, or (to a named user) the id
+                belongs to someone else; that message names no owner.
         """
+        if portfolio.owner is not None:
+            check_user_name(portfolio.owner, field="owner")
+        if user is not None and portfolio.owner != user:
+            raise InputError(
+                f"owner {portfolio.owner!r} is not you ({user!r}): a user imports only their "
+                "own portfolios; omit the owner, or ask the operator to assign one",
+                details={"field": "owner", "value": portfolio.owner},
+            )
         with self.engine.begin() as conn:
-            exists = conn.execute(
-                select(portfolios.c.id).where(portfolios.c.id == portfolio.id)
-            ).scalar_one_or_none()
-            if exists is not None and not replace:
+            row = conn.execute(
+                select(portfolios.c.id, portfolios.c.owner).where(portfolios.c.id == portfolio.id)
+            ).first()
+            if row is not None and user is not None and row.owner != user:
+                raise ConflictError(
+                    f"portfolio id {portfolio.id!r} cannot be used; choose another id",
+                    details={"field": "id", "value": portfolio.id},
+                )
+            if row is not None and not replace:
                 raise ConflictError(
                     f"portfolio {portfolio.id} already exists; pass --replace (replace=True) to overwrite it",
                     details={"portfolio_id": portfolio.id},
                 )
             values = {"owner": portfolio.owner, "cash": portfolio.cash, "description": description}
-            if exists is None:
+            if row is None:
                 conn.execute(portfolios.insert().values(id=portfolio.id, **values))
             else:
                 conn.execute(
                     portfolios.update().where(portfolios.c.id == portfolio.id).values(**values)
                 )
                 conn.execute(delete(lots).where(lots.c.portfolio_id == portfolio.id))
+                if row.owner != portfolio.owner:
+                    conn.execute(
+                        portfolio_owner_changes.insert().values(
+                            portfolio_id=portfolio.id,
+                            changed_at=datetime.now(UTC),
+                            changed_by=user,
+                            previous_owner=row.owner,
+                            new_owner=portfolio.owner,
+                        )
+                    )
             if portfolio.lots:
                 conn.execute(
                     lots.insert(),
@@ -365,22 +414,17 @@ class Store:
                     ],
                 )
 
-    def get_portfolio(self, portfolio_id: str) -> Portfolio:
-        """Load a portfolio with its lots in lot order.
+    def get_portfolio(self, portfolio_id: str, *, user: str | None = None) -> Portfolio:
+        """Load a portfolio with its lots in lot order, as ``user`` (None: the local operator).
 
         Raises:
-            NotFoundError: no such portfolio; the message lists the stored ids.
+            NotFoundError: no such portfolio, or (to a named user) someone else's: one message
+                for both, naming no other portfolio, so nothing can be learnt by probing ids.
         """
         with self.engine.connect() as conn:
             head = conn.execute(select(portfolios).where(portfolios.c.id == portfolio_id)).first()
-            if head is None:
-                available = list(
-                    conn.execute(select(portfolios.c.id).order_by(portfolios.c.id)).scalars()
-                )
-                raise NotFoundError(
-                    f"portfolio {portfolio_id!r} not found; available portfolios: {', '.join(available) or '(none)'}",
-                    details={"portfolio_id": portfolio_id, "available": available},
-                )
+            if head is None or (user is not None and head.owner != user):
+                raise portfolio_not_found(portfolio_id)
             rows = conn.execute(
                 select(lots.c.symbol, lots.c.shares, lots.c.cost_basis, lots.c.acquired)
                 .where(lots.c.portfolio_id == portfolio_id)
@@ -396,8 +440,43 @@ class Store:
             owner=head.owner,
         )
 
-    def list_portfolios(self) -> list[dict[str, Any]]:
-        """Stored portfolios as JSON-ready dicts (cash as a decimal string), sorted by id."""
+    def portfolio_owner(self, portfolio_id: str) -> str | None:
+        """The owner of a stored portfolio (None: the operator's). For the operator only.
+
+        Raises:
+            NotFoundError: no such portfolio.
+        """
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(portfolios.c.owner).where(portfolios.c.id == portfolio_id)
+            ).first()
+        if row is None:
+            raise portfolio_not_found(portfolio_id)
+        return None if row.owner is None else str(row.owner)
+
+    def portfolio_owner_changes(self, portfolio_id: str) -> list[dict[str, Any]]:
+        """Reassignments of a portfolio, oldest first: when, by whom (None: the operator), from, to."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(portfolio_owner_changes)
+                .where(portfolio_owner_changes.c.portfolio_id == portfolio_id)
+                .order_by(portfolio_owner_changes.c.id)
+            ).all()
+        return [
+            {
+                "changed_at": _utc(r.changed_at).isoformat(),
+                "changed_by": r.changed_by,
+                "previous_owner": r.previous_owner,
+                "new_owner": r.new_owner,
+            }
+            for r in rows
+        ]
+
+    def list_portfolios(self, *, user: str | None = None) -> list[dict[str, Any]]:
+        """Stored portfolios as JSON-ready dicts (cash as a decimal string), sorted by id.
+
+        A named ``user`` sees only their own; the operator (None) sees every portfolio.
+        """
         n_lots = (
             select(
                 lots.c.portfolio_id,
@@ -412,6 +491,8 @@ class Store:
             .outerjoin(n_lots, n_lots.c.portfolio_id == portfolios.c.id)
             .order_by(portfolios.c.id)
         )
+        if user is not None:
+            query = query.where(portfolios.c.owner == user)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
         return [
@@ -638,6 +719,15 @@ class Store:
             }
             for r in rows
         ]
+
+
+def portfolio_not_found(portfolio_id: str) -> NotFoundError:
+    """The one error for a portfolio that is missing or not the caller's (it lists nothing)."""
+    return NotFoundError(
+        f"portfolio {portfolio_id!r} not found; `optimizer portfolios list` shows the portfolios "
+        "you can use",
+        details={"field": "portfolio_id", "value": portfolio_id},
+    )
 
 
 def _configure_sqlite(engine: Engine) -> None:
