@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from capabilities.base import Capability, Metadata, RequestContext, Services
 from capabilities.cache import ResultCache
 from capabilities.registry import CapabilityRegistry
+from services.data.bounds import check_json_value
 from services.errors import InputError, OptimizerError
 
 _VERSIONED = ("optimizer-agent", "numpy", "pandas", "cvxpy", "clarabel", "riskfolio-lib", "pydantic")
@@ -67,10 +68,10 @@ class CapabilityRunner:
                 return hit
             result = capability.handler(request, ctx, self.services)
             body = self._with_metadata(capability, request, result)
-            if capability.records_history:
-                self._record(capability, request, body)
-            # The metadata names the pack the result reports; cache only when that is the one hashed.
-            if cache is not None and key == body["_metadata"]["inputs_hash"]:
+            recorded = not capability.records_history or self._record(capability, request, body, ctx)
+            # The metadata names the pack the result reports; cache only when that is the one hashed
+            # (and only a recorded result: a retry should get the chance to record it).
+            if cache is not None and recorded and key == body["_metadata"]["inputs_hash"]:
                 cache.put(capability.name, key, body, capability.ttl_seconds)
             return body
         except OptimizerError as exc:
@@ -94,15 +95,32 @@ class CapabilityRunner:
         if portfolio_id is not None:
             self.services.store.get_portfolio(portfolio_id, user=ctx.user)
 
-    def _record(self, capability: Capability, request: BaseModel, body: dict[str, Any]) -> None:
-        self.services.store.record_proposal(
-            capability=capability.name,
-            portfolio_id=getattr(request, "portfolio_id", None),
-            pricing_pack_id=getattr(request, "pricing_pack_id", ""),
-            policy_id=getattr(request, "policy_id", None),
-            inputs_hash=body["_metadata"]["inputs_hash"],
-            result_json=canonical_json(body),
-        )
+    def _record(
+        self, capability: Capability, request: BaseModel, body: dict[str, Any], ctx: RequestContext
+    ) -> bool:
+        """Append the result to the store's history; False (and a warning in it) if that failed.
+
+        The result is computed already and worth having; a store that cannot take the record
+        (read-only, full) is reported in the result's warnings instead of discarding it.
+        """
+        try:
+            self.services.store.record_proposal(
+                capability=capability.name,
+                portfolio_id=getattr(request, "portfolio_id", None),
+                pricing_pack_id=getattr(request, "pricing_pack_id", ""),
+                policy_id=getattr(request, "policy_id", None),
+                inputs_hash=body["_metadata"]["inputs_hash"],
+                result_json=canonical_json(body),
+            )
+        except OptimizerError as err:
+            self._log.warning("history_not_recorded", capability=capability.name,
+                              trace_id=ctx.trace_id, reason=err.code)
+            body.setdefault("warnings", []).append(
+                f"this result was not recorded in the proposals history ({err.code}): {err.message}"
+            )
+            body["_metadata"]["warnings"] = len(body["warnings"])
+            return False
+        return True
 
     def _with_metadata(self, capability: Capability, request: BaseModel, result: BaseModel) -> dict[str, Any]:
         body = result.model_dump(mode="json")
@@ -136,6 +154,7 @@ def validate_input(capability: Capability, payload: Any) -> BaseModel:
     if not isinstance(payload, dict):
         raise InputError(f"{capability.name}: the request must be a JSON object, got {type(payload).__name__}",
                          details={"field": "(root)"})
+    check_json_value(payload, kind=f"the {capability.name} request")
     try:
         return capability.input_model.model_validate(payload)
     except ValidationError as exc:

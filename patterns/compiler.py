@@ -12,6 +12,7 @@ resumed with ``Command(resume={"approved": ..., "note": ..., "by": ...})``.
 
 from __future__ import annotations
 
+import json
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from langgraph.types import interrupt
 from capabilities.base import RequestContext
 from patterns.loader import is_reference
 from patterns.model import ApprovalGate, Condition, Pattern, Step
+from services.data.bounds import MAX_RUN_STATE_BYTES
 from services.errors import OptimizerError
 
 OUTPUTS_NODE = "outputs"
@@ -136,9 +138,11 @@ def _step_node(
         ctx = RequestContext(user=runtime.context.user, trace_id=runtime.context.trace_id)
         single = step.for_each is None
         outputs: list[dict[str, Any]] = []
+        # Every checkpoint stores the whole state, so its size is bounded as it grows.
+        state_bytes = _json_bytes({"inputs": state["inputs"], "steps": state["steps"]})
         for request in requests:
             try:
-                outputs.append(caller.run(step.capability, request, ctx))
+                output = caller.run(step.capability, request, ctx)
             except OptimizerError as err:
                 sent = _calls(single, requests[: len(outputs) + 1])
                 update = recorded("error", **sent, error=err.to_dict())
@@ -146,10 +150,27 @@ def _step_node(
                     reason = f"step '{step.id}' failed: {err.message}"
                     update["halted"] = {"status": "failed", "at": step.id, "reason": reason}
                 return update
+            state_bytes += _json_bytes(request) + _json_bytes(output)
+            if state_bytes > MAX_RUN_STATE_BYTES:
+                err = OptimizerError(
+                    f"the run's state would exceed {MAX_RUN_STATE_BYTES:,} bytes at step "
+                    f"'{step.id}'; split the work into smaller runs (fewer for_each items)",
+                    code="run_state_too_large",
+                    details={"step": step.id, "max_bytes": MAX_RUN_STATE_BYTES},
+                )
+                update = recorded("error", **_calls(single, requests[: len(outputs) + 1]),
+                                  error=err.to_dict())
+                update["halted"] = {"status": "failed", "at": step.id, "reason": err.message}
+                return update
+            outputs.append(output)
         return recorded("ok", **_calls(single, requests, outputs))
 
     node.__name__ = f"step_{step.id}"
     return node
+
+
+def _json_bytes(value: Any) -> int:
+    return len(json.dumps(value, default=str, ensure_ascii=False).encode("utf-8"))
 
 
 def _calls(

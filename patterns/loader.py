@@ -16,14 +16,18 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError
+from referencing import Registry
 
 from capabilities.registry import CapabilityRegistry
 from patterns.model import REFERENCE, REFERENCE_KEYS, Condition, Pattern
+from services.data.bounds import MAX_PATTERN_STEPS, check_json_value, parse_json_text
 from services.errors import InputError
 
 PATTERN_DIR = Path(__file__).parent
 SCHEMA_FILE = PATTERN_DIR / "pattern.schema.json"
 RESERVED_IDS = frozenset({"outputs"})
+# JSON Schema keywords that name another schema by URI.
+_SCHEMA_REFERENCES = frozenset({"$ref", "$dynamicRef", "$recursiveRef"})
 # The output schema of a step whose capability is unknown: references to it are not checked.
 _UNKNOWN_OUTPUT: dict[str, Any] = {}
 
@@ -55,19 +59,21 @@ def pattern_source(name: str | Path) -> Path:
 
 
 def read_pattern_document(path: Path) -> dict[str, Any]:
-    """The JSON object in a pattern file."""
+    """The JSON object in a pattern file (within the size and nesting limits of any request)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PatternError(
             f"cannot read pattern {path}: {exc.strerror}", details={"file": str(path)}
         ) from exc
-    except json.JSONDecodeError as exc:
+    except UnicodeDecodeError as exc:
         raise PatternError(
-            f"pattern {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            details={"file": str(path), "line": exc.lineno, "column": exc.colno},
+            f"cannot read pattern {path}: not UTF-8 text ({exc.reason})", details={"file": str(path)}
         ) from exc
-    return data
+    try:
+        return parse_json_text(text, source=str(path), kind="pattern")  # type: ignore[no-any-return]
+    except InputError as exc:
+        raise PatternError(exc.message, details=exc.details) from exc
 
 
 def load_pattern(
@@ -78,7 +84,11 @@ def load_pattern(
     Raises:
         PatternError: listing every problem found, each as {pointer, message}.
     """
-    errors = shape_errors(document)
+    try:
+        check_json_value(document, kind="pattern", source=source)
+    except InputError as exc:
+        raise PatternError(exc.message, details=exc.details) from exc
+    errors = shape_errors(document) + bound_errors(document)
     if errors:
         raise _pattern_error(source, errors)
     pattern = Pattern.model_validate(document)
@@ -94,6 +104,54 @@ def shape_errors(document: Any) -> list[dict[str, str]]:
     found = [leaf for e in validator.iter_errors(document) for leaf in _leaf_errors(e)]
     found.sort(key=lambda e: (list(map(str, e.absolute_path)), e.message))
     return [{"pointer": _pointer(e.absolute_path), "message": e.message} for e in found]
+
+
+def bound_errors(document: Any) -> list[dict[str, str]]:
+    """Limits a schema does not state: the number of steps, and references out of the pattern.
+
+    An inputs schema may only refer inside itself (``#...``): a ``$ref`` to an http: or file: URL
+    would make validation fetch it when a run starts (a request to wherever the pattern says).
+    """
+    errors: list[dict[str, str]] = []
+    if not isinstance(document, dict):
+        return errors
+    steps = document.get("steps")
+    if isinstance(steps, list) and len(steps) > MAX_PATTERN_STEPS:
+        errors.append({"pointer": "/steps",
+                       "message": f"{len(steps)} steps; a pattern may have at most {MAX_PATTERN_STEPS}"})
+    todo: list[tuple[Any, str]] = [(document.get("inputs"), "/inputs")]
+    while todo:
+        node, pointer = todo.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                at = f"{pointer}/{_escape(str(key))}"
+                if key in _SCHEMA_REFERENCES and not (isinstance(value, str) and value.startswith("#")):
+                    errors.append({"pointer": at, "message": f"{json.dumps(value)} refers outside the "
+                                   "pattern; an inputs schema may only use local references ('#/...')"})
+                elif key in _SCHEMA_REFERENCES and not _resolves(document["inputs"], value):
+                    errors.append({"pointer": at, "message": f"{json.dumps(value)} names nothing in the "
+                                   "inputs schema; write a JSON pointer such as '#/$defs/name'"})
+                else:
+                    todo.append((value, at))
+        elif isinstance(node, list):
+            todo.extend((item, f"{pointer}/{i}") for i, item in enumerate(node))
+    return sorted(errors, key=lambda e: e["pointer"])
+
+
+def _resolves(schema: Any, reference: str) -> bool:
+    """Whether a local reference ``#/a/b`` (a JSON pointer into ``schema``) names something."""
+    if reference in ("#", "") or not reference.startswith("#/"):
+        return reference in ("#", "")
+    node = schema
+    for token in reference[2:].split("/"):
+        token = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            return False
+    return True
 
 
 def _leaf_errors(error: ValidationError) -> list[ValidationError]:
@@ -207,11 +265,13 @@ def prepare_inputs(pattern: Pattern, inputs: Any) -> dict[str, Any]:
         raise InputError(
             f"the inputs of pattern {pattern.id} must be a JSON object, got {type(inputs).__name__}"
         )
+    check_json_value(inputs, kind=f"the inputs of pattern {pattern.id}")
     prepared = copy.deepcopy(inputs)
     for name, spec in pattern.inputs.get("properties", {}).items():
         if name not in prepared and isinstance(spec, dict) and "default" in spec:
             prepared[name] = copy.deepcopy(spec["default"])
-    validator = Draft202012Validator(pattern.inputs)
+    # An empty registry: even a reference that slipped past bound_errors is never fetched.
+    validator = Draft202012Validator(pattern.inputs, registry=Registry())
     found = sorted(validator.iter_errors(prepared), key=lambda e: list(map(str, e.absolute_path)))
     if found:
         errors = [{"pointer": _pointer(e.absolute_path), "message": e.message} for e in found]

@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from services.data.bounds import parse_json_text
 from services.data.models import check_user_name
 from services.data.store import Store
 from services.errors import InputError, OptimizerError
@@ -114,24 +115,16 @@ def amount(text: str) -> Decimal:
 
 
 def read_json(source: str) -> Any:
+    """The JSON request in file ``source`` (``-``: stdin), within the size and depth limits."""
     name = "stdin" if source == "-" else source
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(f"cannot read request {name}: {exc.strerror}", details={"file": name}) from exc
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise InputError(
-            f"request {name} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            details={"file": name, "line": exc.lineno, "column": exc.colno},
-        ) from exc
-
-
-def _reject_constant(name: str) -> Any:
-    raise InputError(f"request contains {name}, which is not a number; use a finite value",
-                     details={"value": name})
-
+    except UnicodeDecodeError as exc:
+        raise InputError(f"cannot read request {name}: not UTF-8 text ({exc.reason})",
+                         details={"file": name}) from exc
+    return parse_json_text(text, source=name)
 
 
 def agent_for(args: argparse.Namespace, store: Store) -> OptimizerAgent:

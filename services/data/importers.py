@@ -13,6 +13,7 @@ import csv
 import gzip
 import math
 import re
+import zlib
 from collections.abc import Iterable, Sequence
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -257,7 +258,13 @@ def _read_rows(
     except FileNotFoundError:
         problems.add(file, None, None, None, "file_not_found", "file not found")
         return None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
+        # A corrupt or truncated .gz ends in EOFError or zlib.error, not only OSError.
+        what = "gzip-compressed " if path.name.endswith(".gz") else ""
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        problems.add(file, None, None, None, "unreadable", f"cannot read as {what}UTF-8 CSV: {reason}")
+        return None
+    except (UnicodeDecodeError, csv.Error) as exc:
         problems.add(file, None, None, None, "unreadable", f"cannot read as UTF-8 CSV: {exc}")
         return None
     if header is None:

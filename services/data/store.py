@@ -49,7 +49,13 @@ from services.data.models import (
     pack_content_hash,
 )
 from services.data.policy import PolicyOverrides, parse_overrides
-from services.errors import ConflictError, InputError, NotFoundError, OptimizerError
+from services.errors import (
+    ConflictError,
+    DomainError,
+    InputError,
+    NotFoundError,
+    OptimizerError,
+)
 
 
 class DecimalText(TypeDecorator[Decimal]):
@@ -193,9 +199,11 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine: Engine = create_engine(url)
+        # hide_parameters: a database error never quotes the rows it was writing (lots, cash).
+        self.engine: Engine = create_engine(url, hide_parameters=True)
         if self.engine.dialect.name == "sqlite":
             _configure_sqlite(self.engine)
+        translate_storage_errors(self.engine)
         self._packs: dict[str, PricingPack] = {}
 
     def __repr__(self) -> str:
@@ -728,6 +736,36 @@ def portfolio_not_found(portfolio_id: str) -> NotFoundError:
         "you can use",
         details={"field": "portfolio_id", "value": portfolio_id},
     )
+
+
+# Storage faults a person can fix, by the database's own words (SQLite) or SQLSTATE (PostgreSQL).
+_STORAGE_FAULTS = (
+    (("attempt to write a readonly database", "25006"), "read_only_store",
+     "the store is read-only: reading works, but this command writes; make the home directory "
+     "and its database file writable (or use another --home) and run it again"),
+    (("database or disk is full", "53100"), "store_full",
+     "the store's disk is full; nothing was written: free some space and run the command again"),
+    (("unable to open database file",), "store_unavailable",
+     "the store cannot be opened for this operation: check that the home directory exists and "
+     "that it and the database file are readable (and writable, for commands that write)"),
+)
+
+
+def translate_storage_errors(engine: Engine) -> None:
+    """Turn a read-only or full store into a DomainError (exit 3) that quotes no SQL or data.
+
+    Registered on the engine, so every statement of every store method is covered; anything
+    else is left to propagate as it is.
+    """
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: Any) -> None:
+        original = context.original_exception
+        text = str(original).lower()
+        state = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+        for markers, code, message in _STORAGE_FAULTS:
+            if (state is not None and state in markers) or any(m in text for m in markers):
+                raise DomainError(message, code=code)
 
 
 def _configure_sqlite(engine: Engine) -> None:
