@@ -3,31 +3,34 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, Field, create_model
 
 from capabilities.base import Capability, RequestContext, Services
-from capabilities.common import PortfolioRequest, resolve_holdings
+from capabilities.common import STRICT, PortfolioRequest, resolve_holdings
 from services.allocation.proposal import Trade
 from services.analytics.impact import ImpactReport, TradeOrder, analyze_impact
 from services.analytics.risk import VAR_CONFIDENCE
+from services.data.bounds import MAX_CLOSE, MAX_COMMISSION, MAX_SHARES, MIN_CLOSE
 from services.data.policy import PolicyOverrides, resolve_policy
 
 _USED = ("symbol", "action", "quantity", "price", "current_shares")
 
 
 class _TradeFields(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = STRICT
 
-    symbol: str = Field(min_length=1, description="Ticker as it appears in the pricing pack.")
+    symbol: str = Field(min_length=1, max_length=64, description="Ticker as it appears in the pricing pack.")
     action: Literal["BUY", "SELL", "HOLD"] = Field(description="HOLD is a no-op.")
-    quantity: int = Field(ge=0, description="Whole shares to trade (0 for HOLD).")
+    quantity: int = Field(ge=0, le=MAX_SHARES, description="Whole shares to trade (0 for HOLD).")
     price: float | None = Field(
-        None, description="Optional quoted price; the pack's last close is always used (a warning notes a difference)."
+        None, ge=MIN_CLOSE, le=MAX_CLOSE,
+        description="Optional quoted price; the pack's last close is always used (a warning notes a difference).",
     )
     current_shares: int | None = Field(
-        None, description="Optional shares the proposal assumed held; a warning notes a difference."
+        None, ge=0, le=MAX_SHARES,
+        description="Optional shares the proposal assumed held; a warning notes a difference.",
     )
 
 
@@ -39,7 +42,9 @@ ProposedTradeIn = create_model(
     __base__=_TradeFields,
     __doc__="A trade: plain {symbol, action, quantity}, or a propose_trades trade with its extra fields.",
     **{
-        name: (info.annotation | None, Field(None, description="Ignored (accepted from propose_trades results)."))
+        # Not strict: these come back as a propose_trades result serialized them (money as numbers).
+        name: (info.annotation | None,
+               Field(None, strict=False, description="Ignored (accepted from propose_trades results)."))
         for name, info in Trade.model_fields.items()
         if name not in _USED
     },
@@ -53,14 +58,15 @@ class AnalyzeImpactInput(PortfolioRequest):
         description="Trades to apply: the 'trades' of an optimizer.propose_trades result, or "
         "{symbol, action, quantity} items. Each symbol at most once."
     )
-    benchmark: str | dict[str, float] | None = Field(
+    benchmark: str | dict[str, Annotated[float, Field(ge=0, le=100)]] | None = Field(
         "DEMO_20",
         description="Benchmark for tracking error: an index symbol in the pack (e.g. 'SP500'), a named "
         "benchmark (e.g. 'DEMO_20'), explicit weights {symbol: weight} summing to 1 (or 100), or null.",
     )
     lookback_days: int = Field(756, ge=2, le=5000, description="Number of most recent daily returns used.")
     commission_per_trade: Decimal | None = Field(
-        None, ge=0, allow_inf_nan=False, description="Fixed commission per trade; defaults to the policy default ($5.00)."
+        None, ge=0, le=MAX_COMMISSION, allow_inf_nan=False, strict=False,
+        description="Fixed commission per trade; defaults to the policy default ($5.00).",
     )
     market_impact_bps: float | None = Field(
         None, ge=0, le=1000, description="Market impact in basis points of trade value; defaults to 15."

@@ -8,22 +8,30 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from capabilities.base import Services
 from services.allocation.rebalance import Holdings
+from services.data.bounds import MAX_AMOUNT, MAX_SHARES
+
+# Requests are strict: a number must be a JSON number (no "5" or true as 5 or 1 shares). Money
+# fields (Decimal) also take decimal strings such as "2500.50", the lossless way to write cents.
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class PositionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = STRICT
 
-    symbol: str = Field(min_length=1, description="Ticker as it appears in the pricing pack.")
-    shares: int = Field(ge=0, description="Whole shares held (no short positions).")
+    symbol: str = Field(min_length=1, max_length=64, description="Ticker as it appears in the pricing pack.")
+    shares: int = Field(ge=0, le=MAX_SHARES, description="Whole shares held (no short positions).")
 
 
 class PortfolioIn(BaseModel):
     """An inline portfolio: positions and cash, not stored anywhere."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = STRICT
 
     positions: list[PositionIn] = Field(default_factory=list, description="Holdings, one per symbol.")
-    cash: Decimal = Field(Decimal("0"), ge=0, allow_inf_nan=False, description="Cash in the portfolio currency.")
+    cash: Decimal = Field(
+        Decimal("0"), ge=0, le=MAX_AMOUNT, allow_inf_nan=False, strict=False,
+        description="Cash in the portfolio currency (a number or a decimal string).",
+    )
 
     @field_validator("positions")
     @classmethod
@@ -38,7 +46,7 @@ class PortfolioIn(BaseModel):
 class PortfolioRequest(BaseModel):
     """Base of every request about one portfolio priced from one pack."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = STRICT
 
     portfolio_id: str | None = Field(None, description="Id of a stored portfolio (give this or 'portfolio').")
     portfolio: PortfolioIn | None = Field(None, description="An inline portfolio (give this or 'portfolio_id').")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from capabilities.base import Capability, RequestContext, Services
@@ -23,7 +25,7 @@ class ProposeTradesInput(PortfolioRequest):
         description="Policy fields overriding the template (every *_pct is a percentage: 15.0 = 15%; "
         "null removes a template's limit).",
     )
-    ratings: dict[str, float] | None = Field(
+    ratings: dict[str, Annotated[float, Field(ge=0, le=10)]] | None = Field(
         None, description="Quality scores {symbol: 0-10}; defaults to the stored ratings."
     )
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from capabilities.base import Capability, RequestContext, Services
-from capabilities.common import PortfolioRequest, resolve_holdings
+from capabilities.common import STRICT, PortfolioRequest, resolve_holdings
 from services.allocation.optimization import SOLVER, SOLVER_SETTINGS
 from services.hedging.exposures import DEFAULT_LOOKBACK_DAYS, load_sector_sensitivities
 from services.hedging.hedge_sizing import HedgeBudget, HedgeSuggestion, suggest_hedges
@@ -17,7 +17,7 @@ _DEFAULT_BUDGET = HedgeBudget()
 class HedgeBudgetIn(BaseModel):
     """Limits on the suggested hedges, relative to the portfolio's value."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = STRICT
 
     max_notional_pct: float = Field(
         _DEFAULT_BUDGET.max_notional_pct, gt=0, le=100,

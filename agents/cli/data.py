@@ -85,9 +85,14 @@ def _add_packs(commands: Any) -> None:
         "(dates YYYY-MM-DD, increasing within each symbol; .csv.gz accepted). SECURITIES has "
         "header symbol,name,sector,asset_class. Every problem in both files is reported at once "
         "and nothing is written unless both are valid. Re-importing identical content is a "
-        "no-op; different content under an existing id is refused.",
+        "no-op; different content under an existing id is refused. Packs are frozen, so what "
+        "would poison one is refused: closes outside 1e-06..1e+09, dates before 1900 or in the "
+        "future, a close more than 3 times (or under a third of) the previous one unless "
+        "--allow-jumps, symbols over 64 characters or starting with = + - @ (spreadsheet "
+        "formulas).",
         examples=[
-            "optimizer packs import --id PP_2024-06-28 --prices prices.csv --securities securities.csv"
+            "optimizer packs import --id PP_2024-06-28 --prices prices.csv --securities securities.csv",
+            "optimizer packs import --id PP_2024-06-28 --prices prices.csv.gz --securities securities.csv --allow-jumps",
         ],
         func=_cmd_packs_import,
     )
@@ -97,6 +102,11 @@ def _add_packs(commands: Any) -> None:
     )
     imp.add_argument(
         "--securities", required=True, type=Path, metavar="SECURITIES.csv", help="security master"
+    )
+    imp.add_argument(
+        "--allow-jumps",
+        action="store_true",
+        help="accept one-day moves beyond +200%% / -66.7%% (real, not a split or a typo)",
     )
     command(
         packs,
@@ -110,7 +120,7 @@ def _add_packs(commands: Any) -> None:
 
 
 def _cmd_packs_import(args: argparse.Namespace, store: Store) -> int:
-    pack = read_pack(args.id, args.prices, args.securities)
+    pack = read_pack(args.id, args.prices, args.securities, allow_jumps=args.allow_jumps)
     added = store.put_pack(pack)
     verb = "imported" if added else "already present (identical content), nothing written:"
     print(

@@ -15,7 +15,7 @@ import math
 import re
 import zlib
 from collections.abc import Iterable, Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO, Any
@@ -23,6 +23,15 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
+from services.data.bounds import (
+    FIRST_DATE,
+    MAX_AMOUNT,
+    MAX_CLOSE,
+    MAX_DAILY_RATIO,
+    MAX_SHARES,
+    MIN_CLOSE,
+    symbol_problem,
+)
 from services.data.models import ASSET_CLASSES, Lot, Portfolio, PricingPack, Security
 from services.errors import InputError
 
@@ -102,17 +111,29 @@ def check_id(value: str, *, kind: str) -> None:
         )
 
 
-def read_pack(pack_id: str, prices_path: Path, securities_path: Path) -> PricingPack:
+def read_pack(
+    pack_id: str,
+    prices_path: Path,
+    securities_path: Path,
+    *,
+    allow_jumps: bool = False,
+    today: date | None = None,
+) -> PricingPack:
     """Read a pricing pack from a long prices CSV (``date,symbol,close``) and a security master.
 
     Besides per-value checks, every symbol priced must be in the security master and every
     security must have at least one close (a security without prices could be neither valued
-    nor traded). ``.csv.gz`` files are read transparently.
+    nor traded). A pack is frozen once stored, so what would poison it for good is refused:
+    closes outside MIN_CLOSE..MAX_CLOSE, dates before FIRST_DATE or after ``today`` (default:
+    the current UTC date), and, unless ``allow_jumps``, a close more than MAX_DAILY_RATIO times
+    (or less than its inverse) the symbol's previous close. ``.csv.gz`` files are read
+    transparently.
     """
     check_id(pack_id, kind="pack")
     problems = Problems()
     securities = _parse_securities(Path(securities_path), problems)
-    prices = _parse_prices(Path(prices_path), problems)
+    last_day = today or datetime.now(UTC).date()
+    prices = _parse_prices(Path(prices_path), problems, allow_jumps=allow_jumps, last_day=last_day)
     if securities is not None and prices is not None:
         _cross_check(securities, str(securities_path), prices, str(prices_path), problems)
     problems.raise_if_any(f"pack {pack_id}")
@@ -363,6 +384,8 @@ def _parse_securities(path: Path, problems: Problems) -> dict[str, tuple[Securit
             )
         if not symbol:
             problems.add(file, line, "symbol", "", "missing_value", "symbol is empty")
+        elif (why := symbol_problem(symbol)) is not None:
+            problems.add(file, line, "symbol", symbol[:80], "bad_symbol", why)
         elif symbol in out:
             problems.add(
                 file,
@@ -379,7 +402,9 @@ def _parse_securities(path: Path, problems: Problems) -> dict[str, tuple[Securit
     return out
 
 
-def _parse_prices(path: Path, problems: Problems) -> _Prices | None:
+def _parse_prices(
+    path: Path, problems: Problems, *, allow_jumps: bool, last_day: date
+) -> _Prices | None:
     rows = _read_rows(path, PRICES_COLUMNS, (), problems, need_rows=True)
     if rows is None:
         return None
@@ -387,8 +412,15 @@ def _parse_prices(path: Path, problems: Problems) -> _Prices | None:
     prices = _Prices()
     seen: dict[tuple[date, str], int] = {}
     last: dict[str, tuple[date, int]] = {}
+    previous_close: dict[str, tuple[float, date, int]] = {}
     for line, rec in rows:
         day = _parse_date(rec["date"], file, line, "date", problems)
+        if day is not None and not FIRST_DATE <= day <= last_day:
+            problems.add(
+                file, line, "date", rec["date"], "date_out_of_range",
+                f"{day} is outside {FIRST_DATE}..{last_day}; closes are never in the future",
+            )
+            day = None
         symbol = rec["symbol"]
         if not symbol:
             problems.add(file, line, "symbol", "", "missing_value", "symbol is empty")
@@ -423,6 +455,17 @@ def _parse_prices(path: Path, problems: Problems) -> _Prices | None:
         prices.count[symbol] = prices.count.get(symbol, 0) + 1
         if close is not None:
             prices.rows.append((day, symbol, close))
+            before = previous_close.get(symbol)
+            if not allow_jumps and before is not None and before[1] < day:
+                ratio = close / before[0]
+                if not 1 / MAX_DAILY_RATIO <= ratio <= MAX_DAILY_RATIO:
+                    problems.add(
+                        file, line, "close", rec["close"], "implausible_jump",
+                        f"{symbol}: {close:g} on {day} is {ratio:.4g} times the previous close "
+                        f"{before[0]:g} (line {before[2]}), a move of {ratio - 1:+.1%}; check for "
+                        "a split or a typo, or import with --allow-jumps if it is real",
+                    )
+            previous_close[symbol] = (close, day, line)
     return prices
 
 
@@ -440,6 +483,12 @@ def _parse_close(text: str, file: str, line: int, problems: Problems) -> float |
     if value <= 0:
         problems.add(
             file, line, "close", text, "not_positive", f"price {text} must be greater than 0"
+        )
+        return None
+    if not MIN_CLOSE <= value <= MAX_CLOSE:
+        problems.add(
+            file, line, "close", text, "implausible_price",
+            f"price {text} is outside the plausible range {MIN_CLOSE:g} to {MAX_CLOSE:g}",
         )
         return None
     return value
@@ -489,19 +538,22 @@ def _parse_positions(path: Path, problems: Problems) -> list[tuple[int, Lot]]:
         ok = bool(symbol)
         if not symbol:
             problems.add(file, line, "symbol", "", "missing_value", "symbol is empty")
+        elif (why := symbol_problem(symbol)) is not None:
+            problems.add(file, line, "symbol", symbol[:80], "bad_symbol", why)
+            ok = False
         shares = _parse_shares(rec["shares"], file, line, problems)
         ok = ok and shares is not None
         cost_basis: Decimal | None = None
         if rec.get("cost_basis"):
             cost_basis = _parse_decimal(rec["cost_basis"], file, line, "cost_basis", problems)
-            if cost_basis is not None and cost_basis < 0:
+            if cost_basis is not None and not 0 <= cost_basis <= MAX_AMOUNT:
                 problems.add(
                     file,
                     line,
                     "cost_basis",
                     rec["cost_basis"],
-                    "negative",
-                    "cost_basis must be 0 or more",
+                    "negative" if cost_basis < 0 else "too_large",
+                    f"cost_basis must be from 0 to {MAX_AMOUNT}",
                 )
                 cost_basis = None
             ok = ok and cost_basis is not None
@@ -534,6 +586,11 @@ def _parse_shares(text: str, file: str, line: int, problems: Problems) -> int | 
             file, line, "shares", text, "zero", "a lot of 0 shares is not a holding; remove the row"
         )
         return None
+    if value > MAX_SHARES:
+        problems.add(
+            file, line, "shares", text, "too_large", f"shares {text} is more than {MAX_SHARES:,}"
+        )
+        return None
     return int(value)
 
 
@@ -560,17 +617,19 @@ def _check_portfolio(
         )
     elif cash < 0:
         problems.add(None, None, "cash", str(cash), "negative", f"cash {cash} must be 0 or more")
+    elif cash > MAX_AMOUNT:
+        problems.add(None, None, "cash", str(cash), "too_large", f"cash {cash} is more than {MAX_AMOUNT}")
     master = {s.symbol: s for s in pack.securities} if pack is not None else {}
     for row, lot in numbered:
         # Lots built in code skip the file parser, so the basic rules are checked again here.
-        if not isinstance(lot.shares, int) or lot.shares <= 0:
+        if isinstance(lot.shares, bool) or not isinstance(lot.shares, int) or not 0 < lot.shares <= MAX_SHARES:
             problems.add(
                 file,
                 row,
                 "shares",
                 str(lot.shares),
                 "not_positive",
-                "shares must be a whole number > 0",
+                f"shares must be a whole number from 1 to {MAX_SHARES:,}",
             )
         if lot.cost_basis is not None and (not lot.cost_basis.is_finite() or lot.cost_basis < 0):
             problems.add(

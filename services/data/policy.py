@@ -7,10 +7,11 @@ defaults, overlaid by a template (if named), overlaid by the fields the request 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from services.data.bounds import MAX_AMOUNT, MAX_COMMISSION, MAX_RISK_AVERSION
 from services.errors import InputError
 
 Method = Literal["mean_variance", "max_sharpe", "min_variance", "risk_parity", "cvar", "hrp"]
@@ -21,7 +22,9 @@ ReturnEstimator = Literal["hist", "ewma", "capm"]
 class PolicyOverrides(BaseModel):
     """Policy fields a request may set; any field left out comes from the template or defaults."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # Strict: a number must be a number (no "5" or true); money fields (Decimal) also take decimal
+    # strings, the lossless way to write cents, and the form templates are stored in.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
     universe: Literal["holdings", "pack"] | list[str] | None = Field(
         None,
@@ -30,7 +33,7 @@ class PolicyOverrides(BaseModel):
     )
     method: Method | None = Field(None, description="Optimization objective.")
     risk_aversion: float | None = Field(
-        None, ge=0, description="mean_variance only: maximize mu'w - risk_aversion * w'Σw (annualized)."
+        None, ge=0, le=MAX_RISK_AVERSION, description="mean_variance only: maximize mu'w - risk_aversion * w'Σw (annualized)."
     )
     min_quality_score: float | None = Field(
         None, ge=0, le=10, description="Holdings rated below this are sold in full and never bought."
@@ -44,13 +47,13 @@ class PolicyOverrides(BaseModel):
     max_sector_pct: float | None = Field(
         None, gt=0, le=100, description="Largest weight of any one sector, % of portfolio value."
     )
-    sector_limits_pct: dict[str, float] | None = Field(
+    sector_limits_pct: dict[str, Annotated[float, Field(gt=0, le=100)]] | None = Field(
         None, description="Per-sector caps in %, overriding max_sector_pct for the sectors named."
     )
     max_tracking_error_pct: float | None = Field(
         None, gt=0, le=100, description="Ex-ante annualized tracking error limit vs benchmark, in %."
     )
-    benchmark: str | dict[str, float] | None = Field(
+    benchmark: str | dict[str, Annotated[float, Field(ge=0, le=100)]] | None = Field(
         None,
         description="An index symbol in the pack (e.g. 'SP500'), a named benchmark from the seeds "
         "(e.g. 'DEMO_20'), or explicit weights {symbol: weight} that sum to 1 (or to 100).",
@@ -65,13 +68,13 @@ class PolicyOverrides(BaseModel):
         None, ge=-0.05, le=0.5, description="Annual risk-free rate as a decimal (0.02 = 2%)."
     )
     commission_per_trade: Decimal | None = Field(
-        None, ge=0, description="Fixed commission per executed trade, in the portfolio currency."
+        None, ge=0, le=MAX_COMMISSION, strict=False, description="Fixed commission per executed trade, in the portfolio currency."
     )
     market_impact_bps: float | None = Field(
         None, ge=0, le=1000, description="Market impact per trade in basis points of trade value."
     )
     min_trade_value: Decimal | None = Field(
-        None, ge=0, description="Trades smaller than this value are dropped (forced sells excepted)."
+        None, ge=0, le=MAX_AMOUNT, strict=False, description="Trades smaller than this value are dropped (forced sells excepted)."
     )
     cash_buffer_pct: float | None = Field(
         None, ge=0, lt=100, description="Cash kept uninvested, % of portfolio value."
