@@ -22,7 +22,7 @@ from services.allocation.rebalance import covariance_factor
 from services.data.models import PricingPack
 from services.data.policy import Policy
 from services.errors import InputError
-from services.estimation.estimators import estimate_for_policy, market_symbol
+from services.estimation.estimators import MIN_OBSERVATIONS, estimate_for_policy, market_symbol
 
 VAR_CONFIDENCE = 0.95
 TOP_N = 10
@@ -210,6 +210,12 @@ def pack_risk_model(pack: PricingPack, symbols: list[str], policy: Policy) -> Ri
         )
     est = estimate_for_policy(pack, sorted(symbols), policy)
     warnings = list(est.warnings)
+    if est.too_short:
+        warnings.append(
+            f"only {est.observations} daily returns in the lookback (fewer than {MIN_OBSERVATIONS}): "
+            "volatility, VaR, drawdown, betas and the other estimates rest on too little data to "
+            "rely on; use a longer lookback_days"
+        )
     index = market_symbol(pack)
     market = None
     if index is None:
