@@ -24,7 +24,7 @@ from agents.cli import call, data, patterns, runs, users
 from agents.cli.common import HelpFormatter, fail
 from agents.logging import configure_logging
 from agents.wiring import open_store
-from services.data.seeds import seed
+from services.data.seeds import seed_if_empty
 from services.errors import InputError, OptimizerError
 
 log = structlog.get_logger()
@@ -48,9 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         store = open_store(args.home)
         try:
             # A fresh home gets the demo data, so every command works out of the box.
-            if args.autoseed and store.is_empty():
-                log.info("seeding empty store", store=repr(store))
-                seed(store)
+            if args.autoseed and seed_if_empty(store):
+                log.info("seeded empty store", store=repr(store))
             return int(args.func(args, store))
         finally:
             store.close()
