@@ -119,6 +119,85 @@ class OptimizerAgent:
             )
         return RequestContext(user=user)
 
+    # --- reads and the optimization service contract (shared by the HTTP and MCP adapters) ----
+
+    def list_packs(self) -> list[dict[str, Any]]:
+        """The stored pricing packs, by id (packs are shared by everyone)."""
+        return self.store.list_packs()
+
+    def latest_pack_id(self) -> str:
+        """The id of the pack with the latest asof (ties: the greatest id).
+
+        Raises:
+            NotFoundError: no pack is stored.
+        """
+        packs = self.store.list_packs()
+        if not packs:
+            raise NotFoundError("no pricing pack is stored; import one with `optimizer packs import`")
+        return max(packs, key=lambda p: (p["asof"], p["id"]))["id"]
+
+    def list_portfolios(self, ctx: RequestContext | None = None) -> list[dict[str, Any]]:
+        """The portfolios ``ctx``'s user may read (the operator: all), by id."""
+        user = (ctx or RequestContext()).user
+        return [
+            p for p in self.store.list_portfolios()
+            if user is None or p["owner"] is None or p["owner"] == user
+        ]
+
+    def check_portfolio_access(self, portfolio_id: str, ctx: RequestContext | None = None) -> None:
+        """Raise NotFoundError unless ``ctx``'s user may read the portfolio.
+
+        To a named user, someone else's portfolio and a missing one give the same error, which
+        lists nothing.
+        """
+        user = (ctx or RequestContext()).user
+        try:
+            owner = self.store.get_portfolio(portfolio_id).owner
+        except NotFoundError:
+            if user is None:
+                raise
+            owner = ""
+        if user is not None and owner is not None and owner != user:
+            raise NotFoundError(
+                f"portfolio '{portfolio_id}' not found",
+                details={"field": "portfolio_id", "value": portfolio_id},
+            )
+
+    def list_policies(self) -> list[dict[str, Any]]:
+        """The policy templates, by id."""
+        return self.store.list_policies()
+
+    def policy(self, policy_id: str) -> dict[str, Any]:
+        """One policy template.
+
+        Raises:
+            NotFoundError: no such template; the message lists the valid ids.
+        """
+        self.store.get_policy_template(policy_id)  # the store's NotFoundError lists the valid ids
+        return next(p for p in self.store.list_policies() if p["id"] == policy_id)
+
+    def optimize(self, request: Any, ctx: RequestContext | None = None) -> dict[str, Any]:
+        """One optimization in the service contract's terms (see ``agents.optimization``)."""
+        from agents.optimization import optimize
+
+        return optimize(self, request, ctx or RequestContext())
+
+    def optimize_batch_item(
+        self, index: int, request: Any, ctx: RequestContext | None = None
+    ) -> dict[str, Any]:
+        """One item of a batch: ``{index, result, error}``; a failing item carries its error."""
+        from agents.optimization import optimize_item
+
+        return optimize_item(self, index, request, ctx or RequestContext())
+
+    def latest_optimization(
+        self, portfolio_id: str, ctx: RequestContext | None = None
+    ) -> dict[str, Any]:
+        """The last recorded optimization of a portfolio the caller may read."""
+        from agents.optimization import latest
+
+        return latest(self, portfolio_id, ctx or RequestContext())
+
     def as_langchain_tools(self, ctx: RequestContext | None = None) -> list[BaseTool]:
         """The capabilities as LangChain tools acting for ``ctx``'s user (see ``agents.tools``)."""
         return langchain_tools(list(self.registry), self.execute, ctx or RequestContext())

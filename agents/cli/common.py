@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agents.output import pretty_json
 from services.data.store import Store
 from services.errors import InputError, OptimizerError
 
@@ -130,7 +131,7 @@ def agent_for(args: argparse.Namespace, store: Store) -> OptimizerAgent:
 
 
 def print_json(value: Any) -> None:
-    print(json.dumps(value, sort_keys=True, indent=2))
+    sys.stdout.write(pretty_json(value))
 
 
 def cell(value: Any) -> str:

@@ -596,6 +596,16 @@ class Store:
             )
             return int(result.inserted_primary_key[0])
 
+    def latest_result(self, capability: str, portfolio_id: str) -> str | None:
+        """The most recently recorded ``result_json`` of ``capability`` for a portfolio, or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(proposals.c.result_json)
+                .where(proposals.c.capability == capability, proposals.c.portfolio_id == portfolio_id)
+                .order_by(proposals.c.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+
     def list_proposals(self, limit: int = 20) -> list[dict[str, Any]]:
         """The most recent results first, as JSON-ready dicts (``result_json`` left as text)."""
         with self.engine.connect() as conn:
