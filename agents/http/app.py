@@ -169,7 +169,7 @@ def create_app(agent: OptimizerAgent, *, max_body_bytes: int = DEFAULT_MAX_BODY_
     @app.post("/v1/runs", status_code=201, tags=["runs"])
     def start_run(body: RunRequest, ctx: Caller) -> dict[str, Any]:
         """Run a shipped pattern until it completes, fails or waits at an approval gate."""
-        shipped = shipped_patterns()
+        shipped = sorted(shipped_patterns())
         if body.pattern not in shipped:
             raise InputError(
                 f"pattern {body.pattern!r} is not a shipped pattern; one of {', '.join(shipped)}",
