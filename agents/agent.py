@@ -8,20 +8,23 @@ that survive a restart, and hands the capabilities to an LLM as LangChain tools.
 from __future__ import annotations
 
 import re
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import structlog
 from langchain_core.tools import BaseTool
-from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
 from agents.recording import RecordingCaller, case_files
-from agents.run_log import RunLog
+from agents.run_log import LEASE, RunLog
+from agents.run_log import metadata as run_metadata
 from agents.tools import langchain_tools
-from agents.wiring import open_store, resolve_home, runs_database
+from agents.wiring import checkpointer, open_store, resolve_home
 from capabilities.base import RequestContext, Services
 from capabilities.cache import ResultCache
 from capabilities.catalog import optimizer_capabilities
@@ -42,7 +45,7 @@ from patterns.loader import (
     shipped_patterns,
 )
 from patterns.model import Pattern
-from services.data.seeds import load_benchmarks, load_constraint_defaults, seed
+from services.data.seeds import load_benchmarks, load_constraint_defaults, seed_if_empty
 from services.data.store import Store
 from services.errors import (
     AuthenticationError,
@@ -61,7 +64,7 @@ class OptimizerAgent:
     ``OptimizerAgent()`` uses the embedded store under ``$OPTIMIZER_HOME`` (seeding demo data into
     an empty one); pass ``store=`` to use another, ``cache=`` for a result cache with another
     clock or size, and ``run_log=`` for a run log with another clock. Pattern runs and their
-    checkpoints live in ``<home>/runs.db``.
+    LangGraph checkpoints live in the store's database.
     """
 
     def __init__(
@@ -74,8 +77,7 @@ class OptimizerAgent:
     ):
         if store is None:
             store = open_store(home)
-            if store.is_empty():
-                seed(store)
+            seed_if_empty(store)
         self.store = store
         self.home = resolve_home(home)
         self._runs = run_log
@@ -116,6 +118,85 @@ class OptimizerAgent:
                 "`optimizer users add NAME` creates one"
             )
         return RequestContext(user=user)
+
+    # --- reads and the optimization service contract (shared by the HTTP and MCP adapters) ----
+
+    def list_packs(self) -> list[dict[str, Any]]:
+        """The stored pricing packs, by id (packs are shared by everyone)."""
+        return self.store.list_packs()
+
+    def latest_pack_id(self) -> str:
+        """The id of the pack with the latest asof (ties: the greatest id).
+
+        Raises:
+            NotFoundError: no pack is stored.
+        """
+        packs = self.store.list_packs()
+        if not packs:
+            raise NotFoundError("no pricing pack is stored; import one with `optimizer packs import`")
+        return max(packs, key=lambda p: (p["asof"], p["id"]))["id"]
+
+    def list_portfolios(self, ctx: RequestContext | None = None) -> list[dict[str, Any]]:
+        """The portfolios ``ctx``'s user may read (the operator: all), by id."""
+        user = (ctx or RequestContext()).user
+        return [
+            p for p in self.store.list_portfolios()
+            if user is None or p["owner"] is None or p["owner"] == user
+        ]
+
+    def check_portfolio_access(self, portfolio_id: str, ctx: RequestContext | None = None) -> None:
+        """Raise NotFoundError unless ``ctx``'s user may read the portfolio.
+
+        To a named user, someone else's portfolio and a missing one give the same error, which
+        lists nothing.
+        """
+        user = (ctx or RequestContext()).user
+        try:
+            owner = self.store.get_portfolio(portfolio_id).owner
+        except NotFoundError:
+            if user is None:
+                raise
+            owner = ""
+        if user is not None and owner is not None and owner != user:
+            raise NotFoundError(
+                f"portfolio '{portfolio_id}' not found",
+                details={"field": "portfolio_id", "value": portfolio_id},
+            )
+
+    def list_policies(self) -> list[dict[str, Any]]:
+        """The policy templates, by id."""
+        return self.store.list_policies()
+
+    def policy(self, policy_id: str) -> dict[str, Any]:
+        """One policy template.
+
+        Raises:
+            NotFoundError: no such template; the message lists the valid ids.
+        """
+        self.store.get_policy_template(policy_id)  # the store's NotFoundError lists the valid ids
+        return next(p for p in self.store.list_policies() if p["id"] == policy_id)
+
+    def optimize(self, request: Any, ctx: RequestContext | None = None) -> dict[str, Any]:
+        """One optimization in the service contract's terms (see ``agents.optimization``)."""
+        from agents.optimization import optimize
+
+        return optimize(self, request, ctx or RequestContext())
+
+    def optimize_batch_item(
+        self, index: int, request: Any, ctx: RequestContext | None = None
+    ) -> dict[str, Any]:
+        """One item of a batch: ``{index, result, error}``; a failing item carries its error."""
+        from agents.optimization import optimize_item
+
+        return optimize_item(self, index, request, ctx or RequestContext())
+
+    def latest_optimization(
+        self, portfolio_id: str, ctx: RequestContext | None = None
+    ) -> dict[str, Any]:
+        """The last recorded optimization of a portfolio the caller may read."""
+        from agents.optimization import latest
+
+        return latest(self, portfolio_id, ctx or RequestContext())
 
     def as_langchain_tools(self, ctx: RequestContext | None = None) -> list[BaseTool]:
         """The capabilities as LangChain tools acting for ``ctx``'s user (see ``agents.tools``)."""
@@ -170,8 +251,11 @@ class OptimizerAgent:
                 "with a letter or digit",
                 details={"field": "run_id", "value": run_id},
             )
-        self.runs.create(run_id, document, ctx.user, prepared)
-        return self._drive(pattern, run_id, initial_state(prepared), ctx.user, call_log, "run")
+        lease = uuid4().hex
+        self.runs.create(run_id, document, ctx.user, prepared, lease)
+        return self._drive(
+            pattern, run_id, initial_state(prepared), ctx.user, call_log, "run", lease
+        )
 
     def resume_run(
         self,
@@ -185,23 +269,107 @@ class OptimizerAgent:
         """Approve or reject the gate a run waits at, and let it go on; returns its new report.
 
         The run continues as the user who started it; ``ctx.user`` is recorded as the approver.
+        One decision per gate: of two concurrent calls, the one whose compare-and-set in the
+        database moves the run out of ``waiting_for_approval`` wins; the other gets a conflict
+        naming the decision taken. A run orphaned while running (its process died) is first
+        continued from its last checkpoint, as ``recover_run`` does.
 
         Raises:
             NotFoundError: no such run, or it is not ``ctx.user``'s.
-            ConflictError: the run is not waiting for approval.
+            ConflictError: the run is not waiting for approval, or another decision came first.
         """
         ctx = ctx or RequestContext()
         row = self.run_record(run_id, ctx)
+        if self.runs.is_orphaned(row):
+            self.recover_run(run_id, ctx)
+            row = self.run_record(run_id, ctx)
         if row["status"] != "waiting_for_approval":
+            raise _not_waiting(row)
+        gate = row["report"]["pending_approval"]["gate"]
+        decision = {"approved": approve, "note": note, "by": ctx.user}
+        lease = uuid4().hex
+        if not self.runs.claim_decision(run_id, {"gate": gate, **decision}, lease):
+            raise _not_waiting(self.run_record(run_id, ctx))
+        pattern = load_pattern(row["pattern_document"], self.registry, source=f"run {run_id}")
+        return self._drive(
+            pattern, run_id, Command(resume=decision), row["user"], call_log, "resume", lease
+        )
+
+    def recover_run(self, run_id: str, ctx: RequestContext | None = None) -> dict[str, Any]:
+        """Continue a run orphaned while running (its lease lapsed) from its last checkpoint.
+
+        A decision recorded before the process died is applied again to the gate it was
+        meant for; a run with no checkpoint to continue from is marked failed.
+
+        Raises:
+            NotFoundError: no such run, or it is not ``ctx.user``'s.
+            ConflictError: the run is not orphaned (it ended, waits, or its driver is alive).
+        """
+        ctx = ctx or RequestContext()
+        row = self.run_record(run_id, ctx)
+        lease = uuid4().hex
+        if not self.runs.claim_orphan(run_id, lease):
+            current = self.run_record(run_id, ctx)
             raise ConflictError(
-                f"run '{run_id}' is {row['status']}, not waiting for approval; nothing to resume",
-                details={"run_id": run_id, "status": row["status"]},
+                f"run '{run_id}' is {current['status']}"
+                + (" and its process is alive" if current["status"] == "running" else "")
+                + "; only a run whose process died while running can be recovered",
+                details={"run_id": run_id, "status": current["status"]},
             )
         pattern = load_pattern(row["pattern_document"], self.registry, source=f"run {run_id}")
-        decision = {"approved": approve, "note": note, "by": ctx.user}
-        return self._drive(
-            pattern, run_id, Command(resume=decision), row["user"], call_log, "resume"
-        )
+        config = {"configurable": {"thread_id": run_id}}
+        with checkpointer(self.store) as saver:
+            snapshot = compile_pattern(pattern, self.runner, saver).get_state(config)
+        if not snapshot.values:
+            error = {
+                "code": "orphaned",
+                "message": f"run '{run_id}' stopped before its first checkpoint; start it again",
+            }
+            self.runs.finish(run_id, "failed", lease, error=error)
+            return self.run_record(run_id, ctx)
+        graph_input: Any = None
+        decided = row.get("decision")
+        pending = [i.value.get("gate") for i in snapshot.interrupts if isinstance(i.value, dict)]
+        if decided and decided.get("gate") in pending:
+            graph_input = Command(resume={k: decided[k] for k in ("approved", "note", "by")})
+        self._drive(pattern, run_id, graph_input, row["user"], None, "recover", lease)
+        return self.run_record(run_id, ctx)
+
+    def recover_runs(self, ctx: RequestContext | None = None) -> list[dict[str, Any]]:
+        """Recover every orphaned run ``ctx`` may see; their records, oldest first."""
+        ctx = ctx or RequestContext()
+        out = []
+        for run_id in self.runs.orphans():
+            row = self.runs.get(run_id)
+            if row is None or (ctx.user is not None and row["user"] != ctx.user):
+                continue
+            try:
+                out.append(self.recover_run(run_id, ctx))
+            except ConflictError:
+                continue  # another process recovered it first
+            except OptimizerError:
+                out.append(self.run_record(run_id, ctx))
+        return out
+
+    def cancel_run(self, run_id: str, ctx: RequestContext | None = None) -> dict[str, Any]:
+        """Cancel a run that waits at a gate or is running; its record.
+
+        A driver still working on a cancelled run finds its lease gone and records nothing.
+
+        Raises:
+            NotFoundError: no such run, or it is not ``ctx.user``'s.
+            ConflictError: the run had already ended.
+        """
+        ctx = ctx or RequestContext()
+        self.run_record(run_id, ctx)
+        if not self.runs.cancel(run_id, ctx.user):
+            current = self.run_record(run_id, ctx)
+            raise ConflictError(
+                f"run '{run_id}' is {current['status']}; only a running or waiting run can be "
+                "cancelled",
+                details={"run_id": run_id, "status": current["status"]},
+            )
+        return self.run_record(run_id, ctx)
 
     def play_case(self, case: dict[str, Any]) -> dict[str, Any]:
         """Run a golden case (and resume it when it says so); returns its files by relative path.
@@ -247,10 +415,29 @@ class OptimizerAgent:
 
     @property
     def runs(self) -> RunLog:
-        """The run log, opened on first use so that plain capability calls never touch it."""
+        """The run log on the store's database; its tables are created on first use."""
         if self._runs is None:
-            self._runs = RunLog(runs_database(self.home))
+            self.store.create_schema(run_metadata)
+            self._runs = RunLog(self.store.engine)
         return self._runs
+
+    @contextmanager
+    def _lease_kept(self, run_id: str, lease: str) -> Iterator[None]:
+        """Renew ``lease`` on the run in the background while the body runs."""
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(LEASE.total_seconds() / 3):
+                if not self.runs.renew(run_id, lease):
+                    return
+
+        keeper = threading.Thread(target=renew, name=f"lease-{run_id}", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            keeper.join()
 
     def _drive(
         self,
@@ -260,15 +447,21 @@ class OptimizerAgent:
         user: str | None,
         call_log: list[dict[str, Any]] | None,
         phase: str,
+        lease: str,
     ) -> dict[str, Any]:
-        """Invoke the graph until it ends or interrupts; record and return the report."""
+        """Invoke the graph until it ends or interrupts; record and return the report.
+
+        Raises:
+            ConflictError: the run was cancelled (or taken over) while this call drove it;
+                its outcome is not recorded.
+        """
         caller: CapabilityCaller = (
             self.runner if call_log is None else RecordingCaller(self.runner, call_log, phase)
         )
         started = time.perf_counter()
         outcome = "internal_error"
         try:
-            with SqliteSaver.from_conn_string(str(runs_database(self.home))) as saver:
+            with checkpointer(self.store) as saver, self._lease_kept(run_id, lease):
                 graph = compile_pattern(pattern, caller, saver)
                 state = graph.invoke(
                     graph_input,
@@ -288,17 +481,20 @@ class OptimizerAgent:
                 "outputs": outputs_of(pattern, state) if interrupts else state["outputs"],
                 "pending_approval": interrupts[0].value if interrupts else None,
             }
-            self.runs.update(run_id, status, report=report)
+            if not self.runs.finish(run_id, status, lease, report=report):
+                raise _lost_lease(run_id)
             outcome = status
             return report
         except OptimizerError as err:
             outcome = err.code
-            self.runs.update(run_id, "failed", error=err.to_dict())
+            if err.code != "lease_lost":
+                self.runs.finish(run_id, "failed", lease, error=err.to_dict())
             raise
         except Exception as exc:
-            self.runs.update(
+            self.runs.finish(
                 run_id,
                 "failed",
+                lease,
                 error={"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"},
             )
             raise
@@ -314,3 +510,25 @@ class OptimizerAgent:
                 outcome=outcome,
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
             )
+
+
+def _not_waiting(row: dict[str, Any]) -> ConflictError:
+    """The conflict for a decision on a run that does not (or no longer) wait at a gate."""
+    decided = row.get("decision")
+    message = f"run '{row['run_id']}' is {row['status']}, not waiting for approval"
+    if decided:
+        verdict = "approved" if decided.get("approved") else "rejected"
+        by = decided.get("by") or "the operator"
+        message += f"; gate '{decided.get('gate')}' was already {verdict} by {by}"
+    return ConflictError(
+        message + "; nothing to resume",
+        details={"run_id": row["run_id"], "status": row["status"], "decision": decided},
+    )
+
+
+def _lost_lease(run_id: str) -> ConflictError:
+    return ConflictError(
+        f"run '{run_id}' was cancelled or taken over while it ran; its outcome was not recorded",
+        code="lease_lost",
+        details={"run_id": run_id},
+    )

@@ -6,15 +6,20 @@ Everything below ``agents/`` receives the Store (and other services) as paramete
 from __future__ import annotations
 
 import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from services.data.store import Store
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from agents.run_log import metadata as run_metadata
+from services.data.store import SQLITE_BUSY_TIMEOUT_MS, Store
 
 HOME_ENV = "OPTIMIZER_HOME"
 DB_URL_ENV = "OPTIMIZER_DB_URL"
 DEFAULT_HOME = Path("~/.optimizer")
 DB_FILENAME = "optimizer.db"
-RUNS_FILENAME = "runs.db"
 
 
 def resolve_home(home: Path | None = None) -> Path:
@@ -33,15 +38,40 @@ def open_store(home: Path | None = None) -> Store:
     directory.mkdir(parents=True, exist_ok=True)
     url = os.environ.get(DB_URL_ENV) or f"sqlite:///{directory / DB_FILENAME}"
     store = Store(url)
-    store.create_schema()
+    store.create_schema(run_metadata)
     return store
 
 
-def runs_database(home: Path | None = None) -> Path:
-    """The SQLite file holding pattern runs and their LangGraph checkpoints: ``<home>/runs.db``.
+@contextmanager
+def checkpointer(store: Store) -> Iterator[BaseCheckpointSaver[str]]:
+    """A LangGraph checkpointer on the store's own database.
 
-    It stays a local file whatever ``$OPTIMIZER_DB_URL`` says: LangGraph's SqliteSaver needs one.
+    SQLite: LangGraph's SqliteSaver on the same file, with the store's busy timeout so that
+    several processes writing checkpoints wait rather than fail. PostgreSQL: LangGraph's
+    PostgresSaver (the ``postgres`` extra), its tables created under the store's setup lock.
     """
-    directory = resolve_home(home)
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory / RUNS_FILENAME
+    url = store.engine.url
+    if url.get_backend_name() == "sqlite":
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        conn = sqlite3.connect(
+            url.database or ":memory:",
+            timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+            check_same_thread=False,  # SqliteSaver serializes access with its own lock
+        )
+        try:
+            saver = SqliteSaver(conn)
+            with store.exclusive():
+                saver.setup()
+            yield saver
+        finally:
+            conn.close()
+        return
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    # psycopg takes the libpq URL, without SQLAlchemy's "+driver".
+    libpq_url = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with PostgresSaver.from_conn_string(libpq_url) as saver:
+        with store.exclusive():
+            saver.setup()
+        yield saver

@@ -8,6 +8,7 @@ portfolio may be reused after that portfolio changes.
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -23,18 +24,21 @@ class ResultCache:
         self._clock = clock
         self._max_entries = max_entries
         self._entries: OrderedDict[tuple[str, str], tuple[float, dict[str, Any]]] = OrderedDict()
+        # The HTTP server calls from many threads; an OrderedDict's check-then-move is not atomic.
+        self._lock = threading.Lock()
 
     def get(self, capability: str, inputs_hash: str) -> dict[str, Any] | None:
         """A copy of the stored result marked ``_metadata.cached = true``, or None when absent or expired."""
         key = (capability, inputs_hash)
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        expires, body = entry
-        if self._clock() >= expires:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            expires, body = entry
+            if self._clock() >= expires:
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
         hit = copy.deepcopy(body)
         hit["_metadata"]["cached"] = True
         return hit
@@ -46,7 +50,9 @@ class ResultCache:
         if ttl_seconds <= 0:
             return
         key = (capability, inputs_hash)
-        self._entries[key] = (self._clock() + ttl_seconds, copy.deepcopy(body))
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        stored = copy.deepcopy(body)
+        with self._lock:
+            self._entries[key] = (self._clock() + ttl_seconds, stored)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)

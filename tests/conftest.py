@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, make_url, select
 
 from agents.wiring import DB_FILENAME, open_store
 from services.data.seeds import seed
@@ -239,3 +242,50 @@ def module_store(seeded_db: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     s = open_store(directory)
     yield s
     s.close()
+
+
+# --- databases: every module that tests storage runs on SQLite and on PostgreSQL ----------------
+
+PG_URL_ENV = "OPTIMIZER_TEST_PG_URL"
+
+
+def _postgres_server_url() -> str:
+    """The PostgreSQL server the tests may create databases on, or skip (fail under CI)."""
+    url = os.environ.get(PG_URL_ENV)
+    if url:
+        return url
+    message = (
+        f"PostgreSQL tests need ${PG_URL_ENV} (a server URL they may create databases on): run "
+        '.ci/run, or `eval "$(.ci/postgres start)"` and then python -m pytest'
+    )
+    if os.environ.get("CI") == "true":
+        pytest.fail(message + " -- under CI a missing PostgreSQL is a failure")
+    pytest.skip(message)
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, empty database on the test server (dropped afterwards); yields its SQLAlchemy URL."""
+    server = make_url(_postgres_server_url())
+    name = f"opt_test_{uuid4().hex[:16]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str | None]:
+    """The store's database for this test: None for SQLite in ``home``, or a fresh PostgreSQL
+    database, set as $OPTIMIZER_DB_URL so processes started by the test use it too."""
+    if request.param == "sqlite":
+        yield None
+        return
+    with fresh_postgres_database() as url:
+        monkeypatch.setenv("OPTIMIZER_DB_URL", url)
+        yield url

@@ -462,7 +462,7 @@ def test_logs_go_to_stderr_never_stdout(
     code, out, err = run(capsys, "packs", "list", "--json")
     assert code == 0
     assert [p["id"] for p in json.loads(out)] == [DEMO_PACK]
-    assert json.loads(err.splitlines()[0])["event"] == "seeding empty store"
+    assert json.loads(err.splitlines()[0])["event"] == "seeded empty store"
 
 
 def test_bad_log_level_is_an_input_error(

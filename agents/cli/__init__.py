@@ -4,7 +4,8 @@
 - ``call``: call (one capability on a JSON request), capabilities;
 - ``patterns``: patterns, graph;
 - ``runs``: run, resume, runs;
-- ``users``: users add|revoke|list (API keys for HTTP and MCP).
+- ``users``: users add|revoke|list (API keys for HTTP and MCP);
+- ``serve``: serve (the HTTP API).
 
 Each group module has ``register(commands)``; each command is a handler ``(args, store) -> int``
 registered with ``common.command`` (help text, examples, handler). Human output is aligned plain
@@ -26,16 +27,16 @@ from uuid import uuid4
 
 import structlog
 
-from agents.cli import call, data, patterns, runs, users
+from agents.cli import call, data, patterns, runs, serve, users
 from agents.cli.common import HelpFormatter, fail
 from agents.logging import configure_logging
 from agents.wiring import open_store
-from services.data.seeds import seed
+from services.data.seeds import seed_if_empty
 from services.errors import DomainError, InputError, OptimizerError
 
 log = structlog.get_logger()
 
-GROUPS = (data, call, patterns, runs, users)
+GROUPS = (data, call, patterns, runs, users, serve)
 
 # What a shell reports for a process killed by SIGPIPE (128 + 13).
 BROKEN_PIPE_EXIT = 141
@@ -59,9 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         store = open_store(args.home)
         try:
             # A fresh home gets the demo data, so every command works out of the box.
-            if args.autoseed and store.is_empty():
-                log.info("seeding empty store", store=repr(store))
-                seed(store)
+            if args.autoseed and seed_if_empty(store):
+                log.info("seeded empty store", store=repr(store))
             code = int(args.func(args, store))
             # Flushed here, so a reader that has gone away is noticed as a broken pipe below
             # rather than at interpreter exit.

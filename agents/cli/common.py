@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agents.output import pretty_json
 from services.data.bounds import parse_json_text
 from services.data.models import check_user_name
 from services.data.store import Store
@@ -135,7 +136,7 @@ def agent_for(args: argparse.Namespace, store: Store) -> OptimizerAgent:
 
 
 def print_json(value: Any) -> None:
-    print(json.dumps(value, sort_keys=True, indent=2))
+    sys.stdout.write(pretty_json(value))
 
 
 def cell(value: Any) -> str:

@@ -70,7 +70,8 @@ def _add_resume(commands: Any) -> None:
         summary="approve or reject a run waiting at an approval gate",
         description="Record the decision on the gate a run waits at and let the run go on: approved, "
         "it continues with its next step; rejected, its remaining steps are skipped and it ends as "
-        "rejected. Works after a restart: the run's state is kept in <home>/runs.db.",
+        "rejected. Works after a restart: the run's state is kept in the store's database. One "
+        "decision per gate: if someone else decided first, this exits 3 naming their decision.",
         examples=[
             "optimizer resume 3f2a... --approve",
             "optimizer resume 3f2a... --reject --note 'too much turnover this quarter'",
@@ -109,8 +110,10 @@ def _add_runs(commands: Any) -> None:
         commands,
         "runs",
         summary="list and show pattern runs",
-        description="Pattern runs with their status: completed, waiting_for_approval, rejected or failed.",
-        examples=["optimizer runs list", "optimizer runs show RUN_ID"],
+        description="Pattern runs with their status: running, waiting_for_approval, completed, "
+        "rejected, failed or cancelled.",
+        examples=["optimizer runs list", "optimizer runs show RUN_ID", "optimizer runs recover",
+                  "optimizer runs cancel RUN_ID"],
     )
     listing = command(
         runs,
@@ -135,6 +138,34 @@ def _add_runs(commands: Any) -> None:
     )
     show.add_argument("run_id", metavar="RUN_ID", help="the run's id")
     show.add_argument("--user", default=None, help="act as this user (only the run's own user may see it)")
+    recover = command(
+        runs,
+        "recover",
+        summary="continue runs whose process died while running",
+        description="A running run holds a lease its process renews every few seconds; when the "
+        "process dies (kill -9, a lost machine) the lease lapses after 30 s. recover continues each "
+        "such run from its last checkpoint (applying a decision already recorded at its gate) or, "
+        "with no checkpoint to continue from, marks it failed. Given RUN_ID, only that run (exit 3 "
+        "if it is not orphaned). Prints each recovered run's id and new status.",
+        examples=["optimizer runs recover", "optimizer runs recover RUN_ID --json"],
+        func=_cmd_runs_recover,
+        json_output=True,
+    )
+    recover.add_argument("run_id", metavar="RUN_ID", nargs="?", default=None, help="only this run")
+    recover.add_argument("--user", default=None, help="act as this user (only their own runs)")
+    cancel = command(
+        runs,
+        "cancel",
+        summary="cancel a running or waiting run",
+        description="Mark a run that waits at a gate or is running as cancelled: it can no longer be "
+        "resumed, and a process still driving it records nothing more. Exit 3 if the run had "
+        "already ended.",
+        examples=["optimizer runs cancel RUN_ID", "optimizer runs cancel RUN_ID --user alice --json"],
+        func=_cmd_runs_cancel,
+        json_output=True,
+    )
+    cancel.add_argument("run_id", metavar="RUN_ID", help="the run's id")
+    cancel.add_argument("--user", default=None, help="act as this user (only their own runs)")
 
 
 def _cmd_runs_list(args: argparse.Namespace, store: Store) -> int:
@@ -164,4 +195,30 @@ def _cmd_runs_show(args: argparse.Namespace, store: Store) -> int:
         print(render_report(record["report"]))
     if record["error"]:
         print(f"error: {record['error']['message']}")
+    return 0
+
+
+def _cmd_runs_recover(args: argparse.Namespace, store: Store) -> int:
+    from capabilities.base import RequestContext
+
+    agent, ctx = agent_for(args, store), RequestContext(user=args.user)
+    records = [agent.recover_run(args.run_id, ctx)] if args.run_id else agent.recover_runs(ctx)
+    if args.json:
+        print_json([{"run_id": r["run_id"], "status": r["status"]} for r in records])
+        return 0
+    if not records:
+        print("no orphaned runs")
+    for r in records:
+        print(f"run {r['run_id']}: {r['status']}")
+    return 0
+
+
+def _cmd_runs_cancel(args: argparse.Namespace, store: Store) -> int:
+    from capabilities.base import RequestContext
+
+    record = agent_for(args, store).cancel_run(args.run_id, RequestContext(user=args.user))
+    if args.json:
+        print_json({"run_id": record["run_id"], "status": record["status"]})
+    else:
+        print(f"run {record['run_id']}: {record['status']}")
     return 0

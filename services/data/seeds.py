@@ -85,6 +85,19 @@ def seed_pack_ids(root: Traversable | None = None) -> list[str]:
     return sorted(p.name for p in packs.iterdir() if p.is_dir()) if packs.is_dir() else []
 
 
+def seed_if_empty(store: Store, root: Traversable | None = None) -> bool:
+    """Seed an empty store, under the store's setup lock; True if this call seeded it.
+
+    Several processes starting on a fresh home at once: the first seeds, the others wait for
+    the lock, then find the store seeded and leave it alone.
+    """
+    with store.exclusive():
+        if not store.is_empty():
+            return False
+        seed(store, root)
+        return True
+
+
 def seed(store: Store, root: Traversable | None = None) -> dict[str, dict[str, list[str]]]:
     """Add every seed object the store lacks; report what was added and what was already there.
 

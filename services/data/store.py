@@ -8,9 +8,12 @@ as it was. Packs are frozen once written and verified against their content hash
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import secrets
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -183,6 +186,8 @@ api_keys = Table(
 )
 
 API_KEY_PREFIX = "opt_"
+# Any fixed 64-bit number; it names the store's setup lock among PostgreSQL advisory locks.
+SETUP_LOCK_KEY = 7_426_517_001
 
 
 def hash_api_key(key: str) -> str:
@@ -205,13 +210,58 @@ class Store:
             _configure_sqlite(self.engine)
         translate_storage_errors(self.engine)
         self._packs: dict[str, PricingPack] = {}
+        self._lock_depth = 0
 
     def __repr__(self) -> str:
         return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
 
-    def create_schema(self) -> None:
-        """Create any missing tables; existing tables and rows are left alone."""
-        metadata.create_all(self.engine, checkfirst=True)
+    def create_schema(self, *extra: MetaData) -> None:
+        """Create any missing tables (the store's and ``extra``'s); existing ones are left alone.
+
+        Runs under ``exclusive()``: two processes checking for a table at once would both try
+        to create it.
+        """
+        with self.exclusive():
+            for meta in (metadata, *extra):
+                meta.create_all(self.engine, checkfirst=True)
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the store's setup lock: one process at a time creates tables or seeds.
+
+        SQLite: an exclusive ``flock`` on ``<database>.lock`` beside the file (re-entrant within
+        this instance). PostgreSQL: a session advisory lock held on its own connection.
+        """
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        with ExitStack() as stack:
+            if self.engine.dialect.name == "sqlite":
+                database = _sqlite_path(self.engine.url.database)
+                if database is not None:
+                    try:
+                        handle = stack.enter_context(open(f"{database}.lock", "a+b"))  # noqa: SIM115
+                    except OSError:
+                        # A read-only home: nothing can be created or seeded there anyway, and
+                        # the write that tries is refused as a read-only store.
+                        handle = None
+                    if handle is not None:
+                        fcntl.flock(handle, fcntl.LOCK_EX)
+                        stack.callback(fcntl.flock, handle, fcntl.LOCK_UN)
+            else:
+                conn = stack.enter_context(self.engine.connect())
+                conn.exec_driver_sql(f"SELECT pg_advisory_lock({SETUP_LOCK_KEY})")
+                conn.commit()
+                stack.callback(_advisory_unlock, conn)
+            self._lock_depth = 1
+            try:
+                yield
+            finally:
+                self._lock_depth = 0
 
     def close(self) -> None:
         """Release pooled connections (the store can be used again afterwards)."""
@@ -641,6 +691,16 @@ class Store:
             )
             return int(result.inserted_primary_key[0])
 
+    def latest_result(self, capability: str, portfolio_id: str) -> str | None:
+        """The most recently recorded ``result_json`` of ``capability`` for a portfolio, or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(proposals.c.result_json)
+                .where(proposals.c.capability == capability, proposals.c.portfolio_id == portfolio_id)
+                .order_by(proposals.c.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+
     def list_proposals(self, limit: int = 20) -> list[dict[str, Any]]:
         """The most recent results first, as JSON-ready dicts (``result_json`` left as text)."""
         with self.engine.connect() as conn:
@@ -768,17 +828,37 @@ def translate_storage_errors(engine: Engine) -> None:
                 raise DomainError(message, code=code)
 
 
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _sqlite_path(database: str | None) -> str | None:
+    """The file behind a SQLite URL's database part (a plain path or a ``file:`` URI), or None
+    for an in-memory database."""
+    if database in (None, "", ":memory:"):
+        return None
+    if database.startswith("file:"):
+        path = database[len("file:"):].split("?", 1)[0]
+        return None if path in ("", ":memory:") else path
+    return database
+
+
 def _configure_sqlite(engine: Engine) -> None:
-    """Foreign keys on, and transactions begun by SQLAlchemy rather than guessed by pysqlite.
+    """Foreign keys on, WAL with a busy timeout, and transactions begun by SQLAlchemy.
 
     pysqlite only opens a transaction before DML, so a read-then-write (check a pack's hash,
-    then insert) would not be one transaction; this is SQLAlchemy's documented remedy.
+    then insert) would not be one transaction; this is SQLAlchemy's documented remedy. WAL lets
+    readers work beside one writer, and the busy timeout makes a second writer (another
+    process, another ``--workers`` worker) wait for the lock instead of failing with
+    "database is locked". The timeout is set first: switching to WAL itself needs the lock.
     """
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -834,6 +914,11 @@ def _price_rows(pack: PricingPack) -> list[dict[str, Any]]:
             day = days[ts] = ts.date()
         rows.append({"pack_id": pack.id, "date": day, "symbol": str(symbol), "close": float(close)})
     return rows
+
+
+def _advisory_unlock(conn: Connection) -> None:
+    conn.exec_driver_sql(f"SELECT pg_advisory_unlock({SETUP_LOCK_KEY})")
+    conn.commit()
 
 
 def _utc(value: datetime) -> datetime:
