@@ -51,6 +51,8 @@ from services.errors import (
     NotFoundError,
     OptimizerError,
 )
+from services.hedging.regimes import load_playbooks
+from services.hedging.scenarios import load_scenarios
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
@@ -116,6 +118,53 @@ class OptimizerAgent:
                 "`optimizer users add NAME` creates one"
             )
         return RequestContext(user=user)
+
+    # --- discovery: what a caller can name in a request ----------------------------------------
+
+    def packs(self) -> list[dict[str, Any]]:
+        """The stored pricing packs by id: id, asof, n_symbols, n_dates."""
+        return [
+            {"id": p["id"], "asof": p["asof"], "n_symbols": p["n_symbols"], "n_dates": p["n_dates"]}
+            for p in self.store.list_packs()
+        ]
+
+    def portfolios(self, ctx: RequestContext | None = None) -> list[dict[str, Any]]:
+        """The stored portfolios ``ctx``'s user may use (theirs and unowned ones; all for the operator)."""
+        user = (ctx or RequestContext()).user
+        return [
+            {k: p[k] for k in ("id", "owner", "description", "cash", "n_symbols")}
+            for p in self.store.list_portfolios()
+            if user is None or p["owner"] in (None, user)
+        ]
+
+    def policies(self) -> list[dict[str, Any]]:
+        """The policy templates by id: id, description, method_version and their policy fields."""
+        return self.store.list_policies()
+
+    def policy(self, policy_id: str) -> dict[str, Any]:
+        """One policy template.
+
+        Raises:
+            NotFoundError: no such template; the message lists the valid ids.
+        """
+        self.store.get_policy_template(policy_id)
+        return next(p for p in self.store.list_policies() if p["id"] == policy_id)
+
+    def scenarios(self) -> list[dict[str, Any]]:
+        """The stress scenarios optimizer.suggest_hedges accepts: id, name, narrative."""
+        library = load_scenarios()
+        return [
+            {"id": i, "name": library.scenarios[i].name, "narrative": library.scenarios[i].narrative}
+            for i in library.ids()
+        ]
+
+    def regimes(self) -> list[dict[str, Any]]:
+        """The macro regimes optimizer.suggest_deleveraging_hedges accepts: regime, narrative, steps."""
+        playbooks = load_playbooks()
+        return [
+            {"regime": name, "narrative": regime.narrative, "steps": [step.action for step in regime.steps]}
+            for name, regime in sorted(playbooks.regimes.items())
+        ]
 
     def as_langchain_tools(self, ctx: RequestContext | None = None) -> list[BaseTool]:
         """The capabilities as LangChain tools acting for ``ctx``'s user (see ``agents.tools``)."""
@@ -240,6 +289,42 @@ class OptimizerAgent:
                 details={"field": "run_id", "value": run_id},
             )
         return row
+
+    def run_report(self, run_id: str, ctx: RequestContext | None = None) -> dict[str, Any]:
+        """A run's latest report (for a run that failed before reporting: its id, pattern, status, error).
+
+        Raises:
+            NotFoundError: no such run, or it is not ``ctx.user``'s.
+        """
+        row = self.run_record(run_id, ctx)
+        if row.get("report"):
+            return {**row["report"], "status": row["status"]}
+        return {
+            "run_id": run_id,
+            "pattern": {"id": row["pattern_id"], "version": row["pattern_version"]},
+            "status": row["status"],
+            "error": row.get("error"),
+        }
+
+    @staticmethod
+    def run_view(report: dict[str, Any], detail: str = "full") -> dict[str, Any]:
+        """A run report in the view asked for.
+
+        ``summary`` keeps the status, inputs, approvals, the gate waiting and each step's status
+        (and error), and names the outputs; ``full`` is the report as it is.
+        """
+        if detail == "full":
+            return report
+        keep = ("run_id", "pattern", "status", "inputs", "approvals", "halted", "pending_approval", "error")
+        out: dict[str, Any] = {"detail": "summary", **{k: report[k] for k in keep if k in report}}
+        if "steps" in report:
+            out["steps"] = {
+                step_id: {k: v for k, v in step.items() if k not in ("request", "output")}
+                for step_id, step in report["steps"].items()
+            }
+        if "outputs" in report:
+            out["output_names"] = sorted(report["outputs"] or {})
+        return out
 
     def list_runs(self, ctx: RequestContext | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs first; a named user sees only their own."""

@@ -18,6 +18,7 @@ class SuggestDeleveragingHedgesInput(PortfolioRequest):
         min_length=1,
         description="Macro regime (any case): DELEVERAGING, LATE_EXPANSION or REFLATION; the playbook "
         "file lists the valid ones.",
+        json_schema_extra={"enum": sorted(load_playbooks().regimes)},
     )
     lookback_days: int = Field(
         756, ge=2, le=5000, description="Number of most recent daily returns used for betas and volatility."

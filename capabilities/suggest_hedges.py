@@ -34,7 +34,8 @@ class SuggestHedgesInput(PortfolioRequest):
     """Stress a portfolio under a named scenario and size hedges for the loss."""
 
     scenario_id: str = Field(
-        min_length=1, description=f"Stress scenario, one of: {', '.join(load_scenarios().ids())}."
+        min_length=1, description=f"Stress scenario, one of: {', '.join(load_scenarios().ids())}.",
+        json_schema_extra={"enum": load_scenarios().ids()},
     )
     hedge_budget: HedgeBudgetIn | None = Field(
         None, description="Hedge limits; defaults: 25% of value in notional, 100 bps of value in cost."
