@@ -55,6 +55,7 @@ class PolicyArgs(_Args):
 class RunPatternArgs(_Args):
     pattern: str = Field(description="The pattern's id (optimizer__list_patterns shows each one's inputs).")
     inputs: dict[str, Any] = Field(description="The run's inputs, as the pattern's inputs schema says.")
+    run_id: str | None = Field(None, description="An id for the run (default: a random one); reusing one is refused.")
     detail: Detail = Field("summary", description="'summary': step statuses, pending approval and output "
                            "names; 'full': every step's request and output.")
 
@@ -245,7 +246,7 @@ def _discovery_tools(agent: OptimizerAgent) -> list[ToolSpec]:
 
 
 def _run_tools(agent: OptimizerAgent) -> list[ToolSpec]:
-    patterns = shipped_patterns()
+    patterns = sorted(shipped_patterns())
     run_args = _schema(RunPatternArgs)
     run_args["properties"]["pattern"]["enum"] = patterns
     view = _schema(RunView)
@@ -257,7 +258,7 @@ def _run_tools(agent: OptimizerAgent) -> list[ToolSpec]:
                 f"pattern: unknown pattern '{args.pattern}'; valid: {', '.join(patterns)}",
                 details={"field": "pattern", "value": args.pattern, "allowed": patterns},
             )
-        return agent.run_view(agent.run_pattern(args.pattern, args.inputs, ctx), args.detail)
+        return agent.run_view(agent.run_pattern(args.pattern, args.inputs, ctx, run_id=args.run_id), args.detail)
 
     def get(arguments: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         args = _parse(RunArgs, arguments)
