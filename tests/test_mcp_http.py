@@ -16,6 +16,8 @@ from mcp_support import PACK, PROPOSE, REBALANCE_INPUTS, http_server, seeded_hom
 
 from services.data.store import Store
 
+pytestmark = pytest.mark.slow
+
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}

@@ -14,6 +14,8 @@ from mcp_support import PROPOSE, REBALANCE_INPUTS, ROOT, RawStdio, cli, seeded_h
 
 from capabilities.runner import canonical_json
 
+pytestmark = pytest.mark.slow
+
 # A host that sent every log to stdout, at DEBUG, before handing over to the server.
 NOISY_HOST = """
 import logging, sys
