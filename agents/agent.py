@@ -26,7 +26,7 @@ from capabilities.base import RequestContext, Services
 from capabilities.cache import ResultCache
 from capabilities.catalog import optimizer_capabilities
 from capabilities.registry import CapabilityRegistry
-from capabilities.runner import CapabilityRunner
+from capabilities.runner import CapabilityRunner, canonical_json
 from patterns.compiler import (
     CapabilityCaller,
     RunContext,
@@ -55,6 +55,7 @@ from services.hedging.regimes import load_playbooks
 from services.hedging.scenarios import load_scenarios
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+RUN_SUMMARY_OUTPUT_CHARS = 600
 
 
 class OptimizerAgent:
@@ -310,8 +311,9 @@ class OptimizerAgent:
     def run_view(report: dict[str, Any], detail: str = "full") -> dict[str, Any]:
         """A run report in the view asked for.
 
-        ``summary`` keeps the status, inputs, approvals, the gate waiting and each step's status
-        (and error), and names the outputs; ``full`` is the report as it is.
+        ``summary`` keeps the status, inputs, approvals, the gate waiting, each step's status (and
+        error) and the outputs of at most ``RUN_SUMMARY_OUTPUT_CHARS`` characters each, naming the
+        larger ones in ``outputs_omitted``; ``full`` is the report as it is.
         """
         if detail == "full":
             return report
@@ -323,7 +325,10 @@ class OptimizerAgent:
                 for step_id, step in report["steps"].items()
             }
         if "outputs" in report:
-            out["output_names"] = sorted(report["outputs"] or {})
+            outputs = report["outputs"] or {}
+            small = {k: v for k, v in outputs.items() if len(canonical_json(v)) <= RUN_SUMMARY_OUTPUT_CHARS}
+            out["outputs"] = small
+            out["outputs_omitted"] = sorted(set(outputs) - set(small))
         return out
 
     def list_runs(self, ctx: RequestContext | None = None, limit: int = 20) -> list[dict[str, Any]]:
