@@ -42,15 +42,15 @@ def register(commands: Any) -> None:
 def _cmd_mcp(args: argparse.Namespace, store: Store) -> int:
     from agents.mcp.server import serve_http, serve_stdio
 
-    configure_logging(stdlib=True)
-    agent = agent_for(args, store)
-    if args.transport == "stdio":
-        serve_stdio(agent, args.user)
-        return 0
-    if args.user is not None:
+    if args.transport == "http" and args.user is not None:
         raise InputError("--user applies to stdio only: over HTTP the user comes from each request's API key",
                          details={"field": "--user", "value": args.user})
     if not 0 < args.port < 65536:
         raise InputError(f"--port {args.port}: must be 1-65535", details={"field": "--port", "value": args.port})
-    serve_http(agent, args.host, args.port)
+    configure_logging(stdlib=True)
+    agent = agent_for(args, store)
+    if args.transport == "stdio":
+        serve_stdio(agent, args.user)
+    else:
+        serve_http(agent, args.host, args.port)
     return 0
