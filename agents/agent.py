@@ -29,7 +29,7 @@ from capabilities.base import RequestContext, Services
 from capabilities.cache import ResultCache
 from capabilities.catalog import optimizer_capabilities
 from capabilities.registry import CapabilityRegistry
-from capabilities.runner import CapabilityRunner
+from capabilities.runner import CapabilityRunner, canonical_json
 from patterns.compiler import (
     CapabilityCaller,
     RunContext,
@@ -54,8 +54,11 @@ from services.errors import (
     NotFoundError,
     OptimizerError,
 )
+from services.hedging.regimes import load_playbooks
+from services.hedging.scenarios import load_scenarios
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+RUN_SUMMARY_OUTPUT_CHARS = 600
 
 
 class OptimizerAgent:
@@ -137,31 +140,16 @@ class OptimizerAgent:
         return max(packs, key=lambda p: (p["asof"], p["id"]))["id"]
 
     def list_portfolios(self, ctx: RequestContext | None = None) -> list[dict[str, Any]]:
-        """The portfolios ``ctx``'s user may read (the operator: all), by id."""
-        user = (ctx or RequestContext()).user
-        return [
-            p for p in self.store.list_portfolios()
-            if user is None or p["owner"] is None or p["owner"] == user
-        ]
+        """The portfolios ``ctx``'s user may use (the operator: all), by id."""
+        return self.store.list_portfolios(user=(ctx or RequestContext()).user)
 
     def check_portfolio_access(self, portfolio_id: str, ctx: RequestContext | None = None) -> None:
-        """Raise NotFoundError unless ``ctx``'s user may read the portfolio.
+        """Raise NotFoundError unless ``ctx``'s user may use the portfolio.
 
         To a named user, someone else's portfolio and a missing one give the same error, which
         lists nothing.
         """
-        user = (ctx or RequestContext()).user
-        try:
-            owner = self.store.get_portfolio(portfolio_id).owner
-        except NotFoundError:
-            if user is None:
-                raise
-            owner = ""
-        if user is not None and owner is not None and owner != user:
-            raise NotFoundError(
-                f"portfolio '{portfolio_id}' not found",
-                details={"field": "portfolio_id", "value": portfolio_id},
-            )
+        self.store.get_portfolio(portfolio_id, user=(ctx or RequestContext()).user)
 
     def list_policies(self) -> list[dict[str, Any]]:
         """The policy templates, by id."""
@@ -197,6 +185,22 @@ class OptimizerAgent:
         from agents.optimization import latest
 
         return latest(self, portfolio_id, ctx or RequestContext())
+
+    def scenarios(self) -> list[dict[str, Any]]:
+        """The stress scenarios optimizer.suggest_hedges accepts: id, name, narrative."""
+        library = load_scenarios()
+        return [
+            {"id": i, "name": library.scenarios[i].name, "narrative": library.scenarios[i].narrative}
+            for i in library.ids()
+        ]
+
+    def regimes(self) -> list[dict[str, Any]]:
+        """The macro regimes optimizer.suggest_deleveraging_hedges accepts: regime, narrative, steps."""
+        playbooks = load_playbooks()
+        return [
+            {"regime": name, "narrative": regime.narrative, "steps": [step.action for step in regime.steps]}
+            for name, regime in sorted(playbooks.regimes.items())
+        ]
 
     def as_langchain_tools(self, ctx: RequestContext | None = None) -> list[BaseTool]:
         """The capabilities as LangChain tools acting for ``ctx``'s user (see ``agents.tools``)."""
@@ -408,6 +412,46 @@ class OptimizerAgent:
                 details={"field": "run_id", "value": run_id},
             )
         return row
+
+    def run_report(self, run_id: str, ctx: RequestContext | None = None) -> dict[str, Any]:
+        """A run's latest report (for a run that failed before reporting: its id, pattern, status, error).
+
+        Raises:
+            NotFoundError: no such run, or it is not ``ctx.user``'s.
+        """
+        row = self.run_record(run_id, ctx)
+        if row.get("report"):
+            return {**row["report"], "status": row["status"]}
+        return {
+            "run_id": run_id,
+            "pattern": {"id": row["pattern_id"], "version": row["pattern_version"]},
+            "status": row["status"],
+            "error": row.get("error"),
+        }
+
+    @staticmethod
+    def run_view(report: dict[str, Any], detail: str = "full") -> dict[str, Any]:
+        """A run report in the view asked for.
+
+        ``summary`` keeps the status, inputs, approvals, the gate waiting, each step's status (and
+        error) and the outputs of at most ``RUN_SUMMARY_OUTPUT_CHARS`` characters each, naming the
+        larger ones in ``outputs_omitted``; ``full`` is the report as it is.
+        """
+        if detail == "full":
+            return report
+        keep = ("run_id", "pattern", "status", "inputs", "approvals", "halted", "pending_approval", "error")
+        out: dict[str, Any] = {"detail": "summary", **{k: report[k] for k in keep if k in report}}
+        if "steps" in report:
+            out["steps"] = {
+                step_id: {k: v for k, v in step.items() if k not in ("request", "output")}
+                for step_id, step in report["steps"].items()
+            }
+        if "outputs" in report:
+            outputs = report["outputs"] or {}
+            small = {k: v for k, v in outputs.items() if len(canonical_json(v)) <= RUN_SUMMARY_OUTPUT_CHARS}
+            out["outputs"] = small
+            out["outputs_omitted"] = sorted(set(outputs) - set(small))
+        return out
 
     def list_runs(self, ctx: RequestContext | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs first; a named user sees only their own."""

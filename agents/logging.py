@@ -39,9 +39,17 @@ class _Stderr:
 
 
 def configure_logging(
-    level: str | None = None, fmt: str | None = None, stream: TextIO | None = None
+    level: str | None = None,
+    fmt: str | None = None,
+    stream: TextIO | None = None,
+    *,
+    stdlib: bool = False,
 ) -> None:
     """Configure structlog; arguments override the environment variables.
+
+    With ``stdlib=True`` the standard library's root logger (what SDKs and servers such as mcp
+    and uvicorn log to) is also sent to stderr at the same level, replacing its handlers: a
+    server whose stdout is a protocol stream must not depend on how its host set logging up.
 
     Raises:
         ValueError: an unknown level or format name (from an argument or the environment).
@@ -77,3 +85,9 @@ def configure_logging(
         # Not cached, so a reconfiguration (another level, a test) reaches module-level loggers.
         cache_logger_on_first_use=False,
     )
+    if stdlib:
+        handler = logging.StreamHandler(stream or _Stderr())  # type: ignore[arg-type]
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.handlers[:] = [handler]
+        root.setLevel(level_no)

@@ -1,18 +1,23 @@
-"""The capabilities as LangChain tools, for an LLM that calls them in a conversation.
+"""The capabilities as tools for an LLM, and the conversation contract every tool adapter keeps.
 
-Providers accept tool names matching ``^[a-zA-Z0-9_-]{1,64}$``, so a capability's dots become
-double underscores (``optimizer.propose_trades`` ↔ ``optimizer__propose_trades``). Each tool's
-argument schema is the capability's input JSON Schema; validation stays with the capability
-runner, so the model sees the same field-by-field messages as every other caller.
+Tool names: ``tool_name`` is the one function that names a tool, for LangChain and MCP alike.
+Model providers accept tool names matching ``^[a-zA-Z0-9_-]{1,64}$`` and MCP hosts pass tool
+names on to them, so a capability's dots become double underscores
+(``optimizer.propose_trades`` ↔ ``optimizer__propose_trades``).
 
-An input error comes back to the model as an error tool message it can correct. Any other
-failure (unknown portfolio, infeasible policy, internal error) is raised: it ends the
-conversation, because retrying with other arguments would not fix it.
+Views: a tool's ``detail`` defaults to ``summary`` (a few thousand characters); ask for
+``full`` for every figure. Validation stays with the capability runner, so a model sees the same
+field-by-field messages as every other caller.
+
+Errors: an error a model can fix by changing its call — invalid input, an unknown pack,
+portfolio, policy, scenario, regime, proposal or run, an infeasible policy (with its smallest
+relaxation), a run not waiting for approval — comes back to it as a tool error carrying
+``code``, ``message``, ``details``, ``valid_values`` and a ``hint`` (``tool_error``). Anything
+else is an internal error and ends the conversation.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -21,10 +26,33 @@ from langchain_core.tools import BaseTool, StructuredTool, ToolException
 
 from capabilities.base import Capability, RequestContext
 from capabilities.runner import canonical_json
-from services.errors import InputError
+from capabilities.views import DETAIL_FIELD
+from services.errors import (
+    ConflictError,
+    DomainError,
+    InfeasibleError,
+    InputError,
+    NotFoundError,
+    OptimizerError,
+)
 
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _SEPARATOR = "__"
+TOOL_DETAIL = "summary"
+
+_HINTS: tuple[tuple[type[OptimizerError], str], ...] = (
+    (InputError, "the arguments are invalid; correct them as the message says (valid_values lists "
+                 "what is accepted) and call the tool again"),
+    (NotFoundError, "that id does not exist or is not yours; use one of valid_values or a list tool "
+                    "(optimizer__list_packs, optimizer__list_portfolios, optimizer__list_policies, ...) "
+                    "and call again"),
+    (InfeasibleError, "the constraints cannot all hold; relax the ones in details.conflicts (at least to "
+                      "details.smallest_relaxation where given) through the 'policy' argument, or choose "
+                      "another policy, and call again"),
+    (ConflictError, "the object is not in the state this call needs; read it again (e.g. get the run) "
+                    "and act on its current state"),
+    (DomainError, "the request cannot be served as asked; change it as the message says"),
+)
 
 Execute = Callable[[str, Any, RequestContext], dict[str, Any]]
 
@@ -53,6 +81,48 @@ def capability_name(name: str) -> str:
     return name.replace(_SEPARATOR, ".")
 
 
+def tool_input_schema(capability: Capability) -> dict[str, Any]:
+    """The capability's input JSON Schema as a tool offers it: ``detail`` defaults to ``summary``."""
+    schema = capability.input_schema()
+    if DETAIL_FIELD in schema.get("properties", {}):
+        schema["properties"][DETAIL_FIELD] = {**schema["properties"][DETAIL_FIELD], "default": TOOL_DETAIL}
+    return schema
+
+
+def tool_request(capability: Capability, arguments: dict[str, Any]) -> dict[str, Any]:
+    """A tool call's arguments as a capability request: the summary view unless asked otherwise."""
+    if DETAIL_FIELD in capability.input_model.model_fields and DETAIL_FIELD not in arguments:
+        return {**arguments, DETAIL_FIELD: TOOL_DETAIL}
+    return dict(arguments)
+
+
+def is_fixable(err: BaseException) -> bool:
+    """True for an error the caller can fix by changing its call (see the module docstring)."""
+    return isinstance(err, (InputError, DomainError))
+
+
+def tool_error(err: OptimizerError) -> dict[str, Any]:
+    """The tool-error payload of a fixable error: code, message, details, valid_values, hint."""
+    hint = next(h for kind, h in (*_HINTS, (OptimizerError, "")) if isinstance(err, kind))
+    return {**err.to_dict(), "valid_values": valid_values(err.details), "hint": hint}
+
+
+def valid_values(details: dict[str, Any]) -> dict[str, Any]:
+    """What is accepted, by field, from an error's details (``allowed``, ``valid``, ``available``)."""
+    out: dict[str, Any] = {}
+    for item in details.get("errors", []):
+        if "allowed" in item:
+            out[item["field"]] = item["allowed"]
+    for key in ("allowed", "valid", "available"):
+        if key in details:
+            field = details.get("field") or next(
+                (k for k in ("policy_id", "pack_id", "portfolio_id", "scenario_id", "run_id") if k in details),
+                "value",
+            )
+            out[field] = details[key]
+    return out
+
+
 def langchain_tools(
     capabilities: list[Capability], execute: Execute, ctx: RequestContext
 ) -> list[BaseTool]:
@@ -66,24 +136,17 @@ def langchain_tools(
 def _tool(capability: Capability, execute: Execute, ctx: RequestContext) -> BaseTool:
     def call(**arguments: Any) -> tuple[str, dict[str, Any]]:
         try:
-            result = execute(capability.name, arguments, ctx)
-        except InputError as err:
-            raise ToolException(
-                json.dumps(
-                    {
-                        **err.to_dict(),
-                        "hint": "the arguments are invalid; correct them as the message says "
-                        "and call the tool again",
-                    },
-                    sort_keys=True,
-                )
-            ) from err
+            result = execute(capability.name, tool_request(capability, arguments), ctx)
+        except OptimizerError as err:
+            if not is_fixable(err):
+                raise
+            raise ToolException(canonical_json(tool_error(err))) from err
         return canonical_json(result), result
 
     return StructuredTool(
         name=tool_name(capability.name),
         description=capability.description,
-        args_schema=capability.input_schema(),
+        args_schema=tool_input_schema(capability),
         func=call,
         response_format="content_and_artifact",
         handle_tool_error=True,

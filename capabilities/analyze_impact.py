@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, create_model, model_validator
 
 from capabilities.base import Capability, RequestContext, Services
 from capabilities.common import STRICT, PortfolioRequest, resolve_holdings
+from capabilities.views import PROPOSAL_ID, PROPOSAL_PREFIX, Summary
 from services.allocation.proposal import Trade
 from services.analytics.impact import ImpactReport, TradeOrder, analyze_impact
 from services.analytics.risk import VAR_CONFIDENCE
 from services.data.bounds import MAX_CLOSE, MAX_COMMISSION, MAX_SHARES, MIN_CLOSE
 from services.data.policy import PolicyOverrides, resolve_policy
+from services.errors import InputError, NotFoundError
 
 _USED = ("symbol", "action", "quantity", "price", "current_shares")
 
@@ -54,9 +56,16 @@ ProposedTradeIn = create_model(
 class AnalyzeImpactInput(PortfolioRequest):
     """Apply trades to a portfolio and compare risk before and after."""
 
-    proposed_trades: list[ProposedTradeIn] = Field(  # type: ignore[valid-type]
+    proposed_trades: list[ProposedTradeIn] | None = Field(  # type: ignore[valid-type]
+        None,
         description="Trades to apply: the 'trades' of an optimizer.propose_trades result, or "
-        "{symbol, action, quantity} items. Each symbol at most once."
+        "{symbol, action, quantity} items. Each symbol at most once. Give this or 'proposal_id'.",
+    )
+    proposal_id: str | None = Field(
+        None,
+        pattern=PROPOSAL_ID.pattern,
+        description="Id of a proposal you made with optimizer.propose_trades ('prop_' and 16 hex "
+        "digits, its 'proposal_id'); its trades are applied. Give this or 'proposed_trades'.",
     )
     benchmark: str | dict[str, Annotated[float, Field(ge=0, le=100)]] | None = Field(
         "DEMO_20",
@@ -73,7 +82,48 @@ class AnalyzeImpactInput(PortfolioRequest):
     )
 
 
+    hash_omits_when_null: ClassVar[tuple[str, ...]] = ("proposal_id",)
+
+    @model_validator(mode="after")
+    def _one_trade_source(self) -> AnalyzeImpactInput:
+        if (self.proposed_trades is None) == (self.proposal_id is None):
+            raise ValueError("give exactly one of 'proposed_trades' (a trade list) or 'proposal_id' (a stored proposal)")
+        return self
+
+
+def proposal_trades(request: AnalyzeImpactInput, ctx: RequestContext, services: Services) -> list[Any]:
+    """The trades of the request, or of the caller's stored proposal it names.
+
+    Raises:
+        NotFoundError: no proposal with that id was made by the caller (another user's proposal
+            gives the same error).
+        InputError: the proposal is about another stored portfolio or pricing pack.
+    """
+    if request.proposal_id is None:
+        assert request.proposed_trades is not None
+        return list(request.proposed_trades)
+    found = services.store.find_proposal(
+        "optimizer.propose_trades", request.proposal_id.removeprefix(PROPOSAL_PREFIX), ctx.user
+    )
+    if found is None:
+        raise NotFoundError(
+            f"proposal '{request.proposal_id}' not found; optimizer.propose_trades returns the id of "
+            "each proposal you make",
+            details={"field": "proposal_id", "value": request.proposal_id},
+        )
+    for field, stored in (("portfolio_id", found["portfolio_id"]), ("pricing_pack_id", found["pricing_pack_id"])):
+        asked = getattr(request, field)
+        if stored is not None and asked != stored:
+            raise InputError(
+                f"proposal '{request.proposal_id}' was made for {field} '{stored}', not '{asked}'; "
+                f"give {field} '{stored}' or pass the trades as proposed_trades",
+                details={"field": field, "value": asked, "allowed": [stored]},
+            )
+    return [ProposedTradeIn.model_validate(t) for t in found["result"]["trades"]]
+
+
 def handle(request: AnalyzeImpactInput, ctx: RequestContext, services: Services) -> ImpactReport:
+    trades = proposal_trades(request, ctx, services)
     pack = services.store.get_pack(request.pricing_pack_id)
     holdings = resolve_holdings(request, services)
     fields: dict[str, Any] = {"benchmark": request.benchmark, "lookback_days": request.lookback_days}
@@ -85,20 +135,65 @@ def handle(request: AnalyzeImpactInput, ctx: RequestContext, services: Services)
     orders = [
         TradeOrder(symbol=t.symbol, action=t.action, quantity=t.quantity,
                    quoted_price=t.price, quoted_current_shares=t.current_shares)
-        for t in request.proposed_trades
+        for t in trades
     ]
     return analyze_impact(pack, holdings, orders, policy, services.benchmarks)
+
+
+class _RiskBrief(BaseModel):
+    value: float
+    cash: float
+    holdings_count: int
+    expected_return_pct: float
+    volatility_pct: float
+    sharpe: float
+    max_drawdown_pct: float
+    var_95_1d_pct: float
+    cvar_95_1d_pct: float
+    beta: float | None
+    tracking_error_pct: float | None
+
+
+class _AppliedBrief(BaseModel):
+    symbol: str
+    action: str
+    quantity: int
+    trade_value: float
+    estimated_cost: float
+
+
+class ImpactSummary(Summary):
+    """What the trades change: value, costs, concentration and the risk figures before and after."""
+
+    pricing_pack_id: str
+    asof: str
+    portfolio_id: str | None
+    benchmark: str | None
+    current_value: float
+    post_rebalance_value: float
+    estimated_costs: float
+    cash_before: float
+    cash_after: float
+    trades_applied: list[_AppliedBrief]
+    current_concentration_top10: float
+    post_concentration_top10: float
+    before: _RiskBrief
+    after: _RiskBrief
+    warnings: list[str]
 
 
 ANALYZE_IMPACT = Capability(
     name="optimizer.analyze_impact",
     description=(
-        "Apply proposed trades (e.g. from optimizer.propose_trades) to a portfolio and report costs, "
+        "Apply proposed trades (a trade list, or the proposal_id of an optimizer.propose_trades result) "
+        "to a portfolio and report costs, "
         "value, concentration, volatility, Sharpe, drawdown, VaR/CVaR, beta, tracking error, sector "
         "weights and risk contributions before and after, priced from a named pricing pack."
     ),
     input_model=AnalyzeImpactInput,
     output_model=ImpactReport,
+    summary_model=ImpactSummary,
+    check_access=proposal_trades,
     handler=handle,
     ttl_seconds=300,
     engine={"var": "historical, numpy.percentile (linear)", "var_confidence": VAR_CONFIDENCE,

@@ -9,6 +9,7 @@ from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from capabilities.views import Summary, summarize, view_schema
 from services.data.models import check_user_name
 from services.data.store import Store
 
@@ -72,6 +73,9 @@ class Capability:
     source_template: str = "optimizer:{pricing_pack_id}"
     engine: dict[str, Any] = field(default_factory=dict)
     records_history: bool = False
+    summary_model: type[Summary] | None = None
+    # Access rules beyond the portfolio's owner (e.g. a stored proposal's), checked before the cache.
+    check_access: Callable[[Any, RequestContext, Services], object] | None = None
 
     def input_schema(self) -> dict[str, Any]:
         return self.input_model.model_json_schema()
@@ -85,6 +89,18 @@ class Capability:
         schema["properties"]["_metadata"] = {"$ref": "#/$defs/Metadata"}
         schema.setdefault("required", []).append("_metadata")
         return schema
+
+    def view(self, full: dict[str, Any], detail: str) -> dict[str, Any]:
+        """The result in the view the request asked for (``full`` is returned as it is)."""
+        if detail == "summary" and self.summary_model is not None:
+            return summarize(self.summary_model, full)
+        return full
+
+    def view_output_schema(self) -> dict[str, Any]:
+        """The output schema of either view (what a tool may return), an object at its root."""
+        if self.summary_model is None:
+            return self.output_schema()
+        return view_schema(self.summary_model, self.output_schema())
 
     def describe(self) -> dict[str, Any]:
         return {

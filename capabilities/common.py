@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from capabilities.base import Services
+from capabilities.views import DETAIL_DESCRIPTION, Detail
 from services.allocation.rebalance import Holdings
 from services.data.bounds import MAX_AMOUNT, MAX_SHARES
 
@@ -53,6 +55,11 @@ class PortfolioRequest(BaseModel):
     pricing_pack_id: str = Field(
         min_length=1, description="Pricing pack to price and estimate from, e.g. 'PP_2022-12-28'."
     )
+    detail: Detail = Field("full", description=DETAIL_DESCRIPTION)
+
+    # Optional fields added after results were first hashed: left out of the inputs hash while
+    # they are null, so a request that does not use them keeps its hash (and golden results).
+    hash_omits_when_null: ClassVar[tuple[str, ...]] = ()
 
     @model_validator(mode="after")
     def _one_portfolio(self) -> PortfolioRequest:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import BaseModel, Field, model_validator
 
 from capabilities.base import Capability, RequestContext, Services
 from capabilities.common import PortfolioRequest, resolve_holdings
+from capabilities.views import Summary, proposal_id
 from services.allocation.optimization import SOLVER, SOLVER_SETTINGS
-from services.allocation.proposal import TradeProposal
+from services.allocation.proposal import RiskReturn, TradeProposal
 from services.allocation.rebalance import propose_trades
 from services.data.policy import PolicyOverrides, resolve_policy
 
@@ -39,6 +40,50 @@ def handle(request: ProposeTradesInput, ctx: RequestContext, services: Services)
     return propose_trades(pack, holdings, policy, ratings, services.benchmarks)
 
 
+class _TradeBrief(BaseModel):
+    symbol: str
+    action: str
+    quantity: int
+    target_weight_pct: float
+    trade_value: float
+    estimated_cost: float
+
+
+class ProposalSummary(Summary):
+    """The proposal's trades and headline figures, and the id analyze_impact accepts for it."""
+
+    proposal_id: str = Field(description="Pass as analyze_impact's proposal_id instead of the trades.")
+    pricing_pack_id: str
+    asof: str
+    portfolio_id: str | None
+    policy_id: str | None
+    method: str
+    trade_count: int
+    trades: list[_TradeBrief]
+    portfolio_value: float
+    value_after: float
+    cash_after: float
+    total_trade_value: float
+    estimated_costs: float
+    cost_bps: float
+    turnover_pct: float
+    te_before_pct: float | None
+    te_after_pct: float | None
+    benchmark: str | None
+    before: RiskReturn
+    after: RiskReturn
+    binding_constraints: list[str]
+    constraints_met: bool
+    warnings: list[str]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _proposal_id(cls, full: Any) -> Any:
+        if isinstance(full, dict) and "proposal_id" not in full:
+            return {**full, "proposal_id": proposal_id(full["_metadata"]["inputs_hash"])}
+        return full
+
+
 PROPOSE_TRADES = Capability(
     name="optimizer.propose_trades",
     description=(
@@ -48,6 +93,7 @@ PROPOSE_TRADES = Capability(
     ),
     input_model=ProposeTradesInput,
     output_model=TradeProposal,
+    summary_model=ProposalSummary,
     handler=handle,
     ttl_seconds=300,
     records_history=True,

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from capabilities.base import Capability, Metadata, RequestContext, Services
 from capabilities.cache import ResultCache
 from capabilities.registry import CapabilityRegistry
+from capabilities.views import DETAIL_FIELD
 from services.data.bounds import check_json_value
 from services.errors import InputError, OptimizerError
 
@@ -61,19 +62,23 @@ class CapabilityRunner:
             pack_id = getattr(request, "pricing_pack_id", None) or ctx.pricing_pack_id
             # Access is checked before the cache is consulted, so a hit never bypasses it.
             self._authorize(request, ctx)
+            if capability.check_access is not None:
+                capability.check_access(request, ctx, self.services)
             cache = self.cache if pack_id else None
             key = self._inputs_hash(capability, request, pack_id) if cache is not None else None
             if cache is not None and key is not None and (hit := cache.get(capability.name, key)) is not None:
                 cached = True
-                return hit
-            result = capability.handler(request, ctx, self.services)
-            body = self._with_metadata(capability, request, result)
+                body = hit
+            else:
+                result = capability.handler(request, ctx, self.services)
+                body = self._with_metadata(capability, request, result)
+            # Recorded also on a cache hit: the record is what makes the proposal id this user's.
             recorded = not capability.records_history or self._record(capability, request, body, ctx)
             # The metadata names the pack the result reports; cache only when that is the one hashed
             # (and only a recorded result: a retry should get the chance to record it).
-            if cache is not None and recorded and key == body["_metadata"]["inputs_hash"]:
+            if not cached and cache is not None and recorded and key == body["_metadata"]["inputs_hash"]:
                 cache.put(capability.name, key, body, capability.ttl_seconds)
-            return body
+            return capability.view(body, getattr(request, DETAIL_FIELD, "full"))
         except OptimizerError as exc:
             outcome = exc.code
             raise
@@ -105,6 +110,7 @@ class CapabilityRunner:
         """
         try:
             self.services.store.record_proposal(
+                user=ctx.user,
                 capability=capability.name,
                 portfolio_id=getattr(request, "portfolio_id", None),
                 pricing_pack_id=getattr(request, "pricing_pack_id", ""),
@@ -141,11 +147,18 @@ class CapabilityRunner:
         return body
 
     def _inputs_hash(self, capability: Capability, request: BaseModel, pack_id: str) -> str:
-        """SHA-256 of the capability, the canonical request and the pack's content hash."""
+        """SHA-256 of the capability, the canonical request and the pack's content hash.
+
+        The view selector ``detail`` is not hashed (it does not change the computation), nor are
+        the model's ``hash_omits_when_null`` fields while null.
+        """
         pack = self.services.store.get_pack(pack_id)
+        hashed = request.model_dump(mode="json", exclude={DETAIL_FIELD})
+        for name in getattr(request, "hash_omits_when_null", ()):
+            if hashed.get(name) is None:
+                hashed.pop(name, None)
         return hashlib.sha256(
-            canonical_json({"capability": capability.name, "request": request.model_dump(mode="json"),
-                            "pack": pack.content_hash}).encode()
+            canonical_json({"capability": capability.name, "request": hashed, "pack": pack.content_hash}).encode()
         ).hexdigest()
 
 

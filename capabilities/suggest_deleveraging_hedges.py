@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from capabilities.base import Capability, RequestContext, Services
 from capabilities.common import PortfolioRequest, resolve_holdings
+from capabilities.views import Summary
 from services.data.policy import PolicyOverrides, resolve_policy
-from services.hedging.regimes import RegimeReport, load_playbooks, suggest_for_regime
+from services.hedging.regimes import Exposures, RegimeReport, load_playbooks, suggest_for_regime
 
 
 class SuggestDeleveragingHedgesInput(PortfolioRequest):
@@ -17,6 +18,7 @@ class SuggestDeleveragingHedgesInput(PortfolioRequest):
         min_length=1,
         description="Macro regime (any case): DELEVERAGING, LATE_EXPANSION or REFLATION; the playbook "
         "file lists the valid ones.",
+        json_schema_extra={"enum": sorted(load_playbooks().regimes)},
     )
     lookback_days: int = Field(
         756, ge=2, le=5000, description="Number of most recent daily returns used for betas and volatility."
@@ -34,6 +36,41 @@ def handle(request: SuggestDeleveragingHedgesInput, ctx: RequestContext, service
     return suggest_for_regime(pack, holdings, playbooks, request.regime, policy)
 
 
+class _StepBrief(BaseModel):
+    action: str
+    kind: str
+    instruments: list[str]
+    status: str
+
+
+class _RegimeTradeBrief(BaseModel):
+    symbol: str
+    action: str
+    quantity: int | None = Field(description="Whole shares; null for a dollar notional (see unpriced_instruments).")
+    trade_value: float
+    estimated_cost: float
+
+
+class RegimeSummary(Summary):
+    """The playbook's steps, the trades and the exposures before and after; no rationales."""
+
+    pricing_pack_id: str
+    asof: str
+    portfolio_id: str | None
+    regime: str
+    playbook_version: str
+    recommendations: list[_StepBrief]
+    trades: list[_RegimeTradeBrief]
+    estimated_costs: float
+    current_value: float
+    value_after: float
+    cash_after: float
+    before: Exposures
+    after: Exposures
+    unpriced_instruments: list[str]
+    warnings: list[str]
+
+
 SUGGEST_DELEVERAGING_HEDGES = Capability(
     name="optimizer.suggest_deleveraging_hedges",
     description=(
@@ -44,6 +81,7 @@ SUGGEST_DELEVERAGING_HEDGES = Capability(
     ),
     input_model=SuggestDeleveragingHedgesInput,
     output_model=RegimeReport,
+    summary_model=RegimeSummary,
     handler=handle,
     ttl_seconds=300,
     engine={"betas": "OLS on daily returns vs the pack's market index", "random_seed": None},

@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field
 
 from capabilities.base import Capability, RequestContext, Services
 from capabilities.common import STRICT, PortfolioRequest, resolve_holdings
+from capabilities.views import Summary
 from services.allocation.optimization import SOLVER, SOLVER_SETTINGS
 from services.hedging.exposures import DEFAULT_LOOKBACK_DAYS, load_sector_sensitivities
 from services.hedging.hedge_sizing import HedgeBudget, HedgeSuggestion, suggest_hedges
@@ -33,7 +34,8 @@ class SuggestHedgesInput(PortfolioRequest):
     """Stress a portfolio under a named scenario and size hedges for the loss."""
 
     scenario_id: str = Field(
-        min_length=1, description=f"Stress scenario, one of: {', '.join(load_scenarios().ids())}."
+        min_length=1, description=f"Stress scenario, one of: {', '.join(load_scenarios().ids())}.",
+        json_schema_extra={"enum": load_scenarios().ids()},
     )
     hedge_budget: HedgeBudgetIn | None = Field(
         None, description="Hedge limits; defaults: 25% of value in notional, 100 bps of value in cost."
@@ -55,6 +57,58 @@ def handle(request: SuggestHedgesInput, ctx: RequestContext, services: Services)
     )
 
 
+class _HoldingPnlBrief(BaseModel):
+    symbol: str
+    value: float
+    pnl: float
+    pnl_pct: float
+
+
+class _HedgeBrief(BaseModel):
+    action: str
+    instrument: str
+    instrument_id: str
+    description: str
+    notional: float
+    contracts: int | None
+    notional_pct: float
+    expected_offset: float
+    expected_offset_pct: float
+    estimated_cost: float
+
+
+class _BudgetBrief(BaseModel):
+    max_notional_pct: float
+    max_cost_bps: float
+    notional_used_pct: float
+    cost_used_bps: float
+    binding: list[str]
+
+
+class HedgeSummary(Summary):
+    """The scenario loss, each holding's P&L, the hedges and what they offset; no sensitivities or rationales."""
+
+    scenario_id: str
+    scenario_name: str
+    pricing_pack_id: str
+    asof: str
+    portfolio_id: str | None
+    portfolio_value: float
+    scenario_pnl: list[_HoldingPnlBrief]
+    scenario_pnl_total: float
+    scenario_return_pct: float
+    scenario_loss_before: float
+    scenario_loss_after: float
+    hedges: list[_HedgeBrief]
+    total_expected_offset: float
+    total_hedge_cost: float
+    net_loss_after_costs: float
+    hedged_pct: float
+    budget: _BudgetBrief
+    reason: str | None
+    warnings: list[str]
+
+
 SUGGEST_HEDGES = Capability(
     name="optimizer.suggest_hedges",
     description=(
@@ -66,6 +120,7 @@ SUGGEST_HEDGES = Capability(
     ),
     input_model=SuggestHedgesInput,
     output_model=HedgeSuggestion,
+    summary_model=HedgeSummary,
     handler=handle,
     ttl_seconds=300,
     records_history=True,

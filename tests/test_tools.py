@@ -17,10 +17,9 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
 from agents.agent import OptimizerAgent
-from agents.tools import TOOL_NAME, capability_name, tool_name
+from agents.tools import TOOL_NAME, capability_name, langchain_tools, tool_input_schema, tool_name
 from capabilities.base import RequestContext
 from services.data.store import Store
-from services.errors import NotFoundError
 
 PACK = "PP_2022-12-28"
 PROPOSE = {
@@ -120,7 +119,9 @@ def test_tool_names_map_both_ways(agent: OptimizerAgent) -> None:
         assert capability_name(tool.name) in agent.registry
         capability = agent.registry.get(capability_name(tool.name))
         assert tool.description == capability.description
-        assert tool.args_schema == capability.input_schema()
+        assert tool.args_schema == tool_input_schema(capability)
+        assert tool.args_schema["properties"]["detail"]["default"] == "summary"
+        assert capability.input_schema()["properties"]["detail"]["default"] == "full"
     with pytest.raises(ValueError, match="does not match"):
         tool_name("optimizer.propose trades")
     with pytest.raises(ValueError, match="could not be mapped back"):
@@ -142,8 +143,8 @@ def test_a_tool_calling_agent_rebalances_the_demo_portfolio(agent: OptimizerAgen
         ("optimizer__analyze_impact", "success"),
     ]
     proposal, error, impact = tool_messages
-    # The tool results are the capabilities' real outputs, content and artifact alike.
-    expected_proposal = agent.execute("optimizer.propose_trades", PROPOSE)
+    # The tool results are the capabilities' real outputs (summaries), content and artifact alike.
+    expected_proposal = agent.execute("optimizer.propose_trades", {**PROPOSE, "detail": "summary"})
     assert uncached(proposal.artifact) == uncached(expected_proposal)
     assert json.loads(proposal.content) == proposal.artifact
     expected_impact = agent.execute(
@@ -152,6 +153,7 @@ def test_a_tool_calling_agent_rebalances_the_demo_portfolio(agent: OptimizerAgen
             "portfolio_id": "demo_diversified",
             "pricing_pack_id": PACK,
             "proposed_trades": expected_proposal["trades"],
+            "detail": "summary",
         },
     )
     assert uncached(impact.artifact) == uncached(expected_impact)
@@ -161,8 +163,28 @@ def test_a_tool_calling_agent_rebalances_the_demo_portfolio(agent: OptimizerAgen
     )
 
 
-def test_other_failures_end_the_conversation(agent: OptimizerAgent) -> None:
+def test_fixable_errors_are_tool_errors(agent: OptimizerAgent) -> None:
     tools = {t.name: t for t in agent.as_langchain_tools(RequestContext(user="mallory"))}
     call = {"type": "tool_call", "id": "c", "name": "optimizer__propose_trades", "args": PROPOSE}
-    with pytest.raises(NotFoundError):
-        tools["optimizer__propose_trades"].invoke(call)
+    # Someone else's portfolio: not found, and nothing listed.
+    message = tools["optimizer__propose_trades"].invoke(call)
+    assert isinstance(message, ToolMessage) and message.status == "error"
+    error = json.loads(message.content)
+    assert error["code"] == "not_found" and error["valid_values"] == {}
+    assert "list tool" in error["hint"]
+    typo = tools["optimizer__propose_trades"].invoke(
+        {**call, "args": {**PROPOSE, "portfolio_id": None, "portfolio": {"positions": [], "cash": "1000"},
+                          "policy_id": "quality_focussed"}}
+    )
+    assert json.loads(typo.content)["valid_values"] == {
+        "policy_id": ["aggressive_growth", "conservative_income", "quality_focused"]
+    }
+
+
+def test_internal_errors_end_the_conversation(agent: OptimizerAgent) -> None:
+    def broken(name: str, request: Any, ctx: RequestContext) -> dict[str, Any]:
+        raise RuntimeError("disk on fire")
+
+    (tool, *_) = langchain_tools(list(agent.registry), broken, RequestContext())
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        tool.invoke({"type": "tool_call", "id": "c", "name": tool.name, "args": PROPOSE})

@@ -5,7 +5,8 @@
 - ``patterns``: patterns, graph;
 - ``runs``: run, resume, runs;
 - ``users``: users add|revoke|list (API keys for HTTP and MCP);
-- ``serve``: serve (the HTTP API).
+- ``serve``: serve (the HTTP API);
+- ``mcp``: mcp (the Model Context Protocol server, stdio or streamable HTTP).
 
 Each group module has ``register(commands)``; each command is a handler ``(args, store) -> int``
 registered with ``common.command`` (help text, examples, handler). Human output is aligned plain
@@ -27,7 +28,7 @@ from uuid import uuid4
 
 import structlog
 
-from agents.cli import call, data, patterns, runs, serve, users
+from agents.cli import call, data, mcp, patterns, runs, serve, users
 from agents.cli.common import HelpFormatter, fail
 from agents.logging import configure_logging
 from agents.wiring import open_store
@@ -36,7 +37,7 @@ from services.errors import DomainError, InputError, OptimizerError
 
 log = structlog.get_logger()
 
-GROUPS = (data, call, patterns, runs, users, serve)
+GROUPS = (data, call, patterns, runs, users, serve, mcp)
 
 # What a shell reports for a process killed by SIGPIPE (128 + 13).
 BROKEN_PIPE_EXIT = 141
@@ -64,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                 log.info("seeded empty store", store=repr(store))
             code = int(args.func(args, store))
             # Flushed here, so a reader that has gone away is noticed as a broken pipe below
-            # rather than at interpreter exit.
-            sys.stdout.flush()
+            # rather than at interpreter exit. (The MCP stdio transport closes stdout itself.)
+            if not sys.stdout.closed:
+                sys.stdout.flush()
             return code
         finally:
             store.close()

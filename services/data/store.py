@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -38,7 +39,9 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -159,6 +162,8 @@ proposals = Table(
     Column("policy_id", String(64), nullable=True),
     Column("inputs_hash", String(128), nullable=False),
     Column("result_json", Text, nullable=False),
+    # Who asked (null: the local operator); only they can refer to the proposal by its id.
+    Column("user", String(128), nullable=True),
 )
 
 # Who owned a portfolio before and after the operator reassigned it: an audit trail, kept apart
@@ -218,12 +223,14 @@ class Store:
     def create_schema(self, *extra: MetaData) -> None:
         """Create any missing tables (the store's and ``extra``'s); existing ones are left alone.
 
-        Runs under ``exclusive()``: two processes checking for a table at once would both try
+        Nullable columns added to a table after a store was created (``proposals.user``) are
+        added to it, so an older store keeps working. Runs under ``exclusive()``: two processes checking for a table at once would both try
         to create it.
         """
         with self.exclusive():
             for meta in (metadata, *extra):
                 meta.create_all(self.engine, checkfirst=True)
+            self._add_missing_columns()
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -262,6 +269,16 @@ class Store:
                 yield
             finally:
                 self._lock_depth = 0
+
+    def _add_missing_columns(self) -> None:
+        existing = {c["name"] for c in inspect(self.engine).get_columns(proposals.name)}
+        missing = [c for c in proposals.columns if c.name not in existing and c.nullable]
+        if missing:
+            quote = self.engine.dialect.identifier_preparer.quote
+            with self.engine.begin() as conn:
+                for column in missing:
+                    kind = column.type.compile(dialect=self.engine.dialect)
+                    conn.execute(text(f"ALTER TABLE {quote(proposals.name)} ADD COLUMN {quote(column.name)} {kind}"))
 
     def close(self) -> None:
         """Release pooled connections (the store can be used again afterwards)."""
@@ -675,8 +692,9 @@ class Store:
         policy_id: str | None,
         inputs_hash: str,
         result_json: str,
+        user: str | None = None,
     ) -> int:
-        """Append a result to the history and return its id."""
+        """Append a result to the history and return its id; ``user`` is who asked (None: the operator)."""
         with self.engine.begin() as conn:
             result = conn.execute(
                 proposals.insert().values(
@@ -687,6 +705,7 @@ class Store:
                     policy_id=policy_id,
                     inputs_hash=inputs_hash,
                     result_json=result_json,
+                    user=user,
                 )
             )
             return int(result.inserted_primary_key[0])
@@ -700,6 +719,44 @@ class Store:
                 .order_by(proposals.c.id.desc())
                 .limit(1)
             ).scalar_one_or_none()
+
+    def find_proposal(self, capability: str, hash_prefix: str, user: str | None) -> dict[str, Any] | None:
+        """The latest recorded result of ``capability`` whose inputs hash starts with ``hash_prefix``.
+
+        A named ``user`` finds only what they recorded; ``None`` (the local operator) finds any.
+        Returns None when there is none, so a caller cannot tell another user's from a missing one.
+
+        Raises:
+            ConflictError: two different inputs hashes share the prefix.
+        """
+        if not re.fullmatch(r"[0-9a-f]{1,64}", hash_prefix):
+            return None
+        query = select(proposals).where(
+            proposals.c.capability == capability, proposals.c.inputs_hash.startswith(hash_prefix)
+        )
+        if user is not None:
+            query = query.where(proposals.c.user == user)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(proposals.c.id.desc())).all()
+        if not rows:
+            return None
+        if len({r.inputs_hash for r in rows}) > 1:
+            raise ConflictError(
+                f"more than one recorded result of {capability} has an inputs hash starting with "
+                f"{hash_prefix}; pass the trades instead",
+                details={"capability": capability, "hash_prefix": hash_prefix},
+            )
+        r = rows[0]
+        return {
+            "id": r.id,
+            "capability": r.capability,
+            "portfolio_id": r.portfolio_id,
+            "pricing_pack_id": r.pricing_pack_id,
+            "policy_id": r.policy_id,
+            "inputs_hash": r.inputs_hash,
+            "user": r.user,
+            "result": json.loads(r.result_json),
+        }
 
     def list_proposals(self, limit: int = 20) -> list[dict[str, Any]]:
         """The most recent results first, as JSON-ready dicts (``result_json`` left as text)."""

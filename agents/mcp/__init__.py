@@ -1,0 +1,1 @@
+"""The Model Context Protocol adapter: ``server`` (transports, the call handler) and ``tools`` (what it offers)."""
