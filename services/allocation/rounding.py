@@ -18,6 +18,8 @@ import numpy as np
 from services.allocation.optimization import SectorCap
 
 EPS = 1e-9
+# Below this an optimal weight is solver noise: the report prints it as 0.0000%, so it is zero.
+ZERO_WEIGHT = 5e-7
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,14 +149,18 @@ def round_to_shares(setup: PlanSetup, optimal: np.ndarray) -> tuple[np.ndarray, 
     Returns the shares and a note per symbol whose trade was changed by rounding rules.
     """
     notes: dict[str, str] = {}
+    optimal = np.where(optimal < ZERO_WEIGHT, 0.0, optimal)
     desired = optimal * setup.value / setup.prices
     delta = desired - setup.current
     # Truncate toward the current holding; a hair of float noise is not a share.
     steps = np.where(np.abs(delta - np.round(delta)) < 1e-6, np.round(delta), np.trunc(delta))
     shares = (setup.current + steps).astype(np.int64)
+    # A position the optimum puts below half a share is closed, not left with one share.
+    shares[desired < 0.5] = 0
     shares[setup.forced] = 0
 
-    for i in np.flatnonzero((shares != setup.current) & ~setup.forced):
+    # A sale that closes a position is never too small: dropping it would keep a sliver.
+    for i in np.flatnonzero((shares != setup.current) & ~setup.forced & (shares != 0)):
         value = abs(int(shares[i] - setup.current[i])) * setup.prices[i]
         if value < setup.min_trade_value:
             shares[i] = setup.current[i]
