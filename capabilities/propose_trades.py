@@ -33,6 +33,9 @@ def handle(request: ProposeTradesInput, ctx: RequestContext, services: Services)
     holdings = resolve_holdings(request, services)
     template = services.store.get_policy_template(request.policy_id)[0] if request.policy_id else None
     policy = resolve_policy(services.constraint_defaults, template, request.policy, policy_id=request.policy_id)
+    if policy.method == "target" and policy.target_weights_pct is None and request.portfolio_id is not None:
+        stored = services.store.get_target(request.portfolio_id)["weights_pct"]
+        policy = policy.model_copy(update={"target_weights_pct": stored})
     ratings = request.ratings if request.ratings is not None else services.store.get_ratings()
     return propose_trades(pack, holdings, policy, ratings, services.benchmarks)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import structlog
 
-from agents.cli import call, data, patterns, runs, users
+from agents.cli import call, data, lifecycle, patterns, runs, users
 from agents.cli.common import HelpFormatter, fail
 from agents.logging import configure_logging
 from agents.wiring import open_store
@@ -29,7 +29,7 @@ from services.errors import InputError, OptimizerError
 
 log = structlog.get_logger()
 
-GROUPS = (data, call, patterns, runs, users)
+GROUPS = (data, call, patterns, runs, users, lifecycle)
 
 
 def main(argv: list[str] | None = None) -> int:

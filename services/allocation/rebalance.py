@@ -137,6 +137,8 @@ def eligibility(pack: PricingPack, holdings: Holdings, policy: Policy, ratings: 
                 details={"field": "policy.universe", "invalid": unknown + not_holdable},
             )
         candidates = set(policy.universe)
+    if policy.method == "target":
+        candidates |= _target_symbols(pack, policy)
     forced: dict[str, str] = {}
     for sym in sorted(set(holdings.positions) - candidates):
         forced[sym] = "not in the policy's universe"
@@ -162,6 +164,27 @@ def eligibility(pack: PricingPack, holdings: Holdings, policy: Policy, ratings: 
         treatment = "treated as eligible" if policy.unrated == "eligible" else "excluded"
         warnings.append(f"no quality rating for {', '.join(unrated)}; {treatment} (policy field 'unrated')")
     return Eligibility(tuple(eligible), forced, tuple(warnings))
+
+
+def _target_symbols(pack: PricingPack, policy: Policy) -> set[str]:
+    """The symbols of a ``target`` policy's weights, which must be holdable names of the pack."""
+    weights = policy.target_weights_pct
+    if not weights:
+        raise InputError(
+            "policy.target_weights_pct: method 'target' needs target weights; set a target with "
+            "`optimizer targets set PORTFOLIO --weights FILE.csv` or give target_weights_pct",
+            details={"field": "policy.target_weights_pct"},
+        )
+    holdable = {s.symbol for s in pack.securities if s.asset_class not in NOT_HOLDABLE}
+    bad = sorted(set(weights) - holdable)
+    total = sum(weights.values())
+    if bad or any(not 0 <= w <= 100 for w in weights.values()) or total > 100 + 1e-6:
+        raise InputError(
+            f"policy.target_weights_pct: weights must be 0-100% each, at most 100% in total, on holdable "
+            f"symbols of pack {pack.id}; got sum {total:g}%" + (f", cannot hold {', '.join(bad)}" if bad else ""),
+            details={"field": "policy.target_weights_pct", "invalid": bad, "sum": total},
+        )
+    return {s for s, w in weights.items() if w > 0}
 
 
 def resolve_benchmark(
@@ -288,6 +311,12 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, factor, off
             f"only {est.observations} daily returns in the lookback (fewer than 30); fell back to "
             "equal weight within the constraints instead of method " + policy.method
         )
+    elif policy.method == "target":
+        # Nearest to the target in tracking error, under every limit; the target's cash stays cash.
+        weights = policy.target_weights_pct or {}
+        target = np.array([weights.get(s, 0.0) / 100.0 for s in choice.eligible])
+        invested = min(invested, float(target.sum()))
+        objective = "track"
     elif policy.method in ("risk_parity", "hrp") and n > 0:
         returns = est.returns[list(choice.eligible)]
         if policy.method == "risk_parity":
