@@ -72,6 +72,8 @@ class Capability:
     source_template: str = "optimizer:{pricing_pack_id}"
     engine: dict[str, Any] = field(default_factory=dict)
     records_history: bool = False
+    # A capability that changes stored portfolios: cached results may be stale after it runs.
+    writes: bool = False
 
     def input_schema(self) -> dict[str, Any]:
         return self.input_model.model_json_schema()

@@ -112,6 +112,7 @@ BOOK_TRADES = Capability(
     input_model=BookTradesInput,
     output_model=BookingResult,
     handler=handle,
-    # A write: never served from the cache.
+    # A write: never served from the cache, and it empties the cache of results it may invalidate.
     ttl_seconds=0,
+    writes=True,
 )

@@ -50,3 +50,7 @@ class ResultCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every result (after a write that may change what they were computed from)."""
+        self._entries.clear()

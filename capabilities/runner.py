@@ -66,6 +66,9 @@ class CapabilityRunner:
                 cached = True
                 return hit
             result = capability.handler(request, ctx, self.services)
+            if capability.writes and self.cache is not None:
+                # Results are keyed by request and pack, not by the portfolio's contents.
+                self.cache.clear()
             body = self._with_metadata(capability, request, result)
             if capability.records_history:
                 self._record(capability, request, body)
