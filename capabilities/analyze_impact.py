@@ -5,7 +5,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    create_model,
+    model_serializer,
+)
 
 from capabilities.base import Capability, RequestContext, Services
 from capabilities.common import PortfolioRequest, resolve_holdings
@@ -65,6 +72,19 @@ class AnalyzeImpactInput(PortfolioRequest):
     market_impact_bps: float | None = Field(
         None, ge=0, le=1000, description="Market impact in basis points of trade value; defaults to 15."
     )
+    cash_flow: Decimal | None = Field(
+        None, allow_inf_nan=False,
+        description="A deposit (positive, in the cash before trading) or withdrawal (negative, taken from "
+        "the cash after trading) that the trades invest or raise.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_cash_flow(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out while unset, so requests made before the field existed keep their inputs hash.
+        data = handler(self)
+        if data.get("cash_flow") is None:
+            data.pop("cash_flow", None)
+        return data
 
 
 def handle(request: AnalyzeImpactInput, ctx: RequestContext, services: Services) -> ImpactReport:
@@ -81,7 +101,8 @@ def handle(request: AnalyzeImpactInput, ctx: RequestContext, services: Services)
                    quoted_price=t.price, quoted_current_shares=t.current_shares)
         for t in request.proposed_trades
     ]
-    return analyze_impact(pack, holdings, orders, policy, services.benchmarks)
+    return analyze_impact(pack, holdings, orders, policy, services.benchmarks,
+                          cash_flow=request.cash_flow or Decimal("0"))
 
 
 ANALYZE_IMPACT = Capability(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,6 +39,10 @@ class BookTradesInput(BaseModel):
     )
     policy_id: str | None = Field(None, description="Policy template (its costs price the trades; it is recorded).")
     policy: PolicyOverrides | None = Field(None, description="Policy fields overriding the template.")
+    cash_flow: Decimal = Field(
+        Decimal("0"), allow_inf_nan=False,
+        description="The deposit (positive) or withdrawal (negative) the trades invest or raise; booked with them.",
+    )
     decision: Decision = Field(
         default_factory=lambda: Decision(status="not_required"),
         description="The approval decision; default not_required (book).",
@@ -58,7 +63,10 @@ class BookingResult(BaseModel):
     total_trade_value: Money
     estimated_costs: Money
     cash_before: Money
-    cash_after: Money = Field(description="cash before − buys + sells − costs (unchanged when rejected).")
+    cash_flow: Money = Field(description="Deposit (+) or withdrawal (−) booked with the trades (0 when rejected).")
+    cash_after: Money = Field(
+        description="cash before + cash flow − buys + sells − costs (unchanged when rejected)."
+    )
     weights_before_pct: dict[str, float]
     weights_after_pct: dict[str, float]
     approved_by: str | None
@@ -71,7 +79,7 @@ def handle(request: BookTradesInput, ctx: RequestContext, services: Services) ->
     template = services.store.get_policy_template(request.policy_id)[0] if request.policy_id else None
     policy = resolve_policy(services.constraint_defaults, template, request.policy, policy_id=request.policy_id)
     orders = [Order(t.symbol, t.action, t.quantity) for t in request.trades if t.action != "HOLD" and t.quantity > 0]
-    booking = book(pack, before, orders, policy)
+    booking = book(pack, before, orders, policy, request.cash_flow)
     rejected = request.decision.status == "rejected"
     details = booking.details(policy)
     if rejected:
@@ -96,7 +104,8 @@ def handle(request: BookTradesInput, ctx: RequestContext, services: Services) ->
         status=row["status"], rebalance_id=row["id"], version_before=row["version_before"],
         version_after=row["version_after"], trades=booking.trades,
         total_trade_value=booking.total_trade_value, estimated_costs=booking.estimated_costs,
-        cash_before=booking.cash_before, cash_after=before.cash if rejected else booking.cash_after,
+        cash_before=booking.cash_before, cash_flow=Decimal("0.00") if rejected else booking.cash_flow,
+        cash_after=before.cash if rejected else booking.cash_after,
         weights_before_pct=booking.weights_before,
         weights_after_pct=booking.weights_before if rejected else booking.weights_after,
         approved_by=request.decision.by, note=request.decision.note,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from decimal import Decimal
+from typing import Any
+
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from capabilities.base import Capability, RequestContext, Services
 from capabilities.common import PortfolioRequest, resolve_holdings
@@ -26,6 +29,19 @@ class ProposeTradesInput(PortfolioRequest):
     ratings: dict[str, float] | None = Field(
         None, description="Quality scores {symbol: 0-10}; defaults to the stored ratings."
     )
+    cash_flow: Decimal | None = Field(
+        None, allow_inf_nan=False,
+        description="A deposit (positive) to invest or a withdrawal (negative) to raise, in the portfolio "
+        "currency; a withdrawal larger than cash plus all holdings after costs is an error naming the shortfall.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_cash_flow(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out while unset, so requests made before the field existed keep their inputs hash.
+        data = handler(self)
+        if data.get("cash_flow") is None:
+            data.pop("cash_flow", None)
+        return data
 
 
 def handle(request: ProposeTradesInput, ctx: RequestContext, services: Services) -> TradeProposal:
@@ -37,7 +53,7 @@ def handle(request: ProposeTradesInput, ctx: RequestContext, services: Services)
         stored = services.store.get_target(request.portfolio_id)["weights_pct"]
         policy = policy.model_copy(update={"target_weights_pct": stored})
     ratings = request.ratings if request.ratings is not None else services.store.get_ratings()
-    return propose_trades(pack, holdings, policy, ratings, services.benchmarks)
+    return propose_trades(pack, holdings, policy, ratings, services.benchmarks, cash_flow=request.cash_flow)
 
 
 PROPOSE_TRADES = Capability(

@@ -8,7 +8,7 @@ whole shares within every hard constraint (``rounding``), and report with exact 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import numpy as np
@@ -63,11 +63,20 @@ def propose_trades(
     policy: Policy,
     ratings: dict[str, float],
     named_benchmarks: dict[str, dict[str, float]],
+    cash_flow: Decimal | None = None,
 ) -> TradeProposal:
-    """The best whole-share rebalance of ``holdings`` under ``policy``, priced from ``pack``."""
+    """The best whole-share rebalance of ``holdings`` under ``policy``, priced from ``pack``.
+
+    ``cash_flow`` is a deposit (positive) to invest or a withdrawal (negative) to raise: it is
+    added to cash before the allocation, whose invested fraction then applies to the new value,
+    and the turnover limit is widened by the flow's share of that value (see ``with_cash_flow``).
+    """
     prices = pack.last_prices()
     validate_holdings(pack, holdings)
     warnings = policy.suspicious_values()
+    if cash_flow:
+        holdings, note = with_cash_flow(holdings, cash_flow, prices, policy)
+        warnings.append(note)
     choice = eligibility(pack, holdings, policy, ratings)
     warnings += choice.warnings
     benchmark_name, bench = resolve_benchmark(pack, policy, named_benchmarks)
@@ -89,6 +98,12 @@ def propose_trades(
     offset = factor @ bench_vec if bench_vec is not None else None
 
     setup = _plan_setup(pack, holdings, policy, choice, plan_symbols, prices, factor, est, offset)
+    if cash_flow and setup.max_turnover is not None:
+        # Trades that invest a deposit or raise a withdrawal are the client's, not discretionary.
+        widening = float(abs(cash_flow)) / setup.value
+        setup = replace(setup, max_turnover=setup.max_turnover + widening)
+        warnings.append(f"cash flow: the turnover limit is widened by {widening * 100:.4f} points to "
+                        f"{setup.max_turnover * 100:.4f}% for the trades that move the cash flow")
     problem, fallback = _allocation_problem(pack, policy, choice, setup, est, factor, offset, warnings)
 
     shares = optimal = allocation = None
@@ -117,6 +132,37 @@ def propose_trades(
     method = fallback or (policy.method if allocation.objective == "track" else allocation.objective)
     return _report(pack, holdings, policy, choice, setup, est, factor, bench_vec, benchmark_name,
                    allocation.binding, method, optimal, shares, notes, warnings, fallback)
+
+
+def with_cash_flow(
+    holdings: Holdings, cash_flow: Decimal, prices: dict[str, float], policy: Policy
+) -> tuple[Holdings, str]:
+    """``holdings`` with the cash flow added to cash (negative cash is raised by selling), and a note.
+
+    Raises:
+        InputError: a withdrawal larger than cash plus everything the holdings fetch after costs;
+            the message names the shortfall.
+    """
+    flow = cents(cash_flow)
+    if flow < 0:
+        proceeds = Decimal("0.00")
+        for sym, n in holdings.positions.items():
+            value = cents(n * to_decimal(prices[sym]))
+            proceeds += value - trade_cost(value, policy.commission_per_trade, policy.market_impact_bps)
+        available = holdings.cash + proceeds
+        if -flow > available:
+            shortfall = -flow - available
+            raise InputError(
+                f"cash_flow: a withdrawal of ${-flow:,.2f} exceeds cash ${holdings.cash:,.2f} plus "
+                f"${proceeds:,.2f} from selling every holding after costs; shortfall ${shortfall:,.2f}",
+                details={"field": "cash_flow", "value": float(flow), "available": float(available),
+                         "shortfall": float(shortfall)},
+            )
+        note = (f"cash flow: withdrawal of ${-flow:,.2f} raised from cash ${holdings.cash:,.2f} "
+                "and by selling toward the policy's weights")
+    else:
+        note = f"cash flow: deposit of ${flow:,.2f} added to cash ${holdings.cash:,.2f} and invested"
+    return Holdings(holdings.portfolio_id, holdings.positions, holdings.cash + flow), note
 
 
 def eligibility(pack: PricingPack, holdings: Holdings, policy: Policy, ratings: dict[str, float]) -> Eligibility:

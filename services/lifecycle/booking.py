@@ -2,7 +2,7 @@
 
 Trades are priced at the pack's closes on its asof (the prices the proposal used) and costed
 with the policy's commission and market impact, each rounded to cents once. Cash after =
-cash before − buys + sells − costs, exactly. A buy opens a lot acquired on the pack's asof whose
+cash before + cash flow − buys + sells − costs, exactly. A buy opens a lot acquired on the pack's asof whose
 per-share basis is (value + cost) / shares to 1/10000; a sale closes lots first in, first out
 (lots without an acquisition date count as oldest, then lot order) until tax work chooses lots.
 Nothing is written here: the store books the result in one transaction.
@@ -53,6 +53,7 @@ class Booking:
     after: Portfolio
     trades: list[BookedTrade]
     cash_before: Decimal
+    cash_flow: Decimal
     cash_after: Decimal
     total_trade_value: Decimal
     estimated_costs: Decimal
@@ -64,6 +65,7 @@ class Booking:
         return {
             "trades": [t.model_dump(mode="json") for t in self.trades],
             "cash_before": float(self.cash_before),
+            "cash_flow": float(self.cash_flow),
             "cash_after": float(self.cash_after),
             "total_trade_value": float(self.total_trade_value),
             "estimated_costs": float(self.estimated_costs),
@@ -74,8 +76,11 @@ class Booking:
         }
 
 
-def book(pack: PricingPack, before: Portfolio, orders: list[Order], policy: Policy) -> Booking:
-    """The booking of ``orders`` against ``before`` at the pack's closes.
+def book(
+    pack: PricingPack, before: Portfolio, orders: list[Order], policy: Policy, cash_flow: Decimal = Decimal("0")
+) -> Booking:
+    """The booking of ``orders`` against ``before`` at the pack's closes, after a deposit
+    (positive ``cash_flow``) or withdrawal (negative) that the trades invest or raise.
 
     Raises:
         InputError: an order names a symbol the pack does not price, sells more than is held,
@@ -108,17 +113,20 @@ def book(pack: PricingPack, before: Portfolio, orders: list[Order], policy: Poli
     buys = sum((t.trade_value for t in trades if t.side == "BUY"), Decimal("0.00"))
     sells = sum((t.trade_value for t in trades if t.side == "SELL"), Decimal("0.00"))
     costs = sum((t.estimated_cost for t in trades), Decimal("0.00"))
-    cash_after = before.cash - buys + sells - costs
+    flow = cents(cash_flow)
+    cash_after = before.cash + flow - buys + sells - costs
     if cash_after < 0:
         raise InputError(
-            f"trades cannot be booked: buys ${buys:,.2f} and costs ${costs:,.2f} exceed cash "
-            f"${before.cash:,.2f} plus sales ${sells:,.2f} by ${-cash_after:,.2f}",
+            f"trades cannot be booked: buys ${buys:,.2f}, costs ${costs:,.2f}"
+            + (f" and the withdrawal ${-flow:,.2f}" if flow < 0 else "")
+            + f" exceed cash ${before.cash:,.2f}" + (f" plus the deposit ${flow:,.2f}" if flow > 0 else "")
+            + f" plus sales ${sells:,.2f} by ${-cash_after:,.2f}",
             details={"field": "trades", "shortfall": float(-cash_after)},
         )
     after = Portfolio(id=before.id, cash=cash_after, lots=_lots_after(before.lots, trades, pack.asof),
                       owner=before.owner)
     return Booking(
-        after=after, trades=trades, cash_before=before.cash, cash_after=cash_after,
+        after=after, trades=trades, cash_before=before.cash, cash_flow=flow, cash_after=cash_after,
         total_trade_value=buys + sells, estimated_costs=costs,
         weights_before=weights_pct(before, prices), weights_after=weights_pct(after, prices),
     )
