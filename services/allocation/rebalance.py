@@ -79,6 +79,7 @@ def propose_trades(
         warnings.append(note)
     choice = eligibility(pack, holdings, policy, ratings)
     warnings += choice.warnings
+    choice, no_buy, fixed, held_notes = trading_restrictions(pack, holdings, policy, choice, warnings)
     benchmark_name, bench = resolve_benchmark(pack, policy, named_benchmarks)
     if policy.max_tracking_error_pct is not None and bench is None:
         warnings.append("max_tracking_error_pct is set but no benchmark is named; the tracking-error limit was not applied")
@@ -98,6 +99,9 @@ def propose_trades(
     offset = factor @ bench_vec if bench_vec is not None else None
 
     setup = _plan_setup(pack, holdings, policy, choice, plan_symbols, prices, factor, est, offset)
+    if no_buy or fixed:
+        setup = replace(setup, no_buy=np.array([s in no_buy for s in plan_symbols]),
+                        fixed=np.array([s in fixed for s in plan_symbols]))
     if cash_flow and setup.max_turnover is not None:
         # Trades that invest a deposit or raise a withdrawal are the client's, not discretionary.
         widening = float(abs(cash_flow)) / setup.value
@@ -105,12 +109,15 @@ def propose_trades(
         warnings.append(f"cash flow: the turnover limit is widened by {widening * 100:.4f} points to "
                         f"{setup.max_turnover * 100:.4f}% for the trades that move the cash flow")
     problem, fallback = _allocation_problem(pack, policy, choice, setup, est, factor, offset, warnings)
+    if no_buy or fixed:
+        problem = _restricted_problem(problem, no_buy, fixed)
 
     shares = optimal = allocation = None
     for margin in TE_MARGINS:
         allocation = solve(problem, te_margin=margin)
         optimal = _vector(dict(zip(problem.symbols, allocation.weights, strict=True)), plan_symbols)
         shares, notes = round_to_shares(setup, optimal)
+        notes.update(held_notes)
         rounded = evaluate(setup, shares)
         if tracking_error_ok(setup, rounded):
             break
@@ -132,6 +139,55 @@ def propose_trades(
     method = fallback or (policy.method if allocation.objective == "track" else allocation.objective)
     return _report(pack, holdings, policy, choice, setup, est, factor, bench_vec, benchmark_name,
                    allocation.binding, method, optimal, shares, notes, warnings, fallback)
+
+
+def trading_restrictions(
+    pack: PricingPack, holdings: Holdings, policy: Policy, choice: Eligibility, warnings: list[str]
+) -> tuple[Eligibility, set[str], set[str], dict[str, str]]:
+    """Apply restricted (never buy), frozen (never trade) and halted names to the eligibility.
+
+    A security is halted when the pack has no close for it on its asof: it is neither bought
+    nor sold and is valued at its last close. A frozen or halted holding is kept even when the
+    policy would sell it. Returns the eligibility, the held names not to buy, the held names
+    not to trade, and a note per such holding for its trade's rationale.
+    """
+    last_row = pack.closes.iloc[-1]
+    held = set(holdings.positions)
+    halted = {s for s in held | set(choice.eligible) if s in last_row.index and last_row[s] != last_row[s]}
+    frozen = set(policy.frozen_symbols)
+    restricted = set(policy.restricted_symbols)
+    fixed = (frozen | halted) & held
+    no_buy = restricted & held
+    notes: dict[str, str] = {}
+    forced = dict(choice.forced)
+    for sym in sorted(fixed):
+        if sym in forced:
+            warnings.append(f"{sym} is {'halted' if sym in halted else 'frozen'}: kept although {forced.pop(sym)}")
+    for sym in sorted(halted):
+        last = pack.closes[sym].last_valid_index()
+        warnings.append(f"{sym} is halted (no close on {pack.asof.isoformat()}): neither bought nor sold, "
+                        f"valued at its last close of {last.date().isoformat()}")
+        if sym in held:
+            notes[sym] = "halted: neither bought nor sold, valued at its last close"
+    for sym in sorted(frozen & held - halted):
+        notes[sym] = "frozen: never traded"
+    for sym in sorted(no_buy - fixed):
+        notes[sym] = "restricted: never bought"
+    excluded = (restricted | frozen | halted) - held
+    eligible = tuple(sorted((set(choice.eligible) - excluded) | fixed))
+    return Eligibility(eligible, forced, choice.warnings), no_buy, fixed, notes
+
+
+def _restricted_problem(problem: AllocationProblem, no_buy: set[str], fixed: set[str]) -> AllocationProblem:
+    """Restricted holdings capped at their weight; frozen and halted ones held at exactly it."""
+    caps = problem.caps.copy()
+    floors = np.zeros(problem.n)
+    for i, sym in enumerate(problem.symbols):
+        if sym in fixed:
+            caps[i] = floors[i] = problem.current[i]
+        elif sym in no_buy:
+            caps[i] = min(caps[i], problem.current[i])
+    return replace(problem, caps=caps, floors=floors if fixed else None)
 
 
 def with_cash_flow(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.allocation.optimization import SectorCap
+from services.errors import InfeasibleError
 
 EPS = 1e-9
 # Below this an optimal weight is solver noise: the report prints it as 0.0000%, so it is zero.
@@ -45,6 +46,9 @@ class PlanSetup:
     commission: float
     impact_bps: float
     min_trade_value: float
+    # Never bought (restricted) and never traded (frozen or halted); None: no such names.
+    no_buy: np.ndarray | None = None
+    fixed: np.ndarray | None = None
 
     @property
     def value(self) -> float:
@@ -158,6 +162,10 @@ def round_to_shares(setup: PlanSetup, optimal: np.ndarray) -> tuple[np.ndarray, 
     # A position the optimum puts below half a share is closed, not left with one share.
     shares[desired < 0.5] = 0
     shares[setup.forced] = 0
+    if setup.no_buy is not None:
+        shares = np.where(setup.no_buy, np.minimum(shares, setup.current), shares)
+    if setup.fixed is not None:
+        shares[setup.fixed] = setup.current[setup.fixed]
 
     # A sale that closes a position is never too small: dropping it would keep a sliver.
     for i in np.flatnonzero((shares != setup.current) & ~setup.forced & (shares != 0)):
@@ -172,9 +180,11 @@ def round_to_shares(setup: PlanSetup, optimal: np.ndarray) -> tuple[np.ndarray, 
 
 
 def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: dict[str, str]) -> np.ndarray:
+    tradable = np.ones(len(shares), dtype=bool) if setup.fixed is None else ~setup.fixed
     for _ in range(20 * len(shares) + 20):
         snap = evaluate(setup, shares)
-        found = violations(setup, snap)
+        # A frozen or halted holding over its cap stays: it cannot be traded.
+        found = [v for v in violations(setup, snap) if v.kind != "position_cap" or tradable[v.index]]
         if not found:
             return shares
         v = found[0]
@@ -188,7 +198,14 @@ def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: di
         elif v.kind == "sector_cap":
             assert v.index is not None
             members = setup.sectors[v.index].members
-            i = _most_overweight(snap, optimal, members[shares[members] > 0])
+            candidates = members[(shares[members] > 0) & tradable[members]]
+            if not len(candidates):
+                raise InfeasibleError(
+                    f"infeasible policy: sector {setup.sectors[v.index].name} is over its limit with frozen "
+                    "or halted holdings only, which cannot be traded; raise the sector limit or unfreeze one",
+                    details={"conflicts": [f"sector_limit:{setup.sectors[v.index].name}", "frozen_symbols"]},
+                )
+            i = _most_overweight(snap, optimal, candidates)
             cut = max(1, math.ceil(v.amount * snap.value_after / price[i]))
             shares[i] = max(0, int(shares[i]) - cut)
             notes.setdefault(setup.symbols[i], "trimmed to the sector cap after rounding to whole shares")
@@ -202,7 +219,12 @@ def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: di
                     shares[i] = setup.current[i]
                 notes.setdefault(setup.symbols[i], "purchase reduced so that costs are paid from cash")
             else:
-                held = np.flatnonzero(shares > 0)
+                held = np.flatnonzero((shares > 0) & tradable)
+                if not len(held):
+                    raise InfeasibleError(
+                        "infeasible: cash cannot be raised: every holding left is frozen or halted",
+                        details={"conflicts": ["cash", "frozen_symbols"]},
+                    )
                 i = _most_overweight(snap, optimal, held)
                 shares[i] = max(0, int(shares[i]) - max(1, math.ceil(v.amount / price[i])))
                 notes.setdefault(setup.symbols[i], "sold to keep the cash buffer and pay costs")
@@ -225,6 +247,8 @@ def _fill(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray) -> np.ndarr
     order = np.argsort(-shortfall, kind="stable")
     for i in order:
         if shortfall[i] <= 0 or setup.forced[i] or setup.caps[i] <= 0:
+            continue
+        if (setup.no_buy is not None and setup.no_buy[i]) or (setup.fixed is not None and setup.fixed[i]):
             continue
         trial = shares.copy()
         trial[i] += 1

@@ -27,7 +27,7 @@ ReturnEstimator = Literal["hist", "ewma", "capm"]
 
 
 # Policy fields added after release 0.1 (see PolicyOverrides._omit_unset_added_fields).
-ADDED_FIELDS = ("target_weights_pct", "approval_threshold")
+ADDED_FIELDS = ("target_weights_pct", "approval_threshold", "restricted_symbols", "frozen_symbols")
 
 
 class PolicyOverrides(BaseModel):
@@ -108,6 +108,12 @@ class PolicyOverrides(BaseModel):
     approval_threshold: Decimal | None = Field(
         None, ge=0, description="Total trade value above which a person must approve before booking."
     )
+    restricted_symbols: list[str] | None = Field(
+        None, description="Never bought (a holding may be kept or sold), e.g. the client's employer."
+    )
+    frozen_symbols: list[str] | None = Field(
+        None, description="Never traded: neither bought nor sold (pledged or employee-restricted shares)."
+    )
 
     @model_serializer(mode="wrap")
     def _omit_unset_added_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -157,6 +163,8 @@ class Policy(BaseModel):
     annualization_days: int = 252
     target_weights_pct: dict[str, float] | None = None
     approval_threshold: Decimal = Decimal("10000")
+    restricted_symbols: list[str] = Field(default_factory=list)
+    frozen_symbols: list[str] = Field(default_factory=list)
 
     def suspicious_values(self) -> list[str]:
         """Warnings for percentages that look like fractions (0.10 meant as 10%?)."""
