@@ -49,6 +49,14 @@ def handle(request: ProposeTradesInput, ctx: RequestContext, services: Services)
     holdings = resolve_holdings(request, services)
     template = services.store.get_policy_template(request.policy_id)[0] if request.policy_id else None
     policy = resolve_policy(services.constraint_defaults, template, request.policy, policy_id=request.policy_id)
+    if request.portfolio_id is not None:
+        # The account's own restrictions always apply, on top of any the request adds.
+        stored = services.store.get_restrictions(request.portfolio_id)
+        if stored["restricted"] or stored["frozen"]:
+            policy = policy.model_copy(update={
+                "restricted_symbols": sorted(set(policy.restricted_symbols) | set(stored["restricted"])),
+                "frozen_symbols": sorted(set(policy.frozen_symbols) | set(stored["frozen"])),
+            })
     if policy.method == "target" and policy.target_weights_pct is None and request.portfolio_id is not None:
         stored = services.store.get_target(request.portfolio_id)["weights_pct"]
         policy = policy.model_copy(update={"target_weights_pct": stored})

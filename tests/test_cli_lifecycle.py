@@ -99,3 +99,24 @@ def test_drift_rebalance_books_then_history_orders_and_versions(
     assert "no rebalance due: every line is within 5 points of its target" in out
     code, _, err = run(capsys, "orders", "no-such-run", "--csv", str(orders))
     assert code == 3 and json.loads(err)["code"] == "not_found"
+
+
+def test_stored_restrictions_apply_to_every_proposal_for_the_account(
+    capsys: pytest.CaptureFixture[str], seeded_home: Path, tmp_path: Path
+) -> None:
+    code, out, _ = run(capsys, "restrictions", "set", "demo_diversified", "--restricted", "LLY, XOM", "--frozen", "AMD")
+    assert code == 0
+    assert out.strip() == "demo_diversified: restricted (never bought): LLY, XOM; frozen (never traded): AMD"
+    request = tmp_path / "req.json"
+    request.write_text(json.dumps({"portfolio_id": "demo_diversified", "pricing_pack_id": "PP_2022-12-28",
+                                   "policy": {"method": "max_sharpe", "universe": "pack",
+                                              "max_single_position_pct": 12.0, "max_turnover_pct": 30.0}}))
+    code, out, _ = run(capsys, "call", "optimizer.propose_trades", "--input", str(request))
+    trades = {t["symbol"]: t for t in json.loads(out)["trades"]}
+    assert code == 0 and trades["AMD"]["quantity"] == 0 and "XOM" not in trades
+    assert trades["LLY"]["action"] != "BUY"
+    code, _, err = run(capsys, "restrictions", "set", "demo_diversified", "--restricted", "AMD", "--frozen", "AMD")
+    assert code == 2 and "cannot be both restricted and frozen" in json.loads(err)["message"]
+    assert run(capsys, "restrictions", "set", "demo_diversified")[0] == 0
+    assert json.loads(run(capsys, "restrictions", "show", "demo_diversified", "--json")[1]) == {
+        "restricted": [], "frozen": []}

@@ -1,4 +1,4 @@
-"""Lifecycle commands: ``targets set|show``, ``history`` and ``orders`` (see services.lifecycle)."""
+"""Lifecycle commands: ``targets set|show``, ``restrictions set|show``, ``history`` and ``orders``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from services.lifecycle.targets import parse_weights_csv, weights_from_proposal
 
 
 def register(commands: Any) -> None:
-    """Add targets, history and orders."""
+    """Add targets, restrictions, history and orders."""
     targets = group(
         commands,
         "targets",
@@ -61,6 +61,40 @@ def register(commands: Any) -> None:
     )
     show.add_argument("portfolio", metavar="PORTFOLIO", help="a stored portfolio id")
     show.add_argument("--all", action="store_true", help="every version, oldest first")
+
+    restrictions = group(
+        commands,
+        "restrictions",
+        summary="set and show a portfolio's restricted and frozen symbols",
+        description="An account's trading restrictions, applied to every proposal for it on top of "
+        "any the policy names: restricted symbols are never bought (a holding may be kept or sold), "
+        "frozen symbols are never traded (pledged or employee-restricted shares).",
+        examples=["optimizer restrictions set demo_diversified --restricted XOM --frozen AMD",
+                  "optimizer restrictions show demo_diversified"],
+    )
+    set_r = command(
+        restrictions,
+        "set",
+        summary="replace a portfolio's restrictions",
+        description="Replace PORTFOLIO's restrictions with the symbols given (comma-separated); "
+        "give neither option to clear them.",
+        examples=["optimizer restrictions set demo_diversified --restricted XOM,CVX --frozen AMD",
+                  "optimizer restrictions set demo_diversified"],
+        func=_cmd_set_restrictions,
+    )
+    set_r.add_argument("portfolio", metavar="PORTFOLIO", help="a stored portfolio id")
+    set_r.add_argument("--restricted", default="", metavar="SYMBOLS", help="never bought, e.g. XOM,CVX")
+    set_r.add_argument("--frozen", default="", metavar="SYMBOLS", help="never traded, e.g. AMD")
+    show_r = command(
+        restrictions,
+        "show",
+        summary="show a portfolio's restrictions",
+        description="Show PORTFOLIO's restricted and frozen symbols.",
+        examples=["optimizer restrictions show demo_diversified --json"],
+        func=_cmd_show_restrictions,
+        json_output=True,
+    )
+    show_r.add_argument("portfolio", metavar="PORTFOLIO", help="a stored portfolio id")
 
     history = command(
         commands,
@@ -118,6 +152,26 @@ def _cmd_show(args: argparse.Namespace, store: Store) -> int:
         rows = [[s, f"{w:.4f}"] for s, w in target["weights_pct"].items()]
         rows.append(["CASH", f"{max(0.0, 100 - sum(target['weights_pct'].values())):.4f}"])
         print(table(["symbol", "weight_pct"], rows, right={1}))
+    return 0
+
+
+def _symbols(text: str) -> list[str]:
+    return sorted({s.strip() for s in text.split(",") if s.strip()})
+
+
+def _cmd_set_restrictions(args: argparse.Namespace, store: Store) -> int:
+    store.set_restrictions(args.portfolio, restricted=_symbols(args.restricted), frozen=_symbols(args.frozen))
+    return _cmd_show_restrictions(argparse.Namespace(portfolio=args.portfolio, json=False), store)
+
+
+def _cmd_show_restrictions(args: argparse.Namespace, store: Store) -> int:
+    store.get_portfolio(args.portfolio)
+    found = store.get_restrictions(args.portfolio)
+    if args.json:
+        print_json(found)
+        return 0
+    print(f"{args.portfolio}: restricted (never bought): {', '.join(found['restricted']) or '-'}; "
+          f"frozen (never traded): {', '.join(found['frozen']) or '-'}")
     return 0
 
 

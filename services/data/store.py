@@ -206,6 +206,15 @@ rebalances = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+portfolio_restrictions = Table(
+    "portfolio_restrictions",
+    metadata,
+    Column("portfolio_id", String(64), ForeignKey("portfolios.id"), primary_key=True),
+    Column("symbol", String(64), primary_key=True),
+    # 'restricted' (never bought) or 'frozen' (never traded).
+    Column("kind", String(16), nullable=False),
+)
+
 API_KEY_PREFIX = "opt_"
 
 
@@ -869,6 +878,38 @@ class Store:
             }
             for r in rows
         ]
+
+    def set_restrictions(self, portfolio_id: str, *, restricted: list[str], frozen: list[str]) -> None:
+        """Replace a portfolio's trading restrictions (a symbol may not be both).
+
+        Raises:
+            NotFoundError: no such portfolio.
+            InputError: a symbol is both restricted and frozen.
+        """
+        self.get_portfolio(portfolio_id)
+        both = sorted(set(restricted) & set(frozen))
+        if both:
+            raise InputError(
+                f"restrictions: {', '.join(both)} cannot be both restricted and frozen (frozen already "
+                "means never traded)",
+                details={"field": "restrictions", "both": both},
+            )
+        rows = [{"portfolio_id": portfolio_id, "symbol": s, "kind": "restricted"} for s in sorted(set(restricted))]
+        rows += [{"portfolio_id": portfolio_id, "symbol": s, "kind": "frozen"} for s in sorted(set(frozen))]
+        with self.engine.begin() as conn:
+            conn.execute(delete(portfolio_restrictions).where(portfolio_restrictions.c.portfolio_id == portfolio_id))
+            if rows:
+                conn.execute(portfolio_restrictions.insert(), rows)
+
+    def get_restrictions(self, portfolio_id: str) -> dict[str, list[str]]:
+        """A portfolio's restrictions: {"restricted": [...], "frozen": [...]}, symbols sorted."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(portfolio_restrictions.c.symbol, portfolio_restrictions.c.kind)
+                .where(portfolio_restrictions.c.portfolio_id == portfolio_id)
+                .order_by(portfolio_restrictions.c.symbol)
+            ).all()
+        return {kind: [r.symbol for r in rows if r.kind == kind] for kind in ("restricted", "frozen")}
 
     def last_booked_asof(self, portfolio_id: str) -> date | None:
         """The pack date of the portfolio's last booked rebalance, or None."""
