@@ -81,3 +81,26 @@ def test_no_restricted_or_frozen_name_is_traded_against_its_rule(env, restricted
     for sym in frozen:
         assert trades[sym].quantity == 0
     assert proposal.cash_after >= 0
+
+
+@pytest.mark.parametrize("minimum", [4.0, 6.0])
+def test_min_position_pct_leaves_no_position_below_it_other_than_zero(env, minimum) -> None:
+    # Without a turnover limit: closing small positions and redeploying their weight is free to happen.
+    _, trades = _trades(env, max_turnover_pct=None)
+    assert any(0 < t.target_weight_pct < minimum for t in trades.values())  # the rule has work to do
+    proposal, trades = _trades(env, max_turnover_pct=None, min_position_pct=minimum)
+    for t in trades.values():
+        assert t.target_shares == 0 or t.target_weight_pct >= minimum - 1e-4, t
+    check = next(c for c in proposal.constraints if c.constraint == "min_position_pct")
+    assert check.met and check.limit == minimum
+    assert proposal.cash_after >= 0 and proposal.constraints_met
+    # The freed weight is spread over the remaining positions within their 12% caps.
+    held = [t for t in trades.values() if t.target_shares]
+    assert all(t.target_weight_pct <= 12.0 for t in held)
+
+
+def test_min_position_pct_under_a_binding_turnover_limit_is_reported_not_hidden(env) -> None:
+    proposal, trades = _trades(env, min_position_pct=6.0)
+    check = next(c for c in proposal.constraints if c.constraint == "min_position_pct")
+    small = [t for t in trades.values() if t.target_shares and t.target_weight_pct < 6.0 - 1e-4]
+    assert check.met == (not small) and proposal.constraints_met == (not small)

@@ -102,6 +102,8 @@ def propose_trades(
     if no_buy or fixed:
         setup = replace(setup, no_buy=np.array([s in no_buy for s in plan_symbols]),
                         fixed=np.array([s in fixed for s in plan_symbols]))
+    if policy.min_position_pct is not None:
+        setup = replace(setup, min_position=policy.min_position_pct / 100.0)
     if cash_flow and setup.max_turnover is not None:
         # Trades that invest a deposit or raise a withdrawal are the client's, not discretionary.
         widening = float(abs(cash_flow)) / setup.value
@@ -556,6 +558,13 @@ def _checks(policy: Policy, choice: Eligibility, setup: PlanSetup, snap) -> list
         left = [s for i, s in enumerate(setup.symbols) if setup.forced[i] and snap.shares[i] != 0]
         checks.append(ConstraintCheck(constraint="forced_sales_complete", value=float(len(left)), limit=0.0,
                                       met=not left))
+    if policy.min_position_pct is not None:
+        held = snap.weights[snap.shares > 0]
+        smallest = float(held.min()) if len(held) else 0.0
+        fixed = setup.fixed if setup.fixed is not None else np.zeros(len(snap.shares), dtype=bool)
+        small = (snap.shares > 0) & ~fixed & (snap.weights < policy.min_position_pct / 100.0 - EPS)
+        checks.append(ConstraintCheck(constraint="min_position_pct", value=pct(smallest),
+                                      limit=policy.min_position_pct, met=not small.any()))
     if setup.max_turnover is not None:
         checks.append(ConstraintCheck(constraint="max_turnover_pct", value=pct(snap.discretionary_turnover),
                                       limit=policy.max_turnover_pct,

@@ -49,6 +49,8 @@ class PlanSetup:
     # Never bought (restricted) and never traded (frozen or halted); None: no such names.
     no_buy: np.ndarray | None = None
     fixed: np.ndarray | None = None
+    # Smallest position other than zero, as a fraction of value; None: no minimum.
+    min_position: float | None = None
 
     @property
     def value(self) -> float:
@@ -154,6 +156,8 @@ def round_to_shares(setup: PlanSetup, optimal: np.ndarray) -> tuple[np.ndarray, 
     """
     notes: dict[str, str] = {}
     optimal = np.where(optimal < ZERO_WEIGHT, 0.0, optimal)
+    if setup.min_position is not None:
+        optimal = _without_small_positions(setup, optimal)
     desired = optimal * setup.value / setup.prices
     delta = desired - setup.current
     # Truncate toward the current holding; a hair of float noise is not a share.
@@ -176,6 +180,14 @@ def round_to_shares(setup: PlanSetup, optimal: np.ndarray) -> tuple[np.ndarray, 
 
     shares = _repair(setup, shares, optimal, notes)
     shares = _fill(setup, shares, optimal)
+    if setup.min_position is not None:
+        # Rounding and repairs can leave a position a little under the minimum: top up or close,
+        # then repair again (closing adds turnover); a few rounds settle it.
+        for _ in range(3):
+            before = shares.copy()
+            shares = _repair(setup, _minimum_positions(setup, shares, optimal, notes), optimal, notes)
+            if np.array_equal(shares, before):
+                break
     return shares, notes
 
 
@@ -264,6 +276,51 @@ def _fill(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray) -> np.ndarr
         ):
             continue
         shares, snap = trial, trial_snap
+    return shares
+
+
+def _without_small_positions(setup: PlanSetup, optimal: np.ndarray) -> np.ndarray:
+    """Optimal weights below the minimum position set to zero, their weight spread pro rata over
+    the other positions within their caps (frozen and halted names are left as they are)."""
+    assert setup.min_position is not None
+    fixed = setup.fixed if setup.fixed is not None else np.zeros(len(optimal), dtype=bool)
+    small = (optimal > 0) & (optimal < setup.min_position) & ~fixed
+    if not small.any():
+        return optimal
+    freed = float(optimal[small].sum())
+    out = np.where(small, 0.0, optimal)
+    room = np.where((out > 0) & ~fixed, np.maximum(setup.caps - out, 0.0), 0.0)
+    weight = np.where(room > 0, out, 0.0)
+    if weight.sum() > 0:
+        out = out + np.minimum(room, freed * weight / weight.sum())
+    return out
+
+
+def _minimum_positions(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: dict[str, str]) -> np.ndarray:
+    """Positions under the minimum raised to it when every hard constraint still holds and the
+    optimum wants at least the minimum; otherwise closed (a closing sale is never too small)."""
+    assert setup.min_position is not None
+    minimum = setup.min_position
+    shares = shares.copy()
+    for i in range(len(shares)):
+        if setup.fixed is not None and setup.fixed[i]:
+            continue
+        snap = evaluate(setup, shares)
+        if not 0 < snap.weights[i] < minimum - EPS:
+            continue
+        needed = math.ceil(minimum * snap.value_after / setup.prices[i] - 1e-9)
+        may_buy = not (setup.no_buy is not None and setup.no_buy[i] and needed > setup.current[i])
+        if optimal[i] >= minimum and may_buy:
+            trial = shares.copy()
+            trial[i] = needed
+            trial_snap = evaluate(setup, trial)
+            te_kept = tracking_error_ok(setup, trial_snap) or not tracking_error_ok(setup, snap)
+            if not violations(setup, trial_snap) and te_kept:
+                shares = trial
+                notes.setdefault(setup.symbols[i], "raised to the minimum position")
+                continue
+        shares[i] = 0
+        notes[setup.symbols[i]] = f"closed: below the minimum position of {minimum * 100:g}%"
     return shares
 
 

@@ -27,7 +27,9 @@ ReturnEstimator = Literal["hist", "ewma", "capm"]
 
 
 # Policy fields added after release 0.1 (see PolicyOverrides._omit_unset_added_fields).
-ADDED_FIELDS = ("target_weights_pct", "approval_threshold", "restricted_symbols", "frozen_symbols")
+ADDED_FIELDS = (
+    "target_weights_pct", "approval_threshold", "restricted_symbols", "frozen_symbols", "min_position_pct"
+)
 
 
 class PolicyOverrides(BaseModel):
@@ -108,6 +110,9 @@ class PolicyOverrides(BaseModel):
     approval_threshold: Decimal | None = Field(
         None, ge=0, description="Total trade value above which a person must approve before booking."
     )
+    min_position_pct: float | None = Field(
+        None, gt=0, le=100, description="No position smaller than this % of value after trading, other than zero."
+    )
     restricted_symbols: list[str] | None = Field(
         None, description="Never bought (a holding may be kept or sold), e.g. the client's employer."
     )
@@ -163,6 +168,7 @@ class Policy(BaseModel):
     annualization_days: int = 252
     target_weights_pct: dict[str, float] | None = None
     approval_threshold: Decimal = Decimal("10000")
+    min_position_pct: float | None = None
     restricted_symbols: list[str] = Field(default_factory=list)
     frozen_symbols: list[str] = Field(default_factory=list)
 
