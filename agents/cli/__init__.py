@@ -5,6 +5,7 @@
 - ``patterns``: patterns, graph;
 - ``runs``: run, resume, runs;
 - ``users``: users add|revoke|list (API keys for HTTP and MCP).
+- ``lifecycle``: targets set|show, restrictions set|show, history, orders.
 
 Each group module has ``register(commands)``; each command is a handler ``(args, store) -> int``
 registered with ``common.command`` (help text, examples, handler). Human output is aligned plain
