@@ -211,3 +211,19 @@ def test_a_crash_between_booking_steps_leaves_no_partial_version(targeted, monke
     with store.engine.connect() as conn:
         from sqlalchemy import func, select
         assert conn.execute(select(func.count()).select_from(store_module.portfolio_versions)).scalar_one() == 0
+
+
+def test_a_portfolio_reimported_after_a_booking_becomes_its_own_version(targeted) -> None:
+    agent = targeted
+    store = agent.store
+    _propose_and_book(agent)
+    booked = store.get_portfolio("demo_diversified")
+    reimported = Portfolio(id="demo_diversified", cash=Decimal("1000.00"), lots=(Lot("KO", 100),), owner=booked.owner)
+    store.put_portfolio(reimported, replace=True)
+    result = agent.execute("optimizer.book_trades", {
+        "portfolio_id": "demo_diversified", "pricing_pack_id": PACK,
+        "trades": [{"symbol": "KO", "action": "SELL", "quantity": 10}]})
+    assert (result["version_before"], result["version_after"]) == (3, 4)
+    assert store.get_portfolio_version("demo_diversified", 2) == booked
+    assert store.get_portfolio_version("demo_diversified", 3) == reimported
+    assert store.get_portfolio("demo_diversified").positions() == {"KO": 90}

@@ -829,6 +829,15 @@ class Store:
                     f"{version}); propose again against the current holdings",
                     details={"portfolio_id": before.id, "version": version},
                 )
+            kept = conn.execute(
+                select(portfolio_versions.c.cash, portfolio_versions.c.lots_json).where(
+                    portfolio_versions.c.portfolio_id == before.id,
+                    portfolio_versions.c.version == version,
+                )
+            ).first()
+            if kept is not None and (kept.cash != before.cash or kept.lots_json != _lots_json(before)):
+                # Replaced since its last booking (re-imported): the holdings are a version of their own.
+                version += 1
             now = datetime.now(UTC)
             row = {
                 "portfolio_id": before.id,
