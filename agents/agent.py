@@ -25,7 +25,7 @@ from agents.run_log import LEASE, RunLog
 from agents.run_log import metadata as run_metadata
 from agents.tools import langchain_tools
 from agents.wiring import checkpointer, open_store, resolve_home
-from capabilities.base import RequestContext, Services
+from capabilities.base import Capability, RequestContext, Services
 from capabilities.cache import ResultCache
 from capabilities.catalog import optimizer_capabilities
 from capabilities.registry import CapabilityRegistry
@@ -202,9 +202,17 @@ class OptimizerAgent:
             for name, regime in sorted(playbooks.regimes.items())
         ]
 
+    def tool_capabilities(self) -> list[Capability]:
+        """The capabilities offered to a language model as tools: all but those that write.
+
+        Booking trades changes a client's portfolio; a model reaches it only through a pattern
+        whose approval gate a person decides, never as a tool it can call on its own.
+        """
+        return [c for c in self.registry if not c.writes]
+
     def as_langchain_tools(self, ctx: RequestContext | None = None) -> list[BaseTool]:
         """The capabilities as LangChain tools acting for ``ctx``'s user (see ``agents.tools``)."""
-        return langchain_tools(list(self.registry), self.execute, ctx or RequestContext())
+        return langchain_tools(self.tool_capabilities(), self.execute, ctx or RequestContext())
 
     # --- patterns --------------------------------------------------------------------------------
 

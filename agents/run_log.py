@@ -40,6 +40,7 @@ from sqlalchemy import (
     update,
 )
 
+from services.data.store import write_transaction
 from services.errors import ConflictError
 
 STATUSES = ("running", "waiting_for_approval", "completed", "rejected", "failed", "cancelled")
@@ -97,7 +98,7 @@ class RunLog:
             ConflictError: a run with this id exists already.
         """
         now = self._clock()
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             if conn.execute(
                 select(pattern_runs.c.run_id).where(pattern_runs.c.run_id == run_id)
             ).first():
@@ -128,7 +129,7 @@ class RunLog:
         Returns False when another caller decided first (or the run no longer waits).
         """
         now = self._clock()
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             done = conn.execute(
                 update(pattern_runs)
                 .where(
@@ -148,7 +149,7 @@ class RunLog:
     def claim_orphan(self, run_id: str, lease_owner: str) -> bool:
         """Take over a ``running`` run whose lease has lapsed; False if it is not orphaned."""
         now = self._clock()
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             done = conn.execute(
                 update(pattern_runs)
                 .where(pattern_runs.c.run_id == run_id, _orphaned(now))
@@ -159,7 +160,7 @@ class RunLog:
     def renew(self, run_id: str, lease_owner: str) -> bool:
         """Extend ``lease_owner``'s lease on a running run; False if it no longer holds it."""
         now = self._clock()
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             done = conn.execute(
                 update(pattern_runs)
                 .where(
@@ -196,7 +197,7 @@ class RunLog:
             values["report"] = json.dumps(report)
         if error is not None:
             values["error"] = json.dumps(error, sort_keys=True)
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             done = conn.execute(
                 update(pattern_runs)
                 .where(
@@ -211,7 +212,7 @@ class RunLog:
     def cancel(self, run_id: str, by: str | None) -> bool:
         """Cancel a run that waits at a gate or is running; False if it had already ended."""
         now = self._clock()
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             done = conn.execute(
                 update(pattern_runs)
                 .where(

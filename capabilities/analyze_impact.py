@@ -5,7 +5,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializerFunctionWrapHandler,
+    create_model,
+    model_serializer,
+    model_validator,
+)
 
 from capabilities.base import Capability, RequestContext, Services
 from capabilities.common import STRICT, PortfolioRequest, resolve_holdings
@@ -13,7 +20,7 @@ from capabilities.views import PROPOSAL_ID, PROPOSAL_PREFIX, Summary
 from services.allocation.proposal import Trade
 from services.analytics.impact import ImpactReport, TradeOrder, analyze_impact
 from services.analytics.risk import VAR_CONFIDENCE
-from services.data.bounds import MAX_CLOSE, MAX_COMMISSION, MAX_SHARES, MIN_CLOSE
+from services.data.bounds import MAX_AMOUNT, MAX_CLOSE, MAX_COMMISSION, MAX_SHARES, MIN_CLOSE
 from services.data.policy import PolicyOverrides, resolve_policy
 from services.errors import InputError, NotFoundError
 
@@ -80,6 +87,19 @@ class AnalyzeImpactInput(PortfolioRequest):
     market_impact_bps: float | None = Field(
         None, ge=0, le=1000, description="Market impact in basis points of trade value; defaults to 15."
     )
+    cash_flow: Decimal | None = Field(
+        None, allow_inf_nan=False, ge=-MAX_AMOUNT, le=MAX_AMOUNT, strict=False,
+        description="A deposit (positive, in the cash before trading) or withdrawal (negative, taken from "
+        "the cash after trading) that the trades invest or raise.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_cash_flow(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out while unset, so requests made before the field existed keep their inputs hash.
+        data = handler(self)
+        if data.get("cash_flow") is None:
+            data.pop("cash_flow", None)
+        return data
 
 
     hash_omits_when_null: ClassVar[tuple[str, ...]] = ("proposal_id",)
@@ -137,7 +157,8 @@ def handle(request: AnalyzeImpactInput, ctx: RequestContext, services: Services)
                    quoted_price=t.price, quoted_current_shares=t.current_shares)
         for t in trades
     ]
-    return analyze_impact(pack, holdings, orders, policy, services.benchmarks)
+    return analyze_impact(pack, holdings, orders, policy, services.benchmarks,
+                          cash_flow=request.cash_flow or Decimal("0"))
 
 
 class _RiskBrief(BaseModel):

@@ -76,6 +76,8 @@ class Capability:
     summary_model: type[Summary] | None = None
     # Access rules beyond the portfolio's owner (e.g. a stored proposal's), checked before the cache.
     check_access: Callable[[Any, RequestContext, Services], object] | None = None
+    # A capability that changes stored portfolios: cached results may be stale after it runs.
+    writes: bool = False
 
     def input_schema(self) -> dict[str, Any]:
         return self.input_model.model_json_schema()

@@ -56,3 +56,8 @@ class ResultCache:
             self._entries.move_to_end(key)
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every result (after a write that may change what they were computed from)."""
+        with self._lock:
+            self._entries.clear()

@@ -71,6 +71,9 @@ class CapabilityRunner:
                 body = hit
             else:
                 result = capability.handler(request, ctx, self.services)
+                if capability.writes and self.cache is not None:
+                    # Results are keyed by request and pack, not by the portfolio's contents.
+                    self.cache.clear()
                 body = self._with_metadata(capability, request, result)
             # Recorded also on a cache hit: the record is what makes the proposal id this user's.
             recorded = not capability.records_history or self._record(capability, request, body, ctx)

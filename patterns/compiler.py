@@ -193,6 +193,11 @@ def _gate_node(gate: ApprovalGate) -> Callable[[RunState], dict[str, Any]]:
         halted = state.get("halted")
         if halted:
             return recorded("skipped", halted["reason"])
+        for step_id in gate.requires:
+            record = state.get("steps", {}).get(step_id)
+            if record is None or record.get("status") != "ok":
+                why = "has not run" if record is None else f"was {record['status']}"
+                return recorded("skipped", f"nothing to approve: step '{step_id}' {why}")
         explanation = "always asked"
         if gate.when is not None:
             try:
@@ -215,7 +220,7 @@ def _gate_node(gate: ApprovalGate) -> Callable[[RunState], dict[str, Any]]:
             by=decision.get("by"),
             note=decision.get("note"),
         )
-        if not approved:
+        if not approved and gate.on_reject == "halt":
             reason = f"rejected at approval gate '{gate.id}'"
             update["halted"] = {"status": "rejected", "at": gate.id, "reason": reason}
         return update
@@ -229,9 +234,10 @@ def _outputs_node(pattern: Pattern) -> Callable[[RunState], dict[str, Any]]:
 
     def node(state: RunState) -> dict[str, Any]:
         halted = state.get("halted")
+        rejected = any(a.get("status") == "rejected" for a in state.get("approvals", {}).values())
         return {
             "outputs": outputs_of(pattern, state),
-            "status": halted["status"] if halted else "completed",
+            "status": halted["status"] if halted else "rejected" if rejected else "completed",
         }
 
     return node
@@ -309,6 +315,11 @@ def lookup(ref: str, state: RunState, missing: Any = None, item: Any = None) -> 
         current = state.get("inputs", {})
         if path[0] not in current:
             return missing
+    elif root == "approvals":
+        gate_id, path = path[0], path[1:]
+        current = state.get("approvals", {}).get(gate_id)
+        if current is None:
+            raise _Unresolved(f"needs approvals.{gate_id}, which has not been reached")
     else:
         step_id, path = path[0], path[1:]
         record = state.get("steps", {}).get(step_id)

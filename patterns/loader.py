@@ -30,6 +30,16 @@ RESERVED_IDS = frozenset({"outputs"})
 _SCHEMA_REFERENCES = frozenset({"$ref", "$dynamicRef", "$recursiveRef"})
 # The output schema of a step whose capability is unknown: references to it are not checked.
 _UNKNOWN_OUTPUT: dict[str, Any] = {}
+# What ``approvals.<gate id>`` names: the gate's record (see compiler._gate_node).
+GATE_DECISION: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "enum": ["approved", "rejected", "not_required", "skipped"]},
+        "reason": {"type": "string"},
+        "by": {"type": ["string", "null"]},
+        "note": {"type": ["string", "null"]},
+    },
+}
 
 
 class PatternError(InputError):
@@ -233,6 +243,9 @@ def meaning_errors(pattern: Pattern, registry: CapabilityRegistry) -> list[dict[
             outputs[step.id] = _list_of(output) if step.for_each is not None else output
         else:
             outputs[step.id] = _UNKNOWN_OUTPUT
+        for gate in pattern.approvals:
+            if gate.after == step.id:
+                outputs[f"approvals.{gate.id}"] = GATE_DECISION
 
     step_ids = [s.id for s in pattern.steps]
     for i, gate in enumerate(pattern.approvals):
@@ -243,6 +256,9 @@ def meaning_errors(pattern: Pattern, registry: CapabilityRegistry) -> list[dict[
         visible = {
             k: v for k, v in outputs.items() if k in step_ids[: step_ids.index(gate.after) + 1]
         }
+        for j, step_id in enumerate(gate.requires):
+            if step_id not in visible:
+                error(f"{base}/requires/{j}", f"'{step_id}' is not a step at or before '{gate.after}'")
         scope = _Scope(pattern, visible, error)
         if gate.when is not None:
             scope.check_condition(gate.when, f"{base}/when")
@@ -367,6 +383,17 @@ class _Scope:
         elif root_name == "inputs":
             current = root = self.pattern.inputs
             where = "the inputs schema"
+        elif root_name == "approvals":
+            gate_id, path = path[0], path[1:]
+            if f"approvals.{gate_id}" not in self.outputs:
+                self.error(
+                    ref_pointer,
+                    f"'{ref}' refers to approval gate '{gate_id}', which does not stand before "
+                    "this point (or does not exist)",
+                )
+                return None
+            current = root = self.outputs[f"approvals.{gate_id}"]
+            where = f"the decision of gate '{gate_id}'"
         else:
             step_id, path = path[0], path[1:]
             if step_id not in self.outputs:
@@ -375,7 +402,7 @@ class _Scope:
                     ref_pointer,
                     f"'{ref}' refers to step '{step_id}', which "
                     + ("does not run before this point" if later else "does not exist")
-                    + f"; earlier steps: {', '.join(self.outputs) or '(none)'}",
+                    + f"; earlier steps: {', '.join(k for k in self.outputs if '.' not in k) or '(none)'}",
                 )
                 return None
             current = root = self.outputs[step_id]

@@ -1,7 +1,8 @@
 """The pattern file format, defined once: pydantic models from which ``pattern.schema.json`` is made.
 
 A pattern chains capabilities. Values in ``args``, ``when``, ``show`` and ``outputs`` may be
-references, written ``{"$ref": "inputs.<field>..."}`` or ``{"$ref": "steps.<step id>.<field>..."}``;
+references, written ``{"$ref": "inputs.<field>..."}``, ``{"$ref": "steps.<step id>.<field>..."}`` or,
+after a gate, ``{"$ref": "approvals.<gate id>.<status|reason|by|note>"}`` (the gate's decision);
 a dotted path continues into objects by name and into lists by index. A reference to a list of
 objects may add ``"where": {field: value}`` (keep the items with those values) and ``"fields"``:
 a list of names (keep only those fields of each item) or ``{new name: field}`` (keep and rename),
@@ -21,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 IDENTIFIER = r"^[a-z][a-z0-9_]{0,63}$"
-REFERENCE = r"^((inputs|steps)(\.[A-Za-z0-9_]+)+|item(\.[A-Za-z0-9_]+)*)$"
+REFERENCE = r"^((inputs|steps|approvals)(\.[A-Za-z0-9_]+)+|item(\.[A-Za-z0-9_]+)*)$"
 REFERENCE_KEYS = frozenset({"$ref", "where", "fields"})
 SCHEMA_ID = "https://optimizer-agent.local/patterns/pattern.schema.json"
 
@@ -90,6 +91,17 @@ class ApprovalGate(BaseModel):
     show: dict[str, Any] = Field(
         default_factory=dict,
         description='Values shown to the approver: literals and {"$ref": ...} values.',
+    )
+    requires: list[str] = Field(
+        default_factory=list,
+        description="Steps whose output the gate approves: when one of them did not run, there is "
+        "nothing to approve and the gate is skipped (without it, a gate that cannot evaluate its "
+        "condition asks).",
+    )
+    on_reject: Literal["halt", "continue"] = Field(
+        "halt",
+        description="'halt' ends the run at a rejection; 'continue' records it and runs the later "
+        "steps, which see the decision as approvals.<gate id>.status (e.g. to record the rejection).",
     )
 
 

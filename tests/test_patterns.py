@@ -240,7 +240,7 @@ def test_shipped_patterns_are_valid_against_the_real_capabilities() -> None:
     for capability in optimizer_capabilities():
         registry.register(capability)
     shipped = shipped_patterns()
-    assert set(shipped) == {"policy_rebalance", "hedge_review", "regime_response"}
+    assert set(shipped) == {"policy_rebalance", "hedge_review", "regime_response", "drift_rebalance"}
     for pattern_id, path in shipped.items():
         pattern = load_pattern(read_pattern_document(path), registry, source=str(path))
         assert pattern.id == pattern_id

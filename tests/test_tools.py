@@ -113,7 +113,12 @@ def uncached(result: dict[str, Any]) -> dict[str, Any]:
 
 def test_tool_names_map_both_ways(agent: OptimizerAgent) -> None:
     tools = agent.as_langchain_tools()
-    assert [t.name for t in tools] == [tool_name(n) for n in agent.registry.names()]
+    assert [t.name for t in tools] == [tool_name(c.name) for c in agent.tool_capabilities()]
+    # Booking writes a client's portfolio: a model reaches it only through an approval gate.
+    assert "optimizer.book_trades" in agent.registry
+    assert [c.name for c in agent.registry if c not in agent.tool_capabilities()] == ["optimizer.book_trades"]
+    for capability in agent.registry:
+        assert capability.input_schema()["properties"]["detail"]["default"] == "full"
     for tool in tools:
         assert TOOL_NAME.fullmatch(tool.name)
         assert capability_name(tool.name) in agent.registry

@@ -6,7 +6,8 @@
 - ``runs``: run, resume, runs;
 - ``users``: users add|revoke|list (API keys for HTTP and MCP);
 - ``serve``: serve (the HTTP API);
-- ``mcp``: mcp (the Model Context Protocol server, stdio or streamable HTTP).
+- ``mcp``: mcp (the Model Context Protocol server, stdio or streamable HTTP);
+- ``lifecycle``: targets set|show, restrictions set|show, history, orders.
 
 Each group module has ``register(commands)``; each command is a handler ``(args, store) -> int``
 registered with ``common.command`` (help text, examples, handler). Human output is aligned plain
@@ -28,7 +29,7 @@ from uuid import uuid4
 
 import structlog
 
-from agents.cli import call, data, mcp, patterns, runs, serve, users
+from agents.cli import call, data, lifecycle, mcp, patterns, runs, serve, users
 from agents.cli.common import HelpFormatter, fail
 from agents.logging import configure_logging
 from agents.wiring import open_store
@@ -37,7 +38,7 @@ from services.errors import DomainError, InputError, OptimizerError
 
 log = structlog.get_logger()
 
-GROUPS = (data, call, patterns, runs, users, serve, mcp)
+GROUPS = (data, call, patterns, runs, lifecycle, users, serve, mcp)
 
 # What a shell reports for a process killed by SIGPIPE (128 + 13).
 BROKEN_PIPE_EXIT = 141

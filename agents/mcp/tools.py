@@ -189,7 +189,7 @@ def _parse(model: type[_Args], arguments: dict[str, Any]) -> Any:
 
 def build_tools(agent: OptimizerAgent) -> list[ToolSpec]:
     """Every tool, capabilities first, each name made by ``tool_name``."""
-    return [*(_capability_tool(agent, c) for c in agent.registry), *_discovery_tools(agent), *_run_tools(agent)]
+    return [*(_capability_tool(agent, c) for c in agent.tool_capabilities()), *_discovery_tools(agent), *_run_tools(agent)]
 
 
 def _capability_tool(agent: OptimizerAgent, capability: Capability) -> ToolSpec:

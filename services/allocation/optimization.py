@@ -55,6 +55,7 @@ class AllocationProblem:
             and as much again of purchases redeploying it, is exempt from ``max_turnover``.
         invested: the fraction to invest (1 − cash buffer).
         caps: per-asset upper bounds.
+        floors: per-asset lower bounds, or None (a frozen holding has floor = cap = its weight).
     """
 
     symbols: tuple[str, ...]
@@ -75,6 +76,7 @@ class AllocationProblem:
     scenarios: np.ndarray | None = None
     cvar_confidence: float = 0.95
     offset_residual: float = 0.0
+    floors: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -211,6 +213,8 @@ def _risk_variable(p: AllocationProblem, w: cp.Variable) -> tuple[cp.Variable, l
 def _constraints(p: AllocationProblem, w: cp.Variable, risk: cp.Expression | None, k: Any, te_margin: float) -> list:
     """Budget, caps, sectors, tracking error and turnover, homogeneous in ``k`` (1 or κ)."""
     cons = [cp.sum(w) == k * p.invested, w <= k * p.caps]
+    if p.floors is not None:
+        cons.append(w >= k * p.floors)
     if p.sectors:
         membership = np.zeros((len(p.sectors), p.n))
         for row, sector in enumerate(p.sectors):

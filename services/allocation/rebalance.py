@@ -8,7 +8,7 @@ whole shares within every hard constraint (``rounding``), and report with exact 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import numpy as np
@@ -63,13 +63,23 @@ def propose_trades(
     policy: Policy,
     ratings: dict[str, float],
     named_benchmarks: dict[str, dict[str, float]],
+    cash_flow: Decimal | None = None,
 ) -> TradeProposal:
-    """The best whole-share rebalance of ``holdings`` under ``policy``, priced from ``pack``."""
+    """The best whole-share rebalance of ``holdings`` under ``policy``, priced from ``pack``.
+
+    ``cash_flow`` is a deposit (positive) to invest or a withdrawal (negative) to raise: it is
+    added to cash before the allocation, whose invested fraction then applies to the new value,
+    and the turnover limit is widened by the flow's share of that value (see ``with_cash_flow``).
+    """
     prices = pack.last_prices()
     validate_holdings(pack, holdings)
     warnings = policy.suspicious_values()
+    if cash_flow:
+        holdings, note = with_cash_flow(holdings, cash_flow, prices, policy)
+        warnings.append(note)
     choice = eligibility(pack, holdings, policy, ratings)
     warnings += choice.warnings
+    choice, no_buy, fixed, held_notes = trading_restrictions(pack, holdings, policy, choice, warnings)
     benchmark_name, bench = resolve_benchmark(pack, policy, named_benchmarks)
     if policy.max_tracking_error_pct is not None and bench is None:
         warnings.append("max_tracking_error_pct is set but no benchmark is named; the tracking-error limit was not applied")
@@ -89,13 +99,27 @@ def propose_trades(
     offset = factor @ bench_vec if bench_vec is not None else None
 
     setup = _plan_setup(pack, holdings, policy, choice, plan_symbols, prices, factor, est, offset)
+    if no_buy or fixed:
+        setup = replace(setup, no_buy=np.array([s in no_buy for s in plan_symbols]),
+                        fixed=np.array([s in fixed for s in plan_symbols]))
+    if policy.min_position_pct is not None:
+        setup = replace(setup, min_position=policy.min_position_pct / 100.0)
+    if cash_flow and setup.max_turnover is not None:
+        # Trades that invest a deposit or raise a withdrawal are the client's, not discretionary.
+        widening = float(abs(cash_flow)) / setup.value
+        setup = replace(setup, max_turnover=setup.max_turnover + widening)
+        warnings.append(f"cash flow: the turnover limit is widened by {widening * 100:.4f} points to "
+                        f"{setup.max_turnover * 100:.4f}% for the trades that move the cash flow")
     problem, fallback = _allocation_problem(pack, policy, choice, setup, est, factor, offset, warnings)
+    if no_buy or fixed:
+        problem = _restricted_problem(problem, no_buy, fixed)
 
     shares = optimal = allocation = None
     for margin in TE_MARGINS:
         allocation = solve(problem, te_margin=margin)
         optimal = _vector(dict(zip(problem.symbols, allocation.weights, strict=True)), plan_symbols)
         shares, notes = round_to_shares(setup, optimal)
+        notes.update(held_notes)
         rounded = evaluate(setup, shares)
         if tracking_error_ok(setup, rounded):
             break
@@ -119,6 +143,86 @@ def propose_trades(
                    allocation.binding, method, optimal, shares, notes, warnings, fallback)
 
 
+def trading_restrictions(
+    pack: PricingPack, holdings: Holdings, policy: Policy, choice: Eligibility, warnings: list[str]
+) -> tuple[Eligibility, set[str], set[str], dict[str, str]]:
+    """Apply restricted (never buy), frozen (never trade) and halted names to the eligibility.
+
+    A security is halted when the pack has no close for it on its asof: it is neither bought
+    nor sold and is valued at its last close. A frozen or halted holding is kept even when the
+    policy would sell it. Returns the eligibility, the held names not to buy, the held names
+    not to trade, and a note per such holding for its trade's rationale.
+    """
+    last_row = pack.closes.iloc[-1]
+    held = set(holdings.positions)
+    halted = {s for s in held | set(choice.eligible) if s in last_row.index and last_row[s] != last_row[s]}
+    frozen = set(policy.frozen_symbols)
+    restricted = set(policy.restricted_symbols)
+    fixed = (frozen | halted) & held
+    no_buy = restricted & held
+    notes: dict[str, str] = {}
+    forced = dict(choice.forced)
+    for sym in sorted(fixed):
+        if sym in forced:
+            warnings.append(f"{sym} is {'halted' if sym in halted else 'frozen'}: kept although {forced.pop(sym)}")
+    for sym in sorted(halted):
+        last = pack.closes[sym].last_valid_index()
+        warnings.append(f"{sym} is halted (no close on {pack.asof.isoformat()}): neither bought nor sold, "
+                        f"valued at its last close of {last.date().isoformat()}")
+        if sym in held:
+            notes[sym] = "halted: neither bought nor sold, valued at its last close"
+    for sym in sorted(frozen & held - halted):
+        notes[sym] = "frozen: never traded"
+    for sym in sorted(no_buy - fixed):
+        notes[sym] = "restricted: never bought"
+    excluded = (restricted | frozen | halted) - held
+    eligible = tuple(sorted((set(choice.eligible) - excluded) | fixed))
+    return Eligibility(eligible, forced, choice.warnings), no_buy, fixed, notes
+
+
+def _restricted_problem(problem: AllocationProblem, no_buy: set[str], fixed: set[str]) -> AllocationProblem:
+    """Restricted holdings capped at their weight; frozen and halted ones held at exactly it."""
+    caps = problem.caps.copy()
+    floors = np.zeros(problem.n)
+    for i, sym in enumerate(problem.symbols):
+        if sym in fixed:
+            caps[i] = floors[i] = problem.current[i]
+        elif sym in no_buy:
+            caps[i] = min(caps[i], problem.current[i])
+    return replace(problem, caps=caps, floors=floors if fixed else None)
+
+
+def with_cash_flow(
+    holdings: Holdings, cash_flow: Decimal, prices: dict[str, float], policy: Policy
+) -> tuple[Holdings, str]:
+    """``holdings`` with the cash flow added to cash (negative cash is raised by selling), and a note.
+
+    Raises:
+        InputError: a withdrawal larger than cash plus everything the holdings fetch after costs;
+            the message names the shortfall.
+    """
+    flow = cents(cash_flow)
+    if flow < 0:
+        proceeds = Decimal("0.00")
+        for sym, n in holdings.positions.items():
+            value = cents(n * to_decimal(prices[sym]))
+            proceeds += value - trade_cost(value, policy.commission_per_trade, policy.market_impact_bps)
+        available = holdings.cash + proceeds
+        if -flow > available:
+            shortfall = -flow - available
+            raise InputError(
+                f"cash_flow: a withdrawal of ${-flow:,.2f} exceeds cash ${holdings.cash:,.2f} plus "
+                f"${proceeds:,.2f} from selling every holding after costs; shortfall ${shortfall:,.2f}",
+                details={"field": "cash_flow", "value": float(flow), "available": float(available),
+                         "shortfall": float(shortfall)},
+            )
+        note = (f"cash flow: withdrawal of ${-flow:,.2f} raised from cash ${holdings.cash:,.2f} "
+                "and by selling toward the policy's weights")
+    else:
+        note = f"cash flow: deposit of ${flow:,.2f} added to cash ${holdings.cash:,.2f} and invested"
+    return Holdings(holdings.portfolio_id, holdings.positions, holdings.cash + flow), note
+
+
 def eligibility(pack: PricingPack, holdings: Holdings, policy: Policy, ratings: dict[str, float]) -> Eligibility:
     """Split candidates into eligible names and forced sales (with the reason for each)."""
     if policy.universe == "holdings":
@@ -137,6 +241,8 @@ def eligibility(pack: PricingPack, holdings: Holdings, policy: Policy, ratings: 
                 details={"field": "policy.universe", "invalid": unknown + not_holdable},
             )
         candidates = set(policy.universe)
+    if policy.method == "target":
+        candidates |= _target_symbols(pack, policy)
     forced: dict[str, str] = {}
     for sym in sorted(set(holdings.positions) - candidates):
         forced[sym] = "not in the policy's universe"
@@ -162,6 +268,27 @@ def eligibility(pack: PricingPack, holdings: Holdings, policy: Policy, ratings: 
         treatment = "treated as eligible" if policy.unrated == "eligible" else "excluded"
         warnings.append(f"no quality rating for {', '.join(unrated)}; {treatment} (policy field 'unrated')")
     return Eligibility(tuple(eligible), forced, tuple(warnings))
+
+
+def _target_symbols(pack: PricingPack, policy: Policy) -> set[str]:
+    """The symbols of a ``target`` policy's weights, which must be holdable names of the pack."""
+    weights = policy.target_weights_pct
+    if not weights:
+        raise InputError(
+            "policy.target_weights_pct: method 'target' needs target weights; set a target with "
+            "`optimizer targets set PORTFOLIO --weights FILE.csv` or give target_weights_pct",
+            details={"field": "policy.target_weights_pct"},
+        )
+    holdable = {s.symbol for s in pack.securities if s.asset_class not in NOT_HOLDABLE}
+    bad = sorted(set(weights) - holdable)
+    total = sum(weights.values())
+    if bad or any(not 0 <= w <= 100 for w in weights.values()) or total > 100 + 1e-6:
+        raise InputError(
+            f"policy.target_weights_pct: weights must be 0-100% each, at most 100% in total, on holdable "
+            f"symbols of pack {pack.id}; got sum {total:g}%" + (f", cannot hold {', '.join(bad)}" if bad else ""),
+            details={"field": "policy.target_weights_pct", "invalid": bad, "sum": total},
+        )
+    return {s for s, w in weights.items() if w > 0}
 
 
 def resolve_benchmark(
@@ -288,6 +415,12 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, factor, off
             f"only {est.observations} daily returns in the lookback (fewer than 30); fell back to "
             "equal weight within the constraints instead of method " + policy.method
         )
+    elif policy.method == "target":
+        # Nearest to the target in tracking error, under every limit; the target's cash stays cash.
+        weights = policy.target_weights_pct or {}
+        target = np.array([weights.get(s, 0.0) / 100.0 for s in choice.eligible])
+        invested = min(invested, float(target.sum()))
+        objective = "track"
     elif policy.method in ("risk_parity", "hrp") and n > 0:
         returns = est.returns[list(choice.eligible)]
         if policy.method == "risk_parity":
@@ -425,6 +558,13 @@ def _checks(policy: Policy, choice: Eligibility, setup: PlanSetup, snap) -> list
         left = [s for i, s in enumerate(setup.symbols) if setup.forced[i] and snap.shares[i] != 0]
         checks.append(ConstraintCheck(constraint="forced_sales_complete", value=float(len(left)), limit=0.0,
                                       met=not left))
+    if policy.min_position_pct is not None:
+        held = snap.weights[snap.shares > 0]
+        smallest = float(held.min()) if len(held) else 0.0
+        fixed = setup.fixed if setup.fixed is not None else np.zeros(len(snap.shares), dtype=bool)
+        small = (snap.shares > 0) & ~fixed & (snap.weights < policy.min_position_pct / 100.0 - EPS)
+        checks.append(ConstraintCheck(constraint="min_position_pct", value=pct(smallest),
+                                      limit=policy.min_position_pct, met=not small.any()))
     if setup.max_turnover is not None:
         checks.append(ConstraintCheck(constraint="max_turnover_pct", value=pct(snap.discretionary_turnover),
                                       limit=policy.max_turnover_pct,

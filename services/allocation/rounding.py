@@ -16,8 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.allocation.optimization import SectorCap
+from services.errors import InfeasibleError
 
 EPS = 1e-9
+# Below this an optimal weight is solver noise: the report prints it as 0.0000%, so it is zero.
+ZERO_WEIGHT = 5e-7
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,6 +46,11 @@ class PlanSetup:
     commission: float
     impact_bps: float
     min_trade_value: float
+    # Never bought (restricted) and never traded (frozen or halted); None: no such names.
+    no_buy: np.ndarray | None = None
+    fixed: np.ndarray | None = None
+    # Smallest position other than zero, as a fraction of value; None: no minimum.
+    min_position: float | None = None
 
     @property
     def value(self) -> float:
@@ -147,14 +155,24 @@ def round_to_shares(setup: PlanSetup, optimal: np.ndarray) -> tuple[np.ndarray, 
     Returns the shares and a note per symbol whose trade was changed by rounding rules.
     """
     notes: dict[str, str] = {}
+    optimal = np.where(optimal < ZERO_WEIGHT, 0.0, optimal)
+    if setup.min_position is not None:
+        optimal = _without_small_positions(setup, optimal)
     desired = optimal * setup.value / setup.prices
     delta = desired - setup.current
     # Truncate toward the current holding; a hair of float noise is not a share.
     steps = np.where(np.abs(delta - np.round(delta)) < 1e-6, np.round(delta), np.trunc(delta))
     shares = (setup.current + steps).astype(np.int64)
+    # A position the optimum puts below half a share is closed, not left with one share.
+    shares[desired < 0.5] = 0
     shares[setup.forced] = 0
+    if setup.no_buy is not None:
+        shares = np.where(setup.no_buy, np.minimum(shares, setup.current), shares)
+    if setup.fixed is not None:
+        shares[setup.fixed] = setup.current[setup.fixed]
 
-    for i in np.flatnonzero((shares != setup.current) & ~setup.forced):
+    # A sale that closes a position is never too small: dropping it would keep a sliver.
+    for i in np.flatnonzero((shares != setup.current) & ~setup.forced & (shares != 0)):
         value = abs(int(shares[i] - setup.current[i])) * setup.prices[i]
         if value < setup.min_trade_value:
             shares[i] = setup.current[i]
@@ -162,13 +180,23 @@ def round_to_shares(setup: PlanSetup, optimal: np.ndarray) -> tuple[np.ndarray, 
 
     shares = _repair(setup, shares, optimal, notes)
     shares = _fill(setup, shares, optimal)
+    if setup.min_position is not None:
+        # Rounding and repairs can leave a position a little under the minimum: top up or close,
+        # then repair again (closing adds turnover); a few rounds settle it.
+        for _ in range(3):
+            before = shares.copy()
+            shares = _repair(setup, _minimum_positions(setup, shares, optimal, notes), optimal, notes)
+            if np.array_equal(shares, before):
+                break
     return shares, notes
 
 
 def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: dict[str, str]) -> np.ndarray:
+    tradable = np.ones(len(shares), dtype=bool) if setup.fixed is None else ~setup.fixed
     for _ in range(20 * len(shares) + 20):
         snap = evaluate(setup, shares)
-        found = violations(setup, snap)
+        # A frozen or halted holding over its cap stays: it cannot be traded.
+        found = [v for v in violations(setup, snap) if v.kind != "position_cap" or tradable[v.index]]
         if not found:
             return shares
         v = found[0]
@@ -182,7 +210,14 @@ def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: di
         elif v.kind == "sector_cap":
             assert v.index is not None
             members = setup.sectors[v.index].members
-            i = _most_overweight(snap, optimal, members[shares[members] > 0])
+            candidates = members[(shares[members] > 0) & tradable[members]]
+            if not len(candidates):
+                raise InfeasibleError(
+                    f"infeasible policy: sector {setup.sectors[v.index].name} is over its limit with frozen "
+                    "or halted holdings only, which cannot be traded; raise the sector limit or unfreeze one",
+                    details={"conflicts": [f"sector_limit:{setup.sectors[v.index].name}", "frozen_symbols"]},
+                )
+            i = _most_overweight(snap, optimal, candidates)
             cut = max(1, math.ceil(v.amount * snap.value_after / price[i]))
             shares[i] = max(0, int(shares[i]) - cut)
             notes.setdefault(setup.symbols[i], "trimmed to the sector cap after rounding to whole shares")
@@ -196,7 +231,12 @@ def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: di
                     shares[i] = setup.current[i]
                 notes.setdefault(setup.symbols[i], "purchase reduced so that costs are paid from cash")
             else:
-                held = np.flatnonzero(shares > 0)
+                held = np.flatnonzero((shares > 0) & tradable)
+                if not len(held):
+                    raise InfeasibleError(
+                        "infeasible: cash cannot be raised: every holding left is frozen or halted",
+                        details={"conflicts": ["cash", "frozen_symbols"]},
+                    )
                 i = _most_overweight(snap, optimal, held)
                 shares[i] = max(0, int(shares[i]) - max(1, math.ceil(v.amount / price[i])))
                 notes.setdefault(setup.symbols[i], "sold to keep the cash buffer and pay costs")
@@ -220,6 +260,8 @@ def _fill(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray) -> np.ndarr
     for i in order:
         if shortfall[i] <= 0 or setup.forced[i] or setup.caps[i] <= 0:
             continue
+        if (setup.no_buy is not None and setup.no_buy[i]) or (setup.fixed is not None and setup.fixed[i]):
+            continue
         trial = shares.copy()
         trial[i] += 1
         trade = (trial[i] - setup.current[i]) * setup.prices[i]
@@ -234,6 +276,51 @@ def _fill(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray) -> np.ndarr
         ):
             continue
         shares, snap = trial, trial_snap
+    return shares
+
+
+def _without_small_positions(setup: PlanSetup, optimal: np.ndarray) -> np.ndarray:
+    """Optimal weights below the minimum position set to zero, their weight spread pro rata over
+    the other positions within their caps (frozen and halted names are left as they are)."""
+    assert setup.min_position is not None
+    fixed = setup.fixed if setup.fixed is not None else np.zeros(len(optimal), dtype=bool)
+    small = (optimal > 0) & (optimal < setup.min_position) & ~fixed
+    if not small.any():
+        return optimal
+    freed = float(optimal[small].sum())
+    out = np.where(small, 0.0, optimal)
+    room = np.where((out > 0) & ~fixed, np.maximum(setup.caps - out, 0.0), 0.0)
+    weight = np.where(room > 0, out, 0.0)
+    if weight.sum() > 0:
+        out = out + np.minimum(room, freed * weight / weight.sum())
+    return out
+
+
+def _minimum_positions(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: dict[str, str]) -> np.ndarray:
+    """Positions under the minimum raised to it when every hard constraint still holds and the
+    optimum wants at least the minimum; otherwise closed (a closing sale is never too small)."""
+    assert setup.min_position is not None
+    minimum = setup.min_position
+    shares = shares.copy()
+    for i in range(len(shares)):
+        if setup.fixed is not None and setup.fixed[i]:
+            continue
+        snap = evaluate(setup, shares)
+        if not 0 < snap.weights[i] < minimum - EPS:
+            continue
+        needed = math.ceil(minimum * snap.value_after / setup.prices[i] - 1e-9)
+        may_buy = not (setup.no_buy is not None and setup.no_buy[i] and needed > setup.current[i])
+        if optimal[i] >= minimum and may_buy:
+            trial = shares.copy()
+            trial[i] = needed
+            trial_snap = evaluate(setup, trial)
+            te_kept = tracking_error_ok(setup, trial_snap) or not tracking_error_ok(setup, snap)
+            if not violations(setup, trial_snap) and te_kept:
+                shares = trial
+                notes.setdefault(setup.symbols[i], "raised to the minimum position")
+                continue
+        shares[i] = 0
+        notes[setup.symbols[i]] = f"closed: below the minimum position of {minimum * 100:g}%"
     return shares
 
 

@@ -194,24 +194,40 @@ def analyze_impact(
     orders: list[TradeOrder],
     policy: Policy,
     named_benchmarks: dict[str, dict[str, float]],
+    cash_flow: Decimal = Decimal("0"),
 ) -> ImpactReport:
     """Apply ``orders`` and report risk, concentration and costs before and after.
+
+    A deposit (positive ``cash_flow``) is in the cash before trading; a withdrawal (negative) is
+    taken from the cash after trading, which must cover it (an InputError names the shortfall).
 
     Costs, the estimators, the lookback, the risk-free rate and the benchmark come from
     ``policy``. The covariance is estimated once over the holdings before and after and the
     benchmark's constituents, so both sides are measured with the same model.
     """
     validate_holdings(pack, holdings)
+    flow = cents(cash_flow)
+    if flow > 0:
+        holdings = Holdings(holdings.portfolio_id, holdings.positions, holdings.cash + flow)
     execution = apply_trades(pack, holdings, orders, commission=policy.commission_per_trade,
                              impact_bps=policy.market_impact_bps)
     after = execution.holdings
+    withdrawal = -flow if flow < 0 else Decimal("0.00")
+    if withdrawal:
+        if after.cash < withdrawal:
+            raise InputError(
+                f"cash_flow: the withdrawal of ${withdrawal:,.2f} exceeds the ${after.cash:,.2f} of cash "
+                f"after the trades; shortfall ${withdrawal - after.cash:,.2f}",
+                details={"field": "cash_flow", "shortfall": float(withdrawal - after.cash)},
+            )
+        after = Holdings(after.portfolio_id, after.positions, after.cash - withdrawal)
     benchmark_name, bench = resolve_benchmark(pack, policy, named_benchmarks)
     symbols = sorted(set(holdings.positions) | set(after.positions) | set(bench or {}))
     model = pack_risk_model(pack, symbols, policy)
     prices = pack.last_prices()
     value_before = _value(holdings, prices)
     # Prices do not move between before and after, so the value changes by the costs alone.
-    value_after = value_before - execution.costs
+    value_after = value_before - execution.costs - withdrawal
     risk_before = portfolio_risk(model, position_weights(holdings.positions, prices, float(holdings.cash))[0], bench)
     risk_after = portfolio_risk(model, position_weights(after.positions, prices, float(after.cash))[0], bench)
     top_before, top_after = pct(risk_before.top10), pct(risk_after.top10)
@@ -224,7 +240,7 @@ def analyze_impact(
         market_index=model.market_symbol,
         current_value=value_before,
         post_rebalance_value=value_after,
-        value_delta=-execution.costs,
+        value_delta=-execution.costs - withdrawal,
         estimated_costs=execution.costs,
         cash_before=cents(holdings.cash),
         cash_after=after.cash,

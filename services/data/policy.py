@@ -9,14 +9,28 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from services.data.bounds import MAX_AMOUNT, MAX_COMMISSION, MAX_RISK_AVERSION
 from services.errors import InputError
 
-Method = Literal["mean_variance", "max_sharpe", "min_variance", "risk_parity", "cvar", "hrp"]
+Method = Literal["mean_variance", "max_sharpe", "min_variance", "risk_parity", "cvar", "hrp", "target"]
 CovarianceEstimator = Literal["hist", "ledoit", "oas", "ewma"]
 ReturnEstimator = Literal["hist", "ewma", "capm"]
+
+
+# Policy fields added after release 0.1 (see PolicyOverrides._omit_unset_added_fields).
+ADDED_FIELDS = (
+    "target_weights_pct", "approval_threshold", "restricted_symbols", "frozen_symbols", "min_position_pct"
+)
 
 
 class PolicyOverrides(BaseModel):
@@ -91,6 +105,33 @@ class PolicyOverrides(BaseModel):
     cvar_confidence: float | None = Field(
         None, gt=0.5, lt=1, description="cvar only: confidence level of the daily CVaR minimized."
     )
+    target_weights_pct: dict[str, float] | None = Field(
+        None,
+        description="target only: weights {symbol: %} to move toward (the rest of 100% is cash); "
+        "by default the portfolio's stored target (`optimizer targets set`).",
+    )
+    approval_threshold: Decimal | None = Field(
+        None, ge=0, description="Total trade value above which a person must approve before booking."
+    )
+    min_position_pct: float | None = Field(
+        None, gt=0, le=100, description="No position smaller than this % of value after trading, other than zero."
+    )
+    restricted_symbols: list[str] | None = Field(
+        None, description="Never bought (a holding may be kept or sold), e.g. the client's employer."
+    )
+    frozen_symbols: list[str] | None = Field(
+        None, description="Never traded: neither bought nor sold (pledged or employee-restricted shares)."
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_added_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Fields added after 0.1 are left out of the canonical form while unset, so a request's
+        # inputs hash (a cache key, recorded in golden files) does not change when fields are added.
+        data = handler(self)
+        for name in ADDED_FIELDS:
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
 
     @field_validator("universe")
     @classmethod
@@ -128,6 +169,11 @@ class Policy(BaseModel):
     ewma_decay: float = 0.94
     cvar_confidence: float = 0.95
     annualization_days: int = 252
+    target_weights_pct: dict[str, float] | None = None
+    approval_threshold: Decimal = Decimal("10000")
+    min_position_pct: float | None = None
+    restricted_symbols: list[str] = Field(default_factory=list)
+    frozen_symbols: list[str] = Field(default_factory=list)
 
     def suspicious_values(self) -> list[str]:
         """Warnings for percentages that look like fractions (0.10 meant as 10%?)."""

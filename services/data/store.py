@@ -190,6 +190,59 @@ api_keys = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
 )
 
+# --- the rebalancing lifecycle: targets, portfolio versions, rebalance history --------------
+
+portfolio_targets = Table(
+    "portfolio_targets",
+    metadata,
+    Column("portfolio_id", String(64), ForeignKey("portfolios.id"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("policy_id", String(64), nullable=True),
+    Column("source", Text, nullable=False),
+    # {symbol: weight_pct}, sorted keys; the rest of 100% is the cash target.
+    Column("weights_json", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+portfolio_versions = Table(
+    "portfolio_versions",
+    metadata,
+    Column("portfolio_id", String(64), ForeignKey("portfolios.id"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("cash", DecimalText, nullable=False),
+    # [{symbol, shares, cost_basis, acquired}] in lot order: the lots as they were.
+    Column("lots_json", Text, nullable=False),
+    Column("rebalance_id", Integer, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+rebalances = Table(
+    "rebalances",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("portfolio_id", String(64), ForeignKey("portfolios.id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("run_id", String(128), nullable=True),
+    Column("pricing_pack_id", String(64), nullable=False),
+    Column("asof", Date, nullable=False),
+    Column("version_before", Integer, nullable=False),
+    Column("version_after", Integer, nullable=True),
+    Column("approved_by", String(128), nullable=True),
+    Column("note", Text, nullable=True),
+    # Trades, costs, before/after weights and the policy, as canonical JSON.
+    Column("record_json", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+portfolio_restrictions = Table(
+    "portfolio_restrictions",
+    metadata,
+    Column("portfolio_id", String(64), ForeignKey("portfolios.id"), primary_key=True),
+    Column("symbol", String(64), primary_key=True),
+    # 'restricted' (never bought) or 'frozen' (never traded).
+    Column("kind", String(16), nullable=False),
+)
+
 API_KEY_PREFIX = "opt_"
 # Any fixed 64-bit number; it names the store's setup lock among PostgreSQL advisory locks.
 SETUP_LOCK_KEY = 7_426_517_001
@@ -275,7 +328,7 @@ class Store:
         missing = [c for c in proposals.columns if c.name not in existing and c.nullable]
         if missing:
             quote = self.engine.dialect.identifier_preparer.quote
-            with self.engine.begin() as conn:
+            with write_transaction(self.engine) as conn:
                 for column in missing:
                     kind = column.type.compile(dialect=self.engine.dialect)
                     conn.execute(text(f"ALTER TABLE {quote(proposals.name)} ADD COLUMN {quote(column.name)} {kind}"))
@@ -302,7 +355,7 @@ class Store:
             InputError: the pack's frame could not be read back as stored (see ``_check_pack``).
         """
         _check_pack(pack)
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             existing = conn.execute(
                 select(pricing_packs.c.content_hash).where(pricing_packs.c.id == pack.id)
             ).scalar_one_or_none()
@@ -441,7 +494,7 @@ class Store:
                 "own portfolios; omit the owner, or ask the operator to assign one",
                 details={"field": "owner", "value": portfolio.owner},
             )
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             row = conn.execute(
                 select(portfolios.c.id, portfolios.c.owner).where(portfolios.c.id == portfolio.id)
             ).first()
@@ -597,7 +650,7 @@ class Store:
             )
         if not ratings:
             return
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             # Delete-then-insert is an upsert every backend understands.
             conn.execute(delete(quality_ratings).where(quality_ratings.c.symbol.in_(list(ratings))))
             conn.execute(
@@ -632,7 +685,7 @@ class Store:
         policy_json = json.dumps(
             overrides.model_dump(mode="json", exclude_none=True), sort_keys=True
         )
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             conn.execute(delete(optimizer_policies).where(optimizer_policies.c.id == policy_id))
             conn.execute(
                 optimizer_policies.insert().values(
@@ -695,7 +748,7 @@ class Store:
         user: str | None = None,
     ) -> int:
         """Append a result to the history and return its id; ``user`` is who asked (None: the operator)."""
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             result = conn.execute(
                 proposals.insert().values(
                     created_at=datetime.now(UTC),
@@ -778,6 +831,27 @@ class Store:
             for r in rows
         ]
 
+    def get_proposal(self, proposal_id: int) -> dict[str, Any]:
+        """One recorded result by id, as in ``list_proposals``.
+
+        Raises:
+            NotFoundError: no result with this id.
+        """
+        with self.engine.connect() as conn:
+            r = conn.execute(select(proposals).where(proposals.c.id == proposal_id)).first()
+        if r is None:
+            raise NotFoundError(f"proposal {proposal_id} not found", details={"proposal_id": proposal_id})
+        return {
+            "id": r.id,
+            "created_at": _utc(r.created_at).isoformat(),
+            "capability": r.capability,
+            "portfolio_id": r.portfolio_id,
+            "pricing_pack_id": r.pricing_pack_id,
+            "policy_id": r.policy_id,
+            "inputs_hash": r.inputs_hash,
+            "result_json": r.result_json,
+        }
+
     # --- users and API keys --------------------------------------------------------------------
 
     def add_user(self, user: str) -> str:
@@ -791,7 +865,7 @@ class Store:
         """
         check_user_name(user, field="user")
         key = API_KEY_PREFIX + secrets.token_urlsafe(32)
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             row = conn.execute(select(api_keys).where(api_keys.c.user == user)).first()
             if row is not None and row.revoked_at is None:
                 raise ConflictError(
@@ -809,7 +883,7 @@ class Store:
 
     def revoke_user(self, user: str) -> None:
         """Revoke ``user``'s API key; their data stays. Raises NotFoundError for no active key."""
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             done = conn.execute(
                 api_keys.update()
                 .where(api_keys.c.user == user, api_keys.c.revoked_at.is_(None))
@@ -844,6 +918,222 @@ class Store:
             }
             for r in rows
         ]
+
+    # --- targets, portfolio versions and rebalance history ------------------------------------
+
+    def put_target(
+        self, portfolio_id: str, weights_pct: dict[str, float], *, policy_id: str | None, source: str
+    ) -> int:
+        """Store a new target version for a portfolio and return its number (1, 2, ...).
+
+        Raises:
+            NotFoundError: no such portfolio.
+        """
+        self.get_portfolio(portfolio_id)
+        with write_transaction(self.engine) as conn:
+            last = conn.execute(
+                select(func.max(portfolio_targets.c.version)).where(
+                    portfolio_targets.c.portfolio_id == portfolio_id
+                )
+            ).scalar_one()
+            version = (last or 0) + 1
+            conn.execute(
+                portfolio_targets.insert().values(
+                    portfolio_id=portfolio_id,
+                    version=version,
+                    policy_id=policy_id,
+                    source=source,
+                    weights_json=json.dumps(dict(sorted(weights_pct.items())), sort_keys=True),
+                    created_at=datetime.now(UTC),
+                )
+            )
+        return version
+
+    def get_target(self, portfolio_id: str, version: int | None = None) -> dict[str, Any]:
+        """A target (the latest unless ``version`` is given): version, policy_id, source, weights_pct.
+
+        Raises:
+            NotFoundError: the portfolio has no target (or not that version).
+        """
+        query = select(portfolio_targets).where(portfolio_targets.c.portfolio_id == portfolio_id)
+        if version is not None:
+            query = query.where(portfolio_targets.c.version == version)
+        with self.engine.connect() as conn:
+            row = conn.execute(query.order_by(portfolio_targets.c.version.desc()).limit(1)).first()
+        if row is None:
+            which = f"target version {version}" if version is not None else "target"
+            raise NotFoundError(
+                f"portfolio {portfolio_id!r} has no {which}; set one with "
+                f"`optimizer targets set {portfolio_id} --weights FILE.csv`",
+                details={"portfolio_id": portfolio_id, "version": version},
+            )
+        return _target_dict(row)
+
+    def list_targets(self, portfolio_id: str) -> list[dict[str, Any]]:
+        """Every target version of a portfolio, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(portfolio_targets)
+                .where(portfolio_targets.c.portfolio_id == portfolio_id)
+                .order_by(portfolio_targets.c.version)
+            ).all()
+        return [_target_dict(r) for r in rows]
+
+    def portfolio_version(self, portfolio_id: str) -> int:
+        """The current version number of a stored portfolio (1 until a rebalance is booked)."""
+        with self.engine.connect() as conn:
+            return _current_version(conn, portfolio_id)
+
+    def get_portfolio_version(self, portfolio_id: str, version: int) -> Portfolio:
+        """A portfolio as it was at ``version``; the current version is the stored portfolio.
+
+        Raises:
+            NotFoundError: no such portfolio or version.
+        """
+        current = self.get_portfolio(portfolio_id)
+        with self.engine.connect() as conn:
+            if version == _current_version(conn, portfolio_id):
+                return current
+            row = conn.execute(
+                select(portfolio_versions).where(
+                    portfolio_versions.c.portfolio_id == portfolio_id,
+                    portfolio_versions.c.version == version,
+                )
+            ).first()
+        if row is None:
+            raise NotFoundError(
+                f"portfolio {portfolio_id!r} has no version {version}; `optimizer history "
+                f"{portfolio_id}` lists the versions booked",
+                details={"portfolio_id": portfolio_id, "version": version},
+            )
+        return Portfolio(id=portfolio_id, cash=row.cash, lots=_lots_from_json(row.lots_json),
+                         owner=current.owner)
+
+    def book_rebalance(
+        self, before: Portfolio, after: Portfolio | None, record: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Record a rebalance; when ``after`` is given, it becomes the portfolio's new version.
+
+        ``record`` holds status, run_id, pricing_pack_id, asof (a date), approved_by, note and the
+        JSON-ready details (trades, costs, weights, policy). Everything is one transaction: the
+        old version is kept, the lots and cash replaced and the history row written together, or
+        nothing is. ``before`` must be the stored portfolio as it is now (checked), so two
+        bookings against the same version cannot both succeed.
+
+        Raises:
+            ConflictError: the stored portfolio changed since ``before`` was read.
+        """
+        with write_transaction(self.engine) as conn:
+            version = _current_version(conn, before.id)
+            stored = _read_lots(conn, before.id)
+            cash = conn.execute(
+                select(portfolios.c.cash).where(portfolios.c.id == before.id)
+            ).scalar_one()
+            if cash != before.cash or stored != list(before.lots):
+                raise ConflictError(
+                    f"portfolio {before.id} changed since the trades were proposed (now version "
+                    f"{version}); propose again against the current holdings",
+                    details={"portfolio_id": before.id, "version": version},
+                )
+            kept = conn.execute(
+                select(portfolio_versions.c.cash, portfolio_versions.c.lots_json).where(
+                    portfolio_versions.c.portfolio_id == before.id,
+                    portfolio_versions.c.version == version,
+                )
+            ).first()
+            if kept is not None and (kept.cash != before.cash or kept.lots_json != _lots_json(before)):
+                # Replaced since its last booking (re-imported): the holdings are a version of their own.
+                version += 1
+            now = datetime.now(UTC)
+            row = {
+                "portfolio_id": before.id,
+                "status": record["status"],
+                "run_id": record.get("run_id"),
+                "pricing_pack_id": record["pricing_pack_id"],
+                "asof": record["asof"],
+                "version_before": version,
+                "version_after": version + 1 if after is not None else None,
+                "approved_by": record.get("approved_by"),
+                "note": record.get("note"),
+                "record_json": json.dumps(record["details"], sort_keys=True),
+                "created_at": now,
+            }
+            rebalance_id = int(conn.execute(rebalances.insert().values(**row)).inserted_primary_key[0])
+            if after is not None:
+                _keep_version(conn, before, version, rebalance_id, now)
+                _replace_holdings(conn, after)
+                _keep_version(conn, after, version + 1, rebalance_id, now)
+        return {**row, "id": rebalance_id}
+
+    def list_rebalances(
+        self, portfolio_id: str | None = None, *, run_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Rebalance history rows (booked and rejected), oldest first, details decoded."""
+        query = select(rebalances).order_by(rebalances.c.id)
+        if portfolio_id is not None:
+            query = query.where(rebalances.c.portfolio_id == portfolio_id)
+        if run_id is not None:
+            query = query.where(rebalances.c.run_id == run_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            {
+                "id": r.id,
+                "portfolio_id": r.portfolio_id,
+                "status": r.status,
+                "run_id": r.run_id,
+                "pricing_pack_id": r.pricing_pack_id,
+                "asof": r.asof.isoformat(),
+                "version_before": r.version_before,
+                "version_after": r.version_after,
+                "approved_by": r.approved_by,
+                "note": r.note,
+                "created_at": _utc(r.created_at).isoformat(),
+                **json.loads(r.record_json),
+            }
+            for r in rows
+        ]
+
+    def set_restrictions(self, portfolio_id: str, *, restricted: list[str], frozen: list[str]) -> None:
+        """Replace a portfolio's trading restrictions (a symbol may not be both).
+
+        Raises:
+            NotFoundError: no such portfolio.
+            InputError: a symbol is both restricted and frozen.
+        """
+        self.get_portfolio(portfolio_id)
+        both = sorted(set(restricted) & set(frozen))
+        if both:
+            raise InputError(
+                f"restrictions: {', '.join(both)} cannot be both restricted and frozen (frozen already "
+                "means never traded)",
+                details={"field": "restrictions", "both": both},
+            )
+        rows = [{"portfolio_id": portfolio_id, "symbol": s, "kind": "restricted"} for s in sorted(set(restricted))]
+        rows += [{"portfolio_id": portfolio_id, "symbol": s, "kind": "frozen"} for s in sorted(set(frozen))]
+        with write_transaction(self.engine) as conn:
+            conn.execute(delete(portfolio_restrictions).where(portfolio_restrictions.c.portfolio_id == portfolio_id))
+            if rows:
+                conn.execute(portfolio_restrictions.insert(), rows)
+
+    def get_restrictions(self, portfolio_id: str) -> dict[str, list[str]]:
+        """A portfolio's restrictions: {"restricted": [...], "frozen": [...]}, symbols sorted."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(portfolio_restrictions.c.symbol, portfolio_restrictions.c.kind)
+                .where(portfolio_restrictions.c.portfolio_id == portfolio_id)
+                .order_by(portfolio_restrictions.c.symbol)
+            ).all()
+        return {kind: [r.symbol for r in rows if r.kind == kind] for kind in ("restricted", "frozen")}
+
+    def last_booked_asof(self, portfolio_id: str) -> date | None:
+        """The pack date of the portfolio's last booked rebalance, or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.max(rebalances.c.asof)).where(
+                    rebalances.c.portfolio_id == portfolio_id, rebalances.c.status == "booked"
+                )
+            ).scalar_one()
 
 
 def portfolio_not_found(portfolio_id: str) -> NotFoundError:
@@ -899,6 +1189,22 @@ def _sqlite_path(database: str | None) -> str | None:
     return database
 
 
+_IMMEDIATE = "optimizer_write_transaction"
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that writes: committed at the end, rolled back on error.
+
+    On SQLite it begins with ``BEGIN IMMEDIATE`` (see ``_configure_sqlite``); elsewhere it is
+    ``engine.begin()``.
+    """
+    with engine.connect() as conn:
+        conn.execution_options(**{_IMMEDIATE: True})
+        with conn.begin():
+            yield conn
+
+
 def _configure_sqlite(engine: Engine) -> None:
     """Foreign keys on, WAL with a busy timeout, and transactions begun by SQLAlchemy.
 
@@ -921,7 +1227,11 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        # A write transaction takes the write lock up front: a deferred one that read first is
+        # refused at once ("database is locked", no busy wait) when another connection, such as
+        # the run checkpointer's, wrote in between.
+        immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def _check_pack(pack: PricingPack) -> None:
@@ -976,6 +1286,106 @@ def _price_rows(pack: PricingPack) -> list[dict[str, Any]]:
 def _advisory_unlock(conn: Connection) -> None:
     conn.exec_driver_sql(f"SELECT pg_advisory_unlock({SETUP_LOCK_KEY})")
     conn.commit()
+
+
+def _target_dict(row: Any) -> dict[str, Any]:
+    return {
+        "portfolio_id": row.portfolio_id,
+        "version": row.version,
+        "policy_id": row.policy_id,
+        "source": row.source,
+        "weights_pct": json.loads(row.weights_json),
+        "created_at": _utc(row.created_at).isoformat(),
+    }
+
+
+def _current_version(conn: Connection, portfolio_id: str) -> int:
+    last = conn.execute(
+        select(func.max(portfolio_versions.c.version)).where(
+            portfolio_versions.c.portfolio_id == portfolio_id
+        )
+    ).scalar_one()
+    return last or 1
+
+
+def _read_lots(conn: Connection, portfolio_id: str) -> list[Lot]:
+    rows = conn.execute(
+        select(lots.c.symbol, lots.c.shares, lots.c.cost_basis, lots.c.acquired)
+        .where(lots.c.portfolio_id == portfolio_id)
+        .order_by(lots.c.lot_no)
+    ).all()
+    return [Lot(symbol=r.symbol, shares=r.shares, cost_basis=r.cost_basis, acquired=r.acquired) for r in rows]
+
+
+def _lots_json(portfolio: Portfolio) -> str:
+    return json.dumps(
+        [
+            {
+                "symbol": lot.symbol,
+                "shares": lot.shares,
+                "cost_basis": None if lot.cost_basis is None else str(lot.cost_basis),
+                "acquired": None if lot.acquired is None else lot.acquired.isoformat(),
+            }
+            for lot in portfolio.lots
+        ]
+    )
+
+
+def _lots_from_json(text: str) -> tuple[Lot, ...]:
+    return tuple(
+        Lot(
+            symbol=item["symbol"],
+            shares=item["shares"],
+            cost_basis=None if item["cost_basis"] is None else Decimal(item["cost_basis"]),
+            acquired=None if item["acquired"] is None else date.fromisoformat(item["acquired"]),
+        )
+        for item in json.loads(text)
+    )
+
+
+def _keep_version(
+    conn: Connection, portfolio: Portfolio, version: int, rebalance_id: int, now: datetime
+) -> None:
+    """Write ``portfolio`` as ``version`` unless that version is already kept."""
+    exists = conn.execute(
+        select(portfolio_versions.c.version).where(
+            portfolio_versions.c.portfolio_id == portfolio.id,
+            portfolio_versions.c.version == version,
+        )
+    ).first()
+    if exists is None:
+        conn.execute(
+            portfolio_versions.insert().values(
+                portfolio_id=portfolio.id,
+                version=version,
+                cash=portfolio.cash,
+                lots_json=_lots_json(portfolio),
+                # The first version predates any rebalance.
+                rebalance_id=rebalance_id if version > 1 else None,
+                created_at=now,
+            )
+        )
+
+
+def _replace_holdings(conn: Connection, portfolio: Portfolio) -> None:
+    """The stored cash and lots become ``portfolio``'s (lots renumbered 1..)."""
+    conn.execute(portfolios.update().where(portfolios.c.id == portfolio.id).values(cash=portfolio.cash))
+    conn.execute(delete(lots).where(lots.c.portfolio_id == portfolio.id))
+    if portfolio.lots:
+        conn.execute(
+            lots.insert(),
+            [
+                {
+                    "portfolio_id": portfolio.id,
+                    "lot_no": i,
+                    "symbol": lot.symbol,
+                    "shares": lot.shares,
+                    "cost_basis": lot.cost_basis,
+                    "acquired": lot.acquired,
+                }
+                for i, lot in enumerate(portfolio.lots, start=1)
+            ],
+        )
 
 
 def _utc(value: datetime) -> datetime:
