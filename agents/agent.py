@@ -103,8 +103,31 @@ class OptimizerAgent:
         """Each capability's name, description, input and output JSON Schemas, TTL and source."""
         return [c.describe() for c in self.registry]
 
-    def execute(self, name: str, request: Any, ctx: RequestContext | None = None) -> dict[str, Any]:
-        """Run capability ``name`` on ``request``; the result carries ``_metadata``."""
+    def execute(
+        self,
+        name: str,
+        request: Any,
+        ctx: RequestContext | None = None,
+        *,
+        allow_writes: bool = False,
+    ) -> dict[str, Any]:
+        """Run capability ``name`` on ``request``; the result carries ``_metadata``.
+
+        A capability that changes a portfolio (``optimizer.book_trades``) runs as a step of a
+        pattern, after the approval gate whose recorded decision it books; the CLI, HTTP and
+        tools therefore cannot call it directly. Code embedding the agent may, with
+        ``allow_writes=True``, and then answers for the decision it passes.
+
+        Raises:
+            InputError: ``name`` writes and ``allow_writes`` is false.
+        """
+        if not allow_writes and name in self.registry and self.registry.get(name).writes:
+            raise InputError(
+                f"{name} changes a portfolio; it runs only as a step of a pattern after its approval "
+                "gate (e.g. `optimizer run drift_rebalance`), not as a direct call",
+                details={"field": "capability", "value": name,
+                         "callable": [c.name for c in self.tool_capabilities()]},
+            )
         return self.runner.run(name, request, ctx or RequestContext())
 
     def authenticate(self, api_key: str | None) -> RequestContext:

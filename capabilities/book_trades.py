@@ -13,6 +13,7 @@ from capabilities.views import DETAIL_DESCRIPTION, Detail, Summary
 from services.allocation.proposal import Money
 from services.data.bounds import MAX_AMOUNT
 from services.data.policy import PolicyOverrides, resolve_policy
+from services.errors import InputError
 from services.lifecycle.booking import BookedTrade, Order, book
 
 
@@ -84,6 +85,15 @@ def handle(request: BookTradesInput, ctx: RequestContext, services: Services) ->
     orders = [Order(t.symbol, t.action, t.quantity) for t in request.trades if t.action != "HOLD" and t.quantity > 0]
     booking = book(pack, before, orders, policy, request.cash_flow)
     rejected = request.decision.status == "rejected"
+    if request.decision.status == "not_required" and booking.total_trade_value > policy.approval_threshold:
+        raise InputError(
+            f"trades worth {booking.total_trade_value} exceed the approval threshold "
+            f"{policy.approval_threshold}: they need a person's approval at a pattern's gate "
+            "(e.g. `optimizer run drift_rebalance`), not decision 'not_required'",
+            details={"field": "decision", "value": "not_required",
+                     "total_trade_value": str(booking.total_trade_value),
+                     "approval_threshold": str(policy.approval_threshold)},
+        )
     details = booking.details(policy)
     if rejected:
         details["weights_after_pct"] = details["weights_before_pct"]

@@ -19,7 +19,7 @@ from jsonschema.exceptions import SchemaError, ValidationError
 from referencing import Registry
 
 from capabilities.registry import CapabilityRegistry
-from patterns.model import REFERENCE, REFERENCE_KEYS, Condition, Pattern
+from patterns.model import REFERENCE, REFERENCE_KEYS, Condition, Pattern, Step
 from services.data.bounds import MAX_PATTERN_STEPS, check_json_value, parse_json_text
 from services.errors import InputError
 
@@ -238,6 +238,8 @@ def meaning_errors(pattern: Pattern, registry: CapabilityRegistry) -> list[dict[
             scope = scope.for_items(step.for_each, f"{base}/for_each")
         for pointer, ref in _references(step.args, f"{base}/args"):
             scope.check(ref, pointer)
+        if step.capability in registry and registry.get(step.capability).writes:
+            _check_decided_by_a_gate(step, outputs, f"{base}/args/decision", error)
         if step.capability in registry:
             output = registry.get(step.capability).output_schema()
             outputs[step.id] = _list_of(output) if step.for_each is not None else output
@@ -447,6 +449,26 @@ class _Scope:
         for key, at in named:
             if not isinstance(key, str) or _field_schema(item, root, key) is None:
                 self.error(at, f"the items of '{ref}' have no field {json.dumps(key)}")
+
+
+def _check_decided_by_a_gate(
+    step: Step, visible: dict[str, Any], pointer: str, error: Callable[[str, str], None]
+) -> None:
+    """A step that writes (books trades) must take its ``decision`` from an earlier approval gate.
+
+    The decision is then the one a person recorded at that gate (who, when, the note), never a
+    value written into the pattern file.
+    """
+    decision = step.args.get("decision")
+    gate = decision.get("$ref", "") if is_reference(decision) else ""
+    if not (gate.startswith("approvals.") and gate in visible):
+        gates = sorted(k for k in visible if k.startswith("approvals."))
+        error(
+            pointer,
+            f"{step.capability} changes a portfolio, so its 'decision' must be "
+            '{"$ref": "approvals.<gate>"} of an approval gate before this step'
+            + (f"; gates before it: {', '.join(gates)}" if gates else "; there is no gate before it"),
+        )
 
 
 def _list_of(schema: dict[str, Any]) -> dict[str, Any]:

@@ -120,7 +120,7 @@ def _propose_and_book(agent, decision=None, policy_id="aggressive_growth", ctx=N
                "policy_id": policy_id}
     if decision is not None:
         request["decision"] = decision
-    return proposal, agent.execute("optimizer.book_trades", request, ctx)
+    return proposal, agent.execute("optimizer.book_trades", request, ctx, allow_writes=True)
 
 
 @pytest.fixture
@@ -163,7 +163,7 @@ def test_rejection_books_nothing_and_history_counts_approvals(targeted) -> None:
     assert agent.store.get_portfolio("demo_diversified") == before
     assert agent.store.last_booked_asof("demo_diversified") is None
     _, booked = _propose_and_book(agent, {"status": "approved", "by": "bob"})
-    _, again = _propose_and_book(agent)  # toward the same target: at most a few small trades
+    _, again = _propose_and_book(agent, {"status": "approved", "by": "bob"})  # a few small trades
     statuses = [h["status"] for h in agent.store.list_rebalances("demo_diversified")]
     assert statuses == ["rejected", "booked", "booked"]
     assert (booked["version_after"], again["version_before"], again["version_after"]) == (2, 2, 3)
@@ -175,8 +175,8 @@ def test_a_stale_proposal_is_refused(targeted) -> None:
         "portfolio_id": "demo_diversified", "pricing_pack_id": PACK, "policy_id": "aggressive_growth",
         "policy": {"method": "target"}})
     request = {"portfolio_id": "demo_diversified", "pricing_pack_id": PACK, "trades": proposal["trades"],
-               "policy_id": "aggressive_growth"}
-    agent.execute("optimizer.book_trades", request)
+               "policy_id": "aggressive_growth", "decision": {"status": "approved", "by": "pm"}}
+    agent.execute("optimizer.book_trades", request, allow_writes=True)
     before = agent.store.get_portfolio("demo_diversified")
     store = agent.store
     with pytest.raises(ConflictError):
@@ -216,14 +216,31 @@ def test_a_crash_between_booking_steps_leaves_no_partial_version(targeted, monke
 def test_a_portfolio_reimported_after_a_booking_becomes_its_own_version(targeted) -> None:
     agent = targeted
     store = agent.store
-    _propose_and_book(agent)
+    _propose_and_book(agent, {"status": "approved", "by": "pm"})
     booked = store.get_portfolio("demo_diversified")
     reimported = Portfolio(id="demo_diversified", cash=Decimal("1000.00"), lots=(Lot("KO", 100),), owner=booked.owner)
     store.put_portfolio(reimported, replace=True)
     result = agent.execute("optimizer.book_trades", {
         "portfolio_id": "demo_diversified", "pricing_pack_id": PACK,
-        "trades": [{"symbol": "KO", "action": "SELL", "quantity": 10}]})
+        "trades": [{"symbol": "KO", "action": "SELL", "quantity": 10}]}, allow_writes=True)
     assert (result["version_before"], result["version_after"]) == (3, 4)
     assert store.get_portfolio_version("demo_diversified", 2) == booked
     assert store.get_portfolio_version("demo_diversified", 3) == reimported
     assert store.get_portfolio("demo_diversified").positions() == {"KO": 90}
+
+
+def test_booking_is_not_a_direct_call_and_needs_approval_above_the_threshold(targeted) -> None:
+    agent = targeted
+    before = agent.store.get_portfolio("demo_diversified")
+    proposal = agent.execute("optimizer.propose_trades", {
+        "portfolio_id": "demo_diversified", "pricing_pack_id": PACK, "policy_id": "aggressive_growth",
+        "policy": {"method": "target"}})
+    request = {"portfolio_id": "demo_diversified", "pricing_pack_id": PACK, "trades": proposal["trades"],
+               "policy_id": "aggressive_growth"}
+    with pytest.raises(InputError, match="only as a step of a pattern"):
+        agent.execute("optimizer.book_trades", request)
+    assert proposal["total_trade_value"] > 10_000
+    with pytest.raises(InputError, match="exceed the approval threshold") as err:
+        agent.execute("optimizer.book_trades", request, allow_writes=True)
+    assert err.value.details["field"] == "decision"
+    assert agent.store.get_portfolio("demo_diversified") == before

@@ -246,6 +246,28 @@ def test_shipped_patterns_are_valid_against_the_real_capabilities() -> None:
         assert pattern.id == pattern_id
 
 
+@pytest.mark.parametrize("decision", [
+    None,
+    {"status": "approved", "by": "someone", "note": None},
+    {"$ref": "inputs.portfolio_id"},
+])
+def test_a_booking_step_must_take_its_decision_from_an_earlier_gate(decision: object) -> None:
+    registry = CapabilityRegistry()
+    for capability in optimizer_capabilities():
+        registry.register(capability)
+    document = read_pattern_document(shipped_patterns()["drift_rebalance"])
+    book = next(s for s in document["steps"] if s["capability"] == "optimizer.book_trades")
+    if decision is None:
+        del book["args"]["decision"]
+    else:
+        book["args"]["decision"] = decision
+    with pytest.raises(PatternError) as caught:
+        load_pattern(document, registry, source="forged.json")
+    index = document["steps"].index(book)
+    [problem] = [e for e in caught.value.details["errors"] if e["pointer"] == f"/steps/{index}/args/decision"]
+    assert "approvals.approve_trades" in problem["message"]
+
+
 # --- loading -------------------------------------------------------------------------------------
 
 
