@@ -120,3 +120,20 @@ def test_stored_restrictions_apply_to_every_proposal_for_the_account(
     assert run(capsys, "restrictions", "set", "demo_diversified")[0] == 0
     assert json.loads(run(capsys, "restrictions", "show", "demo_diversified", "--json")[1]) == {
         "restricted": [], "frozen": []}
+
+
+def test_lifecycle_commands_act_as_a_user(capsys: pytest.CaptureFixture[str], seeded_home: Path) -> None:
+    # demo_diversified belongs to 'demo': 'mallory' gets the same error as for a missing portfolio.
+    assert run(capsys, "targets", "set", "demo_diversified", "--weights", str(TARGETS), "--user", "demo")[0] == 0
+    for argv in (["targets", "show", "demo_diversified"], ["history", "demo_diversified"],
+                 ["restrictions", "show", "demo_diversified"],
+                 ["targets", "set", "demo_diversified", "--weights", str(TARGETS)],
+                 ["restrictions", "set", "demo_diversified", "--frozen", "AMD"]):
+        code, out, err = run(capsys, *argv, "--user", "mallory")
+        missing_code, _, missing_err = run(capsys, *[a if a != "demo_diversified" else "nope" for a in argv],
+                                           "--user", "mallory")
+        assert (code, out) == (3, "") and json.loads(err)["code"] == "not_found", argv
+        assert json.loads(err)["message"] == json.loads(missing_err)["message"].replace("nope", "demo_diversified")
+    code, out, _ = run(capsys, "targets", "show", "demo_diversified", "--json", "--user", "demo")
+    assert code == 0 and json.loads(out)["version"] == 1
+    assert run(capsys, "targets", "set", "demo_diversified", "--weights", str(TARGETS), "--user", " ")[0] == 2

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from agents.cli.common import command, group, print_json
+from agents.cli.common import acting_user, command, group, print_json, user_option
 from agents.cli.report import table
 from services.data.store import Store
 from services.errors import InputError
@@ -45,6 +45,7 @@ def register(commands: Any) -> None:
         func=_cmd_set,
     )
     set_cmd.add_argument("portfolio", metavar="PORTFOLIO", help="a stored portfolio id")
+    user_option(set_cmd, "act as this user: only their own portfolios (omitted: the local operator)")
     source = set_cmd.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", type=Path, metavar="FILE.csv", help="symbol,weight_pct rows")
     source.add_argument("--from-proposal", type=int, metavar="ID", help="a recorded proposal's id")
@@ -60,6 +61,7 @@ def register(commands: Any) -> None:
         json_output=True,
     )
     show.add_argument("portfolio", metavar="PORTFOLIO", help="a stored portfolio id")
+    user_option(show, "act as this user: only their own portfolios (omitted: the local operator)")
     show.add_argument("--all", action="store_true", help="every version, oldest first")
 
     restrictions = group(
@@ -83,6 +85,7 @@ def register(commands: Any) -> None:
         func=_cmd_set_restrictions,
     )
     set_r.add_argument("portfolio", metavar="PORTFOLIO", help="a stored portfolio id")
+    user_option(set_r, "act as this user: only their own portfolios (omitted: the local operator)")
     set_r.add_argument("--restricted", default="", metavar="SYMBOLS", help="never bought, e.g. XOM,CVX")
     set_r.add_argument("--frozen", default="", metavar="SYMBOLS", help="never traded, e.g. AMD")
     show_r = command(
@@ -95,6 +98,7 @@ def register(commands: Any) -> None:
         json_output=True,
     )
     show_r.add_argument("portfolio", metavar="PORTFOLIO", help="a stored portfolio id")
+    user_option(show_r, "act as this user: only their own portfolios (omitted: the local operator)")
 
     history = command(
         commands,
@@ -110,6 +114,7 @@ def register(commands: Any) -> None:
         json_output=True,
     )
     history.add_argument("portfolio", metavar="PORTFOLIO", help="a stored portfolio id")
+    user_option(history, "act as this user: only their own portfolios (omitted: the local operator)")
     history.add_argument("--version", type=int, metavar="N", help="show the portfolio at version N")
 
     orders = command(
@@ -124,10 +129,11 @@ def register(commands: Any) -> None:
     )
     orders.add_argument("run_id", metavar="RUN_ID", help="the run that booked the trades")
     orders.add_argument("--csv", required=True, metavar="FILE", help="where to write ('-': stdout)")
+    user_option(orders, "act as this user: only orders booked into their own portfolios")
 
 
 def _cmd_set(args: argparse.Namespace, store: Store) -> int:
-    store.get_portfolio(args.portfolio)
+    store.get_portfolio(args.portfolio, user=acting_user(args))
     if args.weights is not None:
         weights, policy_id, source = parse_weights_csv(args.weights), args.policy, f"file:{args.weights.name}"
     else:
@@ -140,6 +146,7 @@ def _cmd_set(args: argparse.Namespace, store: Store) -> int:
 
 
 def _cmd_show(args: argparse.Namespace, store: Store) -> int:
+    store.get_portfolio(args.portfolio, user=acting_user(args))
     found = store.list_targets(args.portfolio) if args.all else [store.get_target(args.portfolio)]
     if args.all and not found:
         store.get_target(args.portfolio)  # raises the not-found error with its advice
@@ -160,12 +167,13 @@ def _symbols(text: str) -> list[str]:
 
 
 def _cmd_set_restrictions(args: argparse.Namespace, store: Store) -> int:
+    store.get_portfolio(args.portfolio, user=acting_user(args))
     store.set_restrictions(args.portfolio, restricted=_symbols(args.restricted), frozen=_symbols(args.frozen))
-    return _cmd_show_restrictions(argparse.Namespace(portfolio=args.portfolio, json=False), store)
+    return _cmd_show_restrictions(argparse.Namespace(portfolio=args.portfolio, json=False, user=args.user), store)
 
 
 def _cmd_show_restrictions(args: argparse.Namespace, store: Store) -> int:
-    store.get_portfolio(args.portfolio)
+    store.get_portfolio(args.portfolio, user=acting_user(args))
     found = store.get_restrictions(args.portfolio)
     if args.json:
         print_json(found)
@@ -176,7 +184,7 @@ def _cmd_show_restrictions(args: argparse.Namespace, store: Store) -> int:
 
 
 def _cmd_history(args: argparse.Namespace, store: Store) -> int:
-    store.get_portfolio(args.portfolio)
+    store.get_portfolio(args.portfolio, user=acting_user(args))
     if args.version is not None:
         return _print_version(args, store)
     rows = summary_rows(store.list_rebalances(args.portfolio))
@@ -217,7 +225,11 @@ def _print_version(args: argparse.Namespace, store: Store) -> int:
 
 
 def _cmd_orders(args: argparse.Namespace, store: Store) -> int:
-    text = orders_csv(store.list_rebalances(run_id=args.run_id), args.run_id)
+    user = acting_user(args)
+    owned = {p["id"] for p in store.list_portfolios(user=user)}
+    # Another user's run reads like one that booked nothing: the error names no other portfolio.
+    rebalances = [r for r in store.list_rebalances(run_id=args.run_id) if r["portfolio_id"] in owned]
+    text = orders_csv(rebalances, args.run_id)
     if args.csv == "-":
         print(text, end="")
         return 0
