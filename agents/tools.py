@@ -1,9 +1,13 @@
 """The capabilities as tools for an LLM, and the conversation contract every tool adapter keeps.
 
-Tool names: ``tool_name`` is the one function that names a tool, for LangChain and MCP alike.
-Model providers accept tool names matching ``^[a-zA-Z0-9_-]{1,64}$`` and MCP hosts pass tool
-names on to them, so a capability's dots become double underscores
-(``optimizer.propose_trades`` ↔ ``optimizer__propose_trades``).
+Tool names: ``tool_name`` is the one function that names a tool, for LangChain and MCP alike, in
+one of two namings. ``capability``: the capability name itself (``optimizer.propose_trades``)
+wherever the MCP SDK and spec accept it (``^[A-Za-z0-9._-]{1,128}$``, and no SDK warning such
+as a trailing dot), otherwise the provider-safe name; the MCP server offers these by default.
+``provider-safe``: model providers accept only ``^[a-zA-Z0-9_-]{1,64}$``, so a capability's dots
+become double underscores (``optimizer__propose_trades``); LangChain tools always use it, and
+``optimizer mcp --tool-names provider-safe`` serves it for hosts that pass MCP tool names on to
+such a model API. ``capability_name`` maps either form back.
 
 Views: a tool's ``detail`` defaults to ``summary`` (a few thousand characters); ask for
 ``full`` for every figure. Validation stays with the capability runner, so a model sees the same
@@ -19,8 +23,8 @@ else is an internal error and ends the conversation.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 
@@ -38,14 +42,15 @@ from services.errors import (
 
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _SEPARATOR = "__"
+ToolNaming = Literal["capability", "provider-safe"]
+TOOL_NAMINGS: tuple[ToolNaming, ...] = ("capability", "provider-safe")
 TOOL_DETAIL = "summary"
 
+# A hint names the list tools the caller has ("{list_tools}"), or none where it has none.
 _HINTS: tuple[tuple[type[OptimizerError], str], ...] = (
     (InputError, "the arguments are invalid; correct them as the message says (valid_values lists "
                  "what is accepted) and call the tool again"),
-    (NotFoundError, "that id does not exist or is not yours; use one of valid_values or a list tool "
-                    "(optimizer__list_packs, optimizer__list_portfolios, optimizer__list_policies, ...) "
-                    "and call again"),
+    (NotFoundError, "that id does not exist or is not yours; use one of valid_values{list_tools} and call again"),
     (InfeasibleError, "the constraints cannot all hold; relax the ones in details.conflicts (at least to "
                       "details.smallest_relaxation where given) through the 'policy' argument, or choose "
                       "another policy, and call again"),
@@ -57,16 +62,32 @@ _HINTS: tuple[tuple[type[OptimizerError], str], ...] = (
 Execute = Callable[[str, Any, RequestContext], dict[str, Any]]
 
 
-def tool_name(capability_name: str) -> str:
-    """The provider-safe tool name of a capability.
+def tool_name(capability_name: str, *, naming: ToolNaming) -> str:
+    """The tool name of a capability (or of an ``optimizer.<verb>`` tool) in ``naming``.
+
+    ``capability`` keeps the name when the MCP SDK's validator accepts it without a warning (the
+    spec's ``^[A-Za-z0-9._-]{1,128}$``, no leading or trailing dot or dash) and falls back to the
+    provider-safe name otherwise; ``provider-safe`` replaces every ``.`` by ``__``
+    (``^[a-zA-Z0-9_-]{1,64}$``). Every provider-safe name is a valid MCP name, so a name the spec
+    refuses outright has no provider-safe name either.
 
     Raises:
         ValueError: the name cannot be mapped (too long, other characters, or '__' already in it).
     """
+    # A '__' in a capability name would make the two namings ambiguous: refuse it in both.
     if _SEPARATOR in capability_name:
         raise ValueError(
             f"capability name {capability_name!r} contains '{_SEPARATOR}'; it could not be mapped back"
         )
+    if naming == "capability":
+        # Imported here: only the MCP server names tools this way, and it has the SDK loaded already.
+        from mcp.shared.tool_name_validation import validate_tool_name
+
+        verdict = validate_tool_name(capability_name)
+        if verdict.is_valid and not verdict.warnings:
+            return capability_name
+    elif naming != "provider-safe":
+        raise ValueError(f"tool naming {naming!r}: must be one of {', '.join(TOOL_NAMINGS)}")
     name = capability_name.replace(".", _SEPARATOR)
     if not TOOL_NAME.fullmatch(name):
         raise ValueError(
@@ -77,7 +98,7 @@ def tool_name(capability_name: str) -> str:
 
 
 def capability_name(name: str) -> str:
-    """The capability a tool name stands for (the inverse of ``tool_name``)."""
+    """The capability a tool name stands for, in either naming (the inverse of ``tool_name``)."""
     return name.replace(_SEPARATOR, ".")
 
 
@@ -101,9 +122,15 @@ def is_fixable(err: BaseException) -> bool:
     return isinstance(err, (InputError, DomainError))
 
 
-def tool_error(err: OptimizerError) -> dict[str, Any]:
-    """The tool-error payload of a fixable error: code, message, details, valid_values, hint."""
+def tool_error(err: OptimizerError, list_tools: Sequence[str] = ()) -> dict[str, Any]:
+    """The tool-error payload of a fixable error: code, message, details, valid_values, hint.
+
+    ``list_tools`` are the caller's tools that list valid ids, by the names it sees them under;
+    a hint names them, and names no tool when the caller has none (as with the LangChain tools).
+    """
     hint = next(h for kind, h in (*_HINTS, (OptimizerError, "")) if isinstance(err, kind))
+    found_by = f" or a list tool ({', '.join(list_tools)})" if list_tools else " (if it is empty, ask the user)"
+    hint = hint.format(list_tools=found_by)
     return {**err.to_dict(), "valid_values": valid_values(err.details), "hint": hint}
 
 
@@ -144,7 +171,7 @@ def _tool(capability: Capability, execute: Execute, ctx: RequestContext) -> Base
         return canonical_json(result), result
 
     return StructuredTool(
-        name=tool_name(capability.name),
+        name=tool_name(capability.name, naming="provider-safe"),
         description=capability.description,
         args_schema=tool_input_schema(capability),
         func=call,

@@ -4,7 +4,9 @@ It asks for the misspelt policy 'quality_focussed' with a tracking-error limit t
 (and no turnover limit, under which the smallest relaxation the error names is enough),
 and gets there by reading the tool errors: the first lists the valid policy ids, the second is
 infeasible and names the smallest relaxation. The same script runs against the LangChain tools
-in process and against ``optimizer mcp`` over stdio through langchain-mcp-adapters: one contract.
+in process and against ``optimizer mcp --tool-names provider-safe`` over stdio through
+langchain-mcp-adapters (the setup that option is for: a model API that rejects dots in tool names
+sees the MCP tools): one contract, one tool name.
 """
 
 from __future__ import annotations
@@ -114,7 +116,8 @@ def test_the_langchain_tools_recover(module_store: Store, tmp_path: Path) -> Non
 
 
 async def _over_mcp(home: Path) -> dict[str, Any]:
-    params = StdioServerParameters(command=sys.executable, args=cli("mcp")[1:], cwd=ROOT, env=server_env(home))
+    params = StdioServerParameters(command=sys.executable, args=cli("mcp", "--tool-names", "provider-safe")[1:],
+                                    cwd=ROOT, env=server_env(home))
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         tools = await load_mcp_tools(session)

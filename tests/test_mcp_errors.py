@@ -22,6 +22,7 @@ from mcp.shared.memory import create_connected_server_and_client_session
 from agents.agent import OptimizerAgent
 from agents.logging import configure_logging
 from agents.mcp.server import build_server
+from agents.tools import ToolNaming
 from capabilities.base import RequestContext
 from services.data.store import Store
 
@@ -42,8 +43,8 @@ def agent(module_store: Store, tmp_path: Path) -> OptimizerAgent:
     return OptimizerAgent(module_store, home=tmp_path / "home")
 
 
-async def _call(agent: OptimizerAgent, name: str, arguments: dict[str, Any]) -> Any:
-    server = build_server(agent, lambda: RequestContext(user="alice"))
+async def _call(agent: OptimizerAgent, name: str, arguments: dict[str, Any], naming: ToolNaming = "capability") -> Any:
+    server = build_server(agent, lambda: RequestContext(user="alice"), naming)
     async with create_connected_server_and_client_session(server) as client:
         try:
             return await client.call_tool(name, arguments)
@@ -58,7 +59,7 @@ def test_an_internal_error_ends_the_call_with_a_reference_only(
         raise RuntimeError("secret portfolio contents")
 
     monkeypatch.setattr(agent, "execute", broken)
-    raised = anyio.run(_call, agent, "optimizer__propose_trades", PROPOSE)
+    raised = anyio.run(_call, agent, "optimizer.propose_trades", PROPOSE)
     assert isinstance(raised, McpError)
     error = raised.error
     assert error.message.startswith("internal error (reference ")
@@ -66,13 +67,19 @@ def test_an_internal_error_ends_the_call_with_a_reference_only(
     reference = error.data["reference"]
     logged = [json.loads(line) for line in log.getvalue().splitlines()]
     (entry,) = [e for e in logged if e.get("event") == "internal_error"]
-    assert entry["reference"] == reference and entry["tool"] == "optimizer__propose_trades"
+    assert entry["reference"] == reference and entry["tool"] == "optimizer.propose_trades"
 
 
 def test_unknown_tools_and_bad_arguments_are_fixable(agent: OptimizerAgent) -> None:
-    unknown = anyio.run(_call, agent, "optimizer.propose_trades", PROPOSE)
+    # A name in the naming the server does not serve is an unknown tool; the error lists the served ones.
+    unknown = anyio.run(_call, agent, "optimizer__propose_trades", PROPOSE)
     payload = json.loads(unknown.content[0].text)
     assert unknown.isError and payload["code"] == "unknown_tool"
+    assert "optimizer.propose_trades" in payload["valid_values"]["name"]
+    assert not any("__" in name for name in payload["valid_values"]["name"])
+    dotted = anyio.run(_call, agent, "optimizer.propose_trades", PROPOSE, "provider-safe")
+    payload = json.loads(dotted.content[0].text)
+    assert dotted.isError and payload["code"] == "unknown_tool"
     assert "optimizer__propose_trades" in payload["valid_values"]["name"]
-    bad = anyio.run(_call, agent, "optimizer__show_policy", {"policy": "quality_focused"})
+    bad = anyio.run(_call, agent, "optimizer.show_policy", {"policy": "quality_focused"})
     assert bad.isError and json.loads(bad.content[0].text)["code"] == "invalid_input"

@@ -58,41 +58,41 @@ async def _conversation(url: str, keys: dict[str, str]) -> None:
         await bob.initialize()
         assert len((await alice.list_tools()).tools) >= 14
 
-        _, alice_sees = await call(alice, "optimizer__list_portfolios", {})
-        _, bob_sees = await call(bob, "optimizer__list_portfolios", {})
+        _, alice_sees = await call(alice, "optimizer.list_portfolios", {})
+        _, bob_sees = await call(bob, "optimizer.list_portfolios", {})
         assert "alice_book" in {p["id"] for p in alice_sees["portfolios"]}
         assert "alice_book" not in {p["id"] for p in bob_sees["portfolios"]}
 
         mine = {**PROPOSE, "portfolio_id": "alice_book"}
-        failed, proposal = await call(alice, "optimizer__propose_trades", mine)
+        failed, proposal = await call(alice, "optimizer.propose_trades", mine)
         assert not failed and proposal["portfolio_id"] == "alice_book"
 
         # Someone else's portfolio and a missing one: the same error, naming nothing else.
-        _, theirs = await call(bob, "optimizer__propose_trades", mine)
-        _, missing = await call(bob, "optimizer__propose_trades", {**mine, "portfolio_id": "nobody_book"})
+        _, theirs = await call(bob, "optimizer.propose_trades", mine)
+        _, missing = await call(bob, "optimizer.propose_trades", {**mine, "portfolio_id": "nobody_book"})
         assert theirs["code"] == missing["code"] == "not_found"
         assert theirs["message"].replace("alice_book", "X") == missing["message"].replace("nobody_book", "X")
         assert theirs["valid_values"] == missing["valid_values"] == {}
 
         # Someone else's proposal id and a missing one, likewise.
         impact = {"portfolio_id": "demo_diversified", "pricing_pack_id": PACK}
-        _, their_proposal = await call(bob, "optimizer__analyze_impact",
+        _, their_proposal = await call(bob, "optimizer.analyze_impact",
                                        {**impact, "portfolio_id": "alice_book", "proposal_id": proposal["proposal_id"]})
         assert their_proposal["code"] == "not_found"
-        failed, own = await call(alice, "optimizer__analyze_impact",
+        failed, own = await call(alice, "optimizer.analyze_impact",
                                  {**impact, "portfolio_id": "alice_book", "proposal_id": proposal["proposal_id"]})
         assert not failed and own["portfolio_id"] == "alice_book"
 
         # Someone else's run and a missing one, likewise; the owner approves hers.
-        failed, run = await call(alice, "optimizer__run_pattern", {
+        failed, run = await call(alice, "optimizer.run_pattern", {
             "pattern": "policy_rebalance", "inputs": {**REBALANCE_INPUTS, "portfolio_id": "alice_book"}})
         assert not failed and run["status"] == "waiting_for_approval"
-        _, their_run = await call(bob, "optimizer__get_run", {"run_id": run["run_id"]})
-        _, no_run = await call(bob, "optimizer__get_run", {"run_id": "no-such-run"})
+        _, their_run = await call(bob, "optimizer.get_run", {"run_id": run["run_id"]})
+        _, no_run = await call(bob, "optimizer.get_run", {"run_id": "no-such-run"})
         assert their_run["message"].replace(run["run_id"], "X") == no_run["message"].replace("no-such-run", "X")
-        _, their_approval = await call(bob, "optimizer__approve_run", {"run_id": run["run_id"]})
+        _, their_approval = await call(bob, "optimizer.approve_run", {"run_id": run["run_id"]})
         assert their_approval["code"] == "not_found"
-        failed, done = await call(alice, "optimizer__approve_run", {"run_id": run["run_id"]})
+        failed, done = await call(alice, "optimizer.approve_run", {"run_id": run["run_id"]})
         assert not failed and done["status"] == "completed"
         assert done["approvals"]["approve_trades"]["by"] == "alice"
 

@@ -37,9 +37,9 @@ def test_stdout_carries_nothing_but_protocol(home: Path) -> None:
                        argv=[sys.executable, "-c", NOISY_HOST])
     session.initialize()
     session.request("tools/list")
-    _, ok = session.request("tools/call", {"name": "optimizer__propose_trades", "arguments": PROPOSE})
-    _, error = session.request("tools/call", {"name": "optimizer__propose_trades",
-                                              "arguments": {**PROPOSE, "policy_id": "quality_focussed"}})
+    _, ok = session.request("tools/call", {"name": "optimizer.propose_trades", "arguments": PROPOSE})
+    _, error = session.request("tools/call", {"name": "optimizer.propose_trades",
+                                             "arguments": {**PROPOSE, "policy_id": "quality_focussed"}})
     assert ok["result"]["isError"] is False and error["result"]["isError"] is True
     stderr = session.close()
     assert session.process.returncode == 0, stderr
@@ -58,24 +58,24 @@ async def _session(home: Path) -> None:
         assert init.serverInfo.name == "optimizer-agent" and init.instructions
 
         tools = {t.name: t for t in (await client.list_tools()).tools}
-        assert {"optimizer__propose_trades", "optimizer__analyze_impact", "optimizer__suggest_hedges",
-                "optimizer__suggest_deleveraging_hedges", "optimizer__list_packs", "optimizer__list_portfolios",
-                "optimizer__list_policies", "optimizer__show_policy", "optimizer__list_scenarios",
-                "optimizer__list_regimes", "optimizer__run_pattern", "optimizer__get_run",
-                "optimizer__approve_run", "optimizer__reject_run"} <= set(tools)
+        assert {"optimizer.propose_trades", "optimizer.analyze_impact", "optimizer.suggest_hedges",
+                "optimizer.suggest_deleveraging_hedges", "optimizer.list_packs", "optimizer.list_portfolios",
+                "optimizer.list_policies", "optimizer.show_policy", "optimizer.list_scenarios",
+                "optimizer.list_regimes", "optimizer.run_pattern", "optimizer.get_run",
+                "optimizer.approve_run", "optimizer.reject_run"} <= set(tools)
         read_only = {name for name, t in tools.items() if t.annotations and t.annotations.readOnlyHint}
-        assert "optimizer__list_packs" in read_only and "optimizer__get_run" in read_only
-        assert "optimizer__run_pattern" not in read_only and "optimizer__approve_run" not in read_only
-        hedges = tools["optimizer__suggest_hedges"].inputSchema["properties"]
+        assert "optimizer.list_packs" in read_only and "optimizer.get_run" in read_only
+        assert "optimizer.run_pattern" not in read_only and "optimizer.approve_run" not in read_only
+        hedges = tools["optimizer.suggest_hedges"].inputSchema["properties"]
         assert "equity_selloff" in hedges["scenario_id"]["enum"] and hedges["detail"]["default"] == "summary"
-        assert "policy_rebalance" in tools["optimizer__run_pattern"].inputSchema["properties"]["pattern"]["enum"]
+        assert "policy_rebalance" in tools["optimizer.run_pattern"].inputSchema["properties"]["pattern"]["enum"]
         assert all(t.outputSchema and t.outputSchema.get("type") == "object" for t in tools.values())
 
-        packs = await client.call_tool("optimizer__list_packs", {})
+        packs = await client.call_tool("optimizer.list_packs", {})
         assert packs.structuredContent == {"packs": [{"id": "PP_2022-12-28", "asof": "2022-12-28",
                                                       "n_dates": 757, "n_symbols": 26}]}
 
-        proposal = await client.call_tool("optimizer__propose_trades", PROPOSE)
+        proposal = await client.call_tool("optimizer.propose_trades", PROPOSE)
         assert not proposal.isError
         summary = proposal.structuredContent
         assert summary["detail"] == "summary" and summary["trade_count"] == 10
@@ -83,34 +83,34 @@ async def _session(home: Path) -> None:
         assert proposal.content[0].text.startswith("optimizer.propose_trades: proposal_id=prop_")
         assert json.loads(proposal.content[1].text) == summary
 
-        impact = await client.call_tool("optimizer__analyze_impact", {
+        impact = await client.call_tool("optimizer.analyze_impact", {
             "portfolio_id": "demo_diversified", "pricing_pack_id": "PP_2022-12-28",
             "proposal_id": summary["proposal_id"]})
         assert not impact.isError and impact.structuredContent["estimated_costs"] == summary["estimated_costs"]
 
-        typo = await client.call_tool("optimizer__propose_trades", {**PROPOSE, "policy_id": "quality_focussed"})
+        typo = await client.call_tool("optimizer.propose_trades", {**PROPOSE, "policy_id": "quality_focussed"})
         assert typo.isError and typo.structuredContent is None
         error = json.loads(typo.content[0].text)
         assert error["code"] == "not_found" and "quality_focused" in error["valid_values"]["policy_id"]
         assert error["hint"]
 
-        run = await client.call_tool("optimizer__run_pattern", {"pattern": "policy_rebalance",
-                                                                 "inputs": REBALANCE_INPUTS})
+        run = await client.call_tool("optimizer.run_pattern", {"pattern": "policy_rebalance",
+                                                                "inputs": REBALANCE_INPUTS})
         assert not run.isError
         waiting = run.structuredContent
         assert waiting["status"] == "waiting_for_approval"
         assert waiting["pending_approval"]["gate"] == "approve_trades"
         assert len(canonical_json(waiting)) <= 3000
 
-        again = await client.call_tool("optimizer__get_run", {"run_id": waiting["run_id"]})
+        again = await client.call_tool("optimizer.get_run", {"run_id": waiting["run_id"]})
         assert again.structuredContent == waiting
 
-        approved = await client.call_tool("optimizer__approve_run", {"run_id": waiting["run_id"], "note": "ok"})
+        approved = await client.call_tool("optimizer.approve_run", {"run_id": waiting["run_id"], "note": "ok"})
         assert not approved.isError
         assert approved.structuredContent["status"] == "completed"
         assert approved.structuredContent["approvals"]["approve_trades"]["status"] == "approved"
 
-        twice = await client.call_tool("optimizer__approve_run", {"run_id": waiting["run_id"]})
+        twice = await client.call_tool("optimizer.approve_run", {"run_id": waiting["run_id"]})
         assert twice.isError and json.loads(twice.content[0].text)["code"] == "conflict"
 
 

@@ -17,7 +17,14 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
 from agents.agent import OptimizerAgent
-from agents.tools import TOOL_NAME, capability_name, langchain_tools, tool_input_schema, tool_name
+from agents.tools import (
+    TOOL_NAME,
+    TOOL_NAMINGS,
+    capability_name,
+    langchain_tools,
+    tool_input_schema,
+    tool_name,
+)
 from capabilities.base import RequestContext
 from services.data.store import Store
 
@@ -113,7 +120,7 @@ def uncached(result: dict[str, Any]) -> dict[str, Any]:
 
 def test_tool_names_map_both_ways(agent: OptimizerAgent) -> None:
     tools = agent.as_langchain_tools()
-    assert [t.name for t in tools] == [tool_name(c.name) for c in agent.tool_capabilities()]
+    assert [t.name for t in tools] == [tool_name(c.name, naming="provider-safe") for c in agent.tool_capabilities()]
     # Booking writes a client's portfolio: a model reaches it only through an approval gate.
     assert "optimizer.book_trades" in agent.registry
     assert [c.name for c in agent.registry if c not in agent.tool_capabilities()] == ["optimizer.book_trades"]
@@ -127,10 +134,36 @@ def test_tool_names_map_both_ways(agent: OptimizerAgent) -> None:
         assert tool.args_schema == tool_input_schema(capability)
         assert tool.args_schema["properties"]["detail"]["default"] == "summary"
         assert capability.input_schema()["properties"]["detail"]["default"] == "full"
+    for naming in TOOL_NAMINGS:
+        with pytest.raises(ValueError, match="does not match"):
+            tool_name("optimizer.propose trades", naming=naming)
+        with pytest.raises(ValueError, match="could not be mapped back"):
+            tool_name("optimizer.propose__trades", naming=naming)
+
+
+def test_one_function_names_tools_in_both_namings() -> None:
+    from mcp.shared.tool_name_validation import TOOL_NAME_REGEX
+
+    # The capability naming keeps every name the MCP spec accepts, dots included.
+    assert tool_name("optimizer.propose_trades", naming="capability") == "optimizer.propose_trades"
+    assert tool_name("optimizer.list_packs", naming="capability") == "optimizer.list_packs"
+    long_name = "optimizer." + "x" * 100  # 110 characters: MCP allows 128, providers 64
+    assert tool_name(long_name, naming="capability") == long_name
+    # Provider-safe: dots become '__'; it must fit the providers' 64 characters.
+    assert tool_name("optimizer.propose_trades", naming="provider-safe") == "optimizer__propose_trades"
     with pytest.raises(ValueError, match="does not match"):
-        tool_name("optimizer.propose trades")
-    with pytest.raises(ValueError, match="could not be mapped back"):
-        tool_name("optimizer.propose__trades")
+        tool_name(long_name, naming="provider-safe")
+    # A name the SDK warns about (a trailing dot) gets the provider-safe name instead.
+    assert tool_name("optimizer.propose_trades.", naming="capability") == "optimizer__propose_trades__"
+    # One MCP refuses outright (a '/') has no provider-safe name either: an error, never a bad name.
+    with pytest.raises(ValueError, match="does not match"):
+        tool_name("optimizer.propose/trades", naming="capability")
+    with pytest.raises(ValueError, match="tool naming 'dotted'"):
+        tool_name("optimizer.propose_trades", naming="dotted")  # type: ignore[arg-type]
+    for name in ("optimizer.propose_trades", "optimizer.suggest_deleveraging_hedges", "a.b.c-d"):
+        capability, safe = (tool_name(name, naming=n) for n in TOOL_NAMINGS)
+        assert TOOL_NAME_REGEX.fullmatch(capability) and TOOL_NAME.fullmatch(safe)
+        assert capability_name(capability) == capability_name(safe) == name
 
 
 def test_a_tool_calling_agent_rebalances_the_demo_portfolio(agent: OptimizerAgent) -> None:
@@ -176,7 +209,10 @@ def test_fixable_errors_are_tool_errors(agent: OptimizerAgent) -> None:
     assert isinstance(message, ToolMessage) and message.status == "error"
     error = json.loads(message.content)
     assert error["code"] == "not_found" and error["valid_values"] == {}
-    assert "list tool" in error["hint"]
+    # The LangChain tools include no list tools, so the hint names none.
+    assert error["hint"] == (
+        "that id does not exist or is not yours; use one of valid_values (if it is empty, ask the user) and call again"
+    )
     typo = tools["optimizer__propose_trades"].invoke(
         {**call, "args": {**PROPOSE, "portfolio_id": None, "portfolio": {"positions": [], "cash": "1000"},
                           "policy_id": "quality_focussed"}}

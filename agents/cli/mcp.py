@@ -7,6 +7,7 @@ from typing import Any
 
 from agents.cli.common import agent_for, command
 from agents.logging import configure_logging
+from agents.tools import TOOL_NAMINGS
 from services.data.store import Store
 from services.errors import InputError
 
@@ -23,11 +24,15 @@ def register(commands: Any) -> None:
         "(http://HOST:PORT/mcp) every request needs `Authorization: Bearer KEY` with a key from "
         "`optimizer users add NAME`, and acts for that user. Tools: the four capabilities "
         "(summaries unless detail='full'), list packs, portfolios, policies, scenarios, regimes, "
-        "patterns and runs, show a policy, run a pattern, get a run, approve or reject a waiting run.",
+        "patterns and runs, show a policy, run a pattern, get a run, approve or reject a waiting run. "
+        "Tools are named by their capability names (optimizer.propose_trades, optimizer.list_packs, ...); "
+        "--tool-names provider-safe serves optimizer__propose_trades etc. instead, for hosts that hand "
+        "tool names on to a model API that rejects dots (e.g. langchain-mcp-adapters in front of such a model).",
         examples=[
             "optimizer mcp",
             "optimizer mcp --user alice",
             "optimizer mcp --transport http --host 127.0.0.1 --port 8765",
+            "optimizer mcp --tool-names provider-safe",
         ],
         func=_cmd_mcp,
     )
@@ -37,6 +42,9 @@ def register(commands: Any) -> None:
     parser.add_argument("--port", type=int, default=8765, help="http: port to listen on (default 8765)")
     parser.add_argument("--user", default=None,
                         help="stdio: act as this user (only their portfolios, proposals and runs)")
+    parser.add_argument("--tool-names", choices=TOOL_NAMINGS, default="capability",
+                        help="capability (default): tools named like optimizer.propose_trades; provider-safe: "
+                        "optimizer__propose_trades, for model APIs that accept only [a-zA-Z0-9_-] in tool names")
 
 
 def _cmd_mcp(args: argparse.Namespace, store: Store) -> int:
@@ -50,7 +58,7 @@ def _cmd_mcp(args: argparse.Namespace, store: Store) -> int:
     configure_logging(stdlib=True)
     agent = agent_for(args, store)
     if args.transport == "stdio":
-        serve_stdio(agent, args.user)
+        serve_stdio(agent, args.user, args.tool_names)
     else:
-        serve_http(agent, args.host, args.port)
+        serve_http(agent, args.host, args.port, args.tool_names)
     return 0

@@ -4,7 +4,9 @@ Built on the SDK's low-level ``Server``: the tools' JSON Schemas come from the c
 declarations and pydantic models (``agents.mcp.tools``), and calls go through our own handler so
 that the conversation contract holds (``agents.tools``): a fixable error is a tool result with
 ``isError`` and the ``tool_error`` payload; an internal error is a JSON-RPC error carrying only a
-reference id, its traceback goes to the log.
+reference id, its traceback goes to the log. Tool names follow the server's ``naming``
+(``agents.tools.tool_name``): the capability names by default, ``provider-safe`` on request; the
+instructions and error hints name tools as this server offers them.
 
 Over stdio, stdout carries protocol messages and nothing else: ``serve_stdio`` sends every log
 (structlog and the standard library's) to stderr and swaps ``sys.stdout`` for stderr while it
@@ -29,16 +31,17 @@ from mcp.shared.exceptions import McpError
 
 from agents.agent import OptimizerAgent
 from agents.mcp.tools import ToolSpec, build_tools
-from agents.tools import is_fixable, tool_error
+from agents.tools import ToolNaming, is_fixable, tool_error, tool_name
 from capabilities.base import RequestContext
 from capabilities.runner import canonical_json
 from services.errors import InputError, OptimizerError
 
 SERVER_NAME = "optimizer-agent"
+# The server's instructions; {name} fields are tool names as this server offers them.
 INSTRUCTIONS = (
-    "Portfolio optimization from immutable pricing packs. Start with optimizer__list_portfolios, "
-    "optimizer__list_packs and optimizer__list_policies to find ids; optimizer__propose_trades returns a "
-    "proposal_id that optimizer__analyze_impact accepts instead of the trades. Results are summaries unless "
+    "Portfolio optimization from immutable pricing packs. Start with {list_portfolios}, "
+    "{list_packs} and {list_policies} to find ids; {propose_trades} returns a "
+    "proposal_id that {analyze_impact} accepts instead of the trades. Results are summaries unless "
     "you pass detail='full'. A tool error carries code, message, valid_values and a hint: fix the call and "
     "try again."
 )
@@ -52,11 +55,16 @@ ContextOf = Callable[[], RequestContext]
 log = structlog.get_logger("optimizer.mcp")
 
 
-def build_server(agent: OptimizerAgent, context_of: ContextOf) -> Server[Any, Any]:
-    """An MCP server offering ``build_tools(agent)``, each call acting for ``context_of()``."""
-    specs = build_tools(agent)
+def build_server(agent: OptimizerAgent, context_of: ContextOf, naming: ToolNaming = "capability") -> Server[Any, Any]:
+    """An MCP server offering ``build_tools(agent, naming)``, each call acting for ``context_of()``."""
+    specs = build_tools(agent, naming)
     by_name = {spec.name: spec for spec in specs}
-    server: Server[Any, Any] = Server(SERVER_NAME, version=_version(), instructions=INSTRUCTIONS)
+    id_lists = [spec.name for spec in specs if spec.lists_ids]
+    instructions = INSTRUCTIONS.format_map({
+        verb: tool_name(f"optimizer.{verb}", naming=naming)
+        for verb in ("list_portfolios", "list_packs", "list_policies", "propose_trades", "analyze_impact")
+    })
+    server: Server[Any, Any] = Server(SERVER_NAME, version=_version(), instructions=instructions)
     # One call at a time: the agent's cache and stores are shared, and the work is CPU-bound anyway.
     lock = anyio.Lock()
 
@@ -80,7 +88,7 @@ def build_server(agent: OptimizerAgent, context_of: ContextOf) -> Server[Any, An
             if not is_fixable(err):
                 raise _internal(name, ctx, err) from err
             log.info("tool_error", tool=name, code=err.code, user=ctx.user, trace_id=ctx.trace_id)
-            payload = tool_error(err)
+            payload = tool_error(err, id_lists)
             return types.ServerResult(types.CallToolResult(
                 content=[types.TextContent(type="text", text=canonical_json(payload))], isError=True,
             ))
@@ -141,12 +149,12 @@ def _version() -> str:
 # --- transports -------------------------------------------------------------------------------------
 
 
-def serve_stdio(agent: OptimizerAgent, user: str | None) -> None:
+def serve_stdio(agent: OptimizerAgent, user: str | None, naming: ToolNaming = "capability") -> None:
     """Serve over stdin/stdout until the client closes stdin; every tool acts for ``user``."""
     from mcp.server.stdio import stdio_server
 
     ctx_user = RequestContext(user=user).user  # validates the name once, up front
-    server = build_server(agent, lambda: RequestContext(user=ctx_user))
+    server = build_server(agent, lambda: RequestContext(user=ctx_user), naming)
     protocol_out = sys.stdout
     # Anything else written to stdout (a print, a logger bound to sys.stdout) lands on stderr.
     sys.stdout = sys.stderr
@@ -161,7 +169,7 @@ def serve_stdio(agent: OptimizerAgent, user: str | None) -> None:
         sys.stdout = protocol_out
 
 
-def http_app(agent: OptimizerAgent) -> Any:
+def http_app(agent: OptimizerAgent, naming: ToolNaming = "capability") -> Any:
     """The streamable HTTP ASGI app at ``/mcp``: bearer keys required, a session bound to its user."""
     from contextlib import asynccontextmanager
 
@@ -194,7 +202,7 @@ def http_app(agent: OptimizerAgent) -> Any:
             raise McpError(types.ErrorData(code=types.INVALID_REQUEST, message="authentication required"))
         return RequestContext(user=user.access_token.subject)
 
-    server = build_server(agent, context_of)
+    server = build_server(agent, context_of, naming)
     manager = StreamableHTTPSessionManager(app=server)
 
     @asynccontextmanager
@@ -209,8 +217,8 @@ def http_app(agent: OptimizerAgent) -> Any:
     )
 
 
-def serve_http(agent: OptimizerAgent, host: str, port: int) -> None:
+def serve_http(agent: OptimizerAgent, host: str, port: int, naming: ToolNaming = "capability") -> None:
     """Serve streamable HTTP at ``http://HOST:PORT/mcp`` until interrupted."""
     import uvicorn
 
-    uvicorn.run(http_app(agent), host=host, port=port, log_config=None, access_log=False)
+    uvicorn.run(http_app(agent, naming), host=host, port=port, log_config=None, access_log=False)

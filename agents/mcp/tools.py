@@ -3,7 +3,8 @@
 A ``ToolSpec`` is transport-free: name, description, input and output JSON Schemas (generated
 from pydantic models or the capability declarations, never written by hand), whether it only
 reads, and ``call(arguments, ctx) -> dict``. The server in ``agents.mcp.server`` turns them into
-MCP tools; every name comes from ``agents.tools.tool_name``.
+MCP tools; every name, and every tool named in a description, comes from ``agents.tools.tool_name``
+in the server's naming (``capability`` by default: ``optimizer.propose_trades``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.agent import OptimizerAgent
-from agents.tools import tool_input_schema, tool_name, tool_request
+from agents.tools import ToolNaming, tool_input_schema, tool_name, tool_request
 from capabilities.base import Capability, RequestContext
 from capabilities.views import Detail
 from patterns.loader import shipped_patterns
@@ -35,6 +36,8 @@ class ToolSpec:
     output_schema: dict[str, Any]
     read_only: bool
     call: Call
+    lists_ids: bool = False
+    """True for a tool that lists valid ids (packs, portfolios, ...): error hints point to it."""
 
 
 # --- argument and result models (their JSON Schemas are what the tools declare) -------------------
@@ -53,7 +56,8 @@ class PolicyArgs(_Args):
 
 
 class RunPatternArgs(_Args):
-    pattern: str = Field(description="The pattern's id (optimizer__list_patterns shows each one's inputs).")
+    # The description, naming the list_patterns tool as the server names it, is set in _run_tools.
+    pattern: str = Field(description="The pattern's id.")
     inputs: dict[str, Any] = Field(description="The run's inputs, as the pattern's inputs schema says.")
     run_id: str | None = Field(None, description="An id for the run (default: a random one); reusing one is refused.")
     detail: Detail = Field("summary", description="'summary': step statuses, pending approval and output "
@@ -187,17 +191,24 @@ def _parse(model: type[_Args], arguments: dict[str, Any]) -> Any:
 # --- the tools --------------------------------------------------------------------------------------
 
 
-def build_tools(agent: OptimizerAgent) -> list[ToolSpec]:
-    """Every tool, capabilities first, each name made by ``tool_name``."""
-    return [*(_capability_tool(agent, c) for c in agent.tool_capabilities()), *_discovery_tools(agent), *_run_tools(agent)]
+def build_tools(agent: OptimizerAgent, naming: ToolNaming = "capability") -> list[ToolSpec]:
+    """Every tool, capabilities first, each name made by ``tool_name`` in ``naming``."""
+    def name(verb: str) -> str:
+        return tool_name(f"optimizer.{verb}", naming=naming)
+
+    return [
+        *(_capability_tool(agent, c, naming) for c in agent.tool_capabilities()),
+        *_discovery_tools(agent, name),
+        *_run_tools(agent, name),
+    ]
 
 
-def _capability_tool(agent: OptimizerAgent, capability: Capability) -> ToolSpec:
+def _capability_tool(agent: OptimizerAgent, capability: Capability, naming: ToolNaming) -> ToolSpec:
     def call(arguments: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         return agent.execute(capability.name, tool_request(capability, arguments), ctx)
 
     return ToolSpec(
-        name=tool_name(capability.name),
+        name=tool_name(capability.name, naming=naming),
         title=capability.name,
         description=capability.description + " Returns a summary unless detail='full'.",
         input_schema=tool_input_schema(capability),
@@ -208,15 +219,16 @@ def _capability_tool(agent: OptimizerAgent, capability: Capability) -> ToolSpec:
     )
 
 
-def _discovery_tools(agent: OptimizerAgent) -> list[ToolSpec]:
+def _discovery_tools(agent: OptimizerAgent, name: Callable[[str], str]) -> list[ToolSpec]:
     def read(
-        name: str, title: str, description: str, args: type[_Args], out: type[BaseModel],
+        verb: str, title: str, description: str, args: type[_Args], out: type[BaseModel],
         fetch: Callable[[Any, RequestContext], dict[str, Any]],
     ) -> ToolSpec:
         return ToolSpec(
-            name=tool_name(f"optimizer.{name}"), title=title, description=description, input_schema=_schema(args),
+            name=name(verb), title=title, description=description, input_schema=_schema(args),
             output_schema=_schema(out), read_only=True,
             call=lambda arguments, ctx: out.model_validate(fetch(_parse(args, arguments), ctx)).model_dump(mode="json"),
+            lists_ids=verb.startswith("list_"),
         )
 
     return [
@@ -225,17 +237,17 @@ def _discovery_tools(agent: OptimizerAgent) -> list[ToolSpec]:
              lambda a, ctx: {"packs": agent.list_packs()}),
         read("list_portfolios", "Portfolios", "List the stored portfolios you may use as portfolio_id (yours and "
              "shared ones).", NoArgs, Portfolios, lambda a, ctx: {"portfolios": agent.list_portfolios(ctx)}),
-        read("list_policies", "Policy templates", "List the policy templates (policy_id of "
-             "optimizer__propose_trades) with their limits.", NoArgs, Policies,
+        read("list_policies", "Policy templates", f"List the policy templates (policy_id of "
+             f"{name('propose_trades')}) with their limits.", NoArgs, Policies,
              lambda a, ctx: {"policies": agent.list_policies()}),
         read("show_policy", "Policy template", "Show one policy template's fields.", PolicyArgs, PolicyInfo,
              lambda a, ctx: agent.policy(a.policy_id)),
-        read("list_scenarios", "Stress scenarios", "List the stress scenarios (scenario_id of "
-             "optimizer__suggest_hedges).", NoArgs, Scenarios, lambda a, ctx: {"scenarios": agent.scenarios()}),
-        read("list_regimes", "Macro regimes", "List the macro regimes (regime of "
-             "optimizer__suggest_deleveraging_hedges) and their playbook steps.", NoArgs, Regimes,
+        read("list_scenarios", "Stress scenarios", f"List the stress scenarios (scenario_id of "
+             f"{name('suggest_hedges')}).", NoArgs, Scenarios, lambda a, ctx: {"scenarios": agent.scenarios()}),
+        read("list_regimes", "Macro regimes", f"List the macro regimes (regime of "
+             f"{name('suggest_deleveraging_hedges')}) and their playbook steps.", NoArgs, Regimes,
              lambda a, ctx: {"regimes": agent.regimes()}),
-        read("list_patterns", "Patterns", "List the patterns optimizer__run_pattern runs, with their inputs "
+        read("list_patterns", "Patterns", f"List the patterns {name('run_pattern')} runs, with their inputs "
              "schemas.", NoArgs, Patterns,
              lambda a, ctx: {"patterns": [
                  {"id": p.id, "version": p.version, "description": p.description, "inputs": p.inputs,
@@ -245,10 +257,11 @@ def _discovery_tools(agent: OptimizerAgent) -> list[ToolSpec]:
     ]
 
 
-def _run_tools(agent: OptimizerAgent) -> list[ToolSpec]:
+def _run_tools(agent: OptimizerAgent, name: Callable[[str], str]) -> list[ToolSpec]:
     patterns = sorted(shipped_patterns())
     run_args = _schema(RunPatternArgs)
     run_args["properties"]["pattern"]["enum"] = patterns
+    run_args["properties"]["pattern"]["description"] = f"The pattern's id ({name('list_patterns')} shows each one's inputs)."
     view = _schema(RunView)
 
     def run(arguments: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
@@ -273,15 +286,15 @@ def _run_tools(agent: OptimizerAgent) -> list[ToolSpec]:
         return call
 
     return [
-        ToolSpec(tool_name("optimizer.run_pattern"), "Run a pattern",
+        ToolSpec(name("run_pattern"), "Run a pattern",
                  "Run a pattern (e.g. policy_rebalance: propose trades, analyze their impact, suggest hedges, ask "
                  "for approval) until it completes or waits at an approval gate; returns the run with its run_id.",
                  run_args, view, False, run),
-        ToolSpec(tool_name("optimizer.get_run"), "Get a run", "Show one of your runs: status, steps, approvals "
+        ToolSpec(name("get_run"), "Get a run", "Show one of your runs: status, steps, approvals "
                  "and the gate it waits at.", _schema(RunArgs), view, True, get),
-        ToolSpec(tool_name("optimizer.approve_run"), "Approve a run", "Approve the gate a run waits at and let "
+        ToolSpec(name("approve_run"), "Approve a run", "Approve the gate a run waits at and let "
                  "it go on; returns the run's new state.", _schema(DecisionArgs), view, False, decide(True)),
-        ToolSpec(tool_name("optimizer.reject_run"), "Reject a run", "Reject the gate a run waits at: the run "
+        ToolSpec(name("reject_run"), "Reject a run", "Reject the gate a run waits at: the run "
                  "ends as rejected.", _schema(DecisionArgs), view, False, decide(False)),
     ]
 

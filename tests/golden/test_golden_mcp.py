@@ -27,20 +27,20 @@ def calls() -> list[tuple[str, dict[str, Any]]]:
     """The session's tool calls after initialization, in order."""
     impact = {"portfolio_id": "demo_diversified", "pricing_pack_id": PACK, "proposal_id": "prop_67a363146502078e"}
     return [
-        ("optimizer__list_packs", {}),
-        ("optimizer__list_policies", {}),
-        ("optimizer__list_scenarios", {}),
-        ("optimizer__list_regimes", {}),
-        ("optimizer__propose_trades", PROPOSE),
-        ("optimizer__analyze_impact", impact),
-        ("optimizer__propose_trades", {**PROPOSE, "policy_id": "quality_focussed"}),
-        ("optimizer__suggest_hedges", {"portfolio_id": "demo_diversified", "pricing_pack_id": PACK,
-                                       "scenario_id": "equity_sell_off"}),
-        ("optimizer__suggest_deleveraging_hedges", {"portfolio_id": "demo_diversified", "pricing_pack_id": PACK,
-                                                    "regime": "deleveraging"}),
-        ("optimizer__run_pattern", {"pattern": "policy_rebalance", "inputs": REBALANCE_INPUTS,
-                                    "run_id": "golden-mcp-run"}),
-        ("optimizer__approve_run", {"run_id": "golden-mcp-run", "note": "approved in the golden session"}),
+        ("optimizer.list_packs", {}),
+        ("optimizer.list_policies", {}),
+        ("optimizer.list_scenarios", {}),
+        ("optimizer.list_regimes", {}),
+        ("optimizer.propose_trades", PROPOSE),
+        ("optimizer.analyze_impact", impact),
+        ("optimizer.propose_trades", {**PROPOSE, "policy_id": "quality_focussed"}),
+        ("optimizer.suggest_hedges", {"portfolio_id": "demo_diversified", "pricing_pack_id": PACK,
+                                      "scenario_id": "equity_sell_off"}),
+        ("optimizer.suggest_deleveraging_hedges", {"portfolio_id": "demo_diversified", "pricing_pack_id": PACK,
+                                                   "regime": "deleveraging"}),
+        ("optimizer.run_pattern", {"pattern": "policy_rebalance", "inputs": REBALANCE_INPUTS,
+                                   "run_id": "golden-mcp-run"}),
+        ("optimizer.approve_run", {"run_id": "golden-mcp-run", "note": "approved in the golden session"}),
     ]
 
 
