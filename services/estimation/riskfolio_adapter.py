@@ -43,7 +43,9 @@ def covariance(returns: pd.DataFrame, estimator: str, *, decay: float) -> np.nda
         # estimator without it gives the identical matrix (tests/test_estimation.py checks this).
         cov = _SHRINKAGE[estimator](store_precision=False).fit(returns.to_numpy()).covariance_
     else:
-        cov = _call("covar_matrix", lambda: _rp().ParamsEstimation.covar_matrix(returns, method=method, d=decay))
+        # riskfolio's 'hist' is exactly np.cov(X, rowvar=False); computing it here spares a
+        # rebalance the 2.5-3.3 s riskfolio import (tests/test_estimation.py checks the equality).
+        cov = np.cov(returns.to_numpy(), rowvar=False)
     matrix = np.asarray(cov, dtype=float)
     if not np.all(np.isfinite(matrix)):
         raise SolverError(f"riskfolio covar_matrix({method}) returned non-finite values",
@@ -64,10 +66,17 @@ def _ewma_covariance(x: np.ndarray, decay: float) -> np.ndarray:
 
 
 def mean_returns(returns: pd.DataFrame, estimator: str, *, decay: float) -> np.ndarray:
-    """Daily expected returns with riskfolio's estimator (hist, ewma)."""
-    method = _MEAN_METHODS[estimator]
-    mu = _call("mean_vector", lambda: _rp().ParamsEstimation.mean_vector(returns, method=method, d=decay))
-    return np.asarray(mu, dtype=float).ravel()
+    """Daily expected returns by riskfolio's estimators (hist, ewma).
+
+    riskfolio's ``mean_vector`` is ``X.mean()`` and ``X.ewm(alpha=1-d).mean().iloc[-1]``; the same
+    pandas calls are made here, so the numbers are identical and riskfolio is not imported for
+    them (tests/test_estimation.py checks the equality).
+    """
+    if estimator not in _MEAN_METHODS:
+        raise ValueError(f"unknown expected-return estimator {estimator!r}")
+    if estimator == "ewma":
+        return returns.ewm(alpha=1 - decay).mean().iloc[-1, :].to_numpy(dtype=float)
+    return returns.mean().to_numpy(dtype=float)
 
 
 def risk_parity_weights(returns: pd.DataFrame, cov: np.ndarray) -> np.ndarray:
