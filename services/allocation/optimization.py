@@ -435,14 +435,15 @@ def turnover_floor(p: AllocationProblem) -> float:
 
 def _turnover_infeasible(p: AllocationProblem, needed: float) -> InfeasibleError:
     pct = 100.0
+    # Round away float noise (0.6 * 1e4 = 6000.000000000001) before rounding the relaxation up.
+    relaxation = math.ceil(round(needed * 1e4, 6)) / 100
     return InfeasibleError(
         f"infeasible policy: meeting the position, sector and invested-fraction constraints needs "
         f"at least {needed * pct:.2f}% discretionary turnover, above max_turnover_pct "
-        f"{p.max_turnover * pct:g}%. Raise max_turnover_pct to {math.ceil(needed * 1e4) / 100:g} or "
-        "relax the caps.",
+        f"{p.max_turnover * pct:g}%. Raise max_turnover_pct to {relaxation:g} or relax the caps.",
         details={"conflicts": ["max_turnover_pct", "max_single_position_pct", "max_sector_pct",
                                "invested fraction (100 - cash_buffer_pct)"],
-                 "smallest_relaxation": {"max_turnover_pct": math.ceil(needed * 1e4) / 100}},
+                 "smallest_relaxation": {"max_turnover_pct": relaxation}},
     )
 
 
