@@ -10,30 +10,18 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 import structlog
-from langchain_core.tools import BaseTool
-from langgraph.checkpoint.sqlite import SqliteSaver
-from langgraph.types import Command
 
-from agents.recording import RecordingCaller, case_files
 from agents.run_log import RunLog
-from agents.tools import langchain_tools
 from agents.wiring import open_store, resolve_home, runs_database
 from capabilities.base import RequestContext, Services
 from capabilities.cache import ResultCache
 from capabilities.catalog import optimizer_capabilities
 from capabilities.registry import CapabilityRegistry
 from capabilities.runner import CapabilityRunner
-from patterns.compiler import (
-    CapabilityCaller,
-    RunContext,
-    compile_pattern,
-    initial_state,
-    outputs_of,
-)
 from patterns.loader import (
     load_pattern,
     pattern_source,
@@ -51,6 +39,13 @@ from services.errors import (
     NotFoundError,
     OptimizerError,
 )
+
+# LangChain and LangGraph (about 1 s to import) are imported where patterns and tools use them,
+# so capability calls and listings never load them.
+if TYPE_CHECKING:
+    from langchain_core.tools import BaseTool
+
+    from patterns.compiler import CapabilityCaller
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
@@ -119,6 +114,8 @@ class OptimizerAgent:
 
     def as_langchain_tools(self, ctx: RequestContext | None = None) -> list[BaseTool]:
         """The capabilities as LangChain tools acting for ``ctx``'s user (see ``agents.tools``)."""
+        from agents.tools import langchain_tools
+
         return langchain_tools(list(self.registry), self.execute, ctx or RequestContext())
 
     # --- patterns --------------------------------------------------------------------------------
@@ -135,6 +132,8 @@ class OptimizerAgent:
 
     def pattern_graph(self, name: str | Path) -> str:
         """The compiled graph of a pattern as a Mermaid flowchart."""
+        from patterns.compiler import compile_pattern
+
         pattern, _ = self.load_pattern(name)
         return compile_pattern(pattern, self.runner).get_graph().draw_mermaid()
 
@@ -160,6 +159,8 @@ class OptimizerAgent:
             The run's report: run_id, pattern, status, inputs, steps, approvals, halted, outputs
             (so far, for a waiting run) and pending_approval (the gate waiting, or null).
         """
+        from patterns.compiler import initial_state
+
         pattern, document = self.load_pattern(name)
         prepared = prepare_inputs(pattern, inputs)
         ctx = ctx or RequestContext()
@@ -190,6 +191,8 @@ class OptimizerAgent:
             NotFoundError: no such run, or it is not ``ctx.user``'s.
             ConflictError: the run is not waiting for approval.
         """
+        from langgraph.types import Command
+
         ctx = ctx or RequestContext()
         row = self.run_record(run_id, ctx)
         if row["status"] != "waiting_for_approval":
@@ -209,6 +212,8 @@ class OptimizerAgent:
         ``case`` is a recorded ``case.json``: pattern, inputs, run_id, user and optionally
         ``resume`` with the approval decision (see ``agents.recording``).
         """
+        from agents.recording import case_files
+
         calls: list[dict[str, Any]] = []
         ctx = RequestContext(user=case.get("user"), trace_id=case["run_id"])
         report = self.run_pattern(
@@ -262,6 +267,11 @@ class OptimizerAgent:
         phase: str,
     ) -> dict[str, Any]:
         """Invoke the graph until it ends or interrupts; record and return the report."""
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        from agents.recording import RecordingCaller
+        from patterns.compiler import RunContext, compile_pattern, outputs_of
+
         caller: CapabilityCaller = (
             self.runner if call_log is None else RecordingCaller(self.runner, call_log, phase)
         )

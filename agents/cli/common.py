@@ -12,13 +12,13 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from services.data.store import Store
 from services.errors import InputError, OptimizerError
 
 if TYPE_CHECKING:
     from agents.agent import OptimizerAgent
+    from services.data.store import Store
 
-Handler = Callable[[argparse.Namespace, Store], int]
+Handler = Callable[[argparse.Namespace, "Store"], int]
 
 
 class HelpFormatter(argparse.HelpFormatter):

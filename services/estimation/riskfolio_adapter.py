@@ -13,13 +13,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.covariance import OAS, LedoitWolf
 
 from services.errors import SolverError
 
 _COV_METHODS = {"hist": "hist", "ledoit": "ledoit", "oas": "oas", "ewma": "ewma1"}
 _MEAN_METHODS = {"hist": "hist", "ewma": "ewma1"}
-_SHRINKAGE = {"ledoit": LedoitWolf, "oas": OAS}
+_SHRINKAGE = ("ledoit", "oas")
 
 
 def _rp() -> Any:
@@ -41,7 +40,11 @@ def covariance(returns: pd.DataFrame, estimator: str, *, decay: float) -> np.nda
         # riskfolio fits these sklearn estimators with their defaults, which also invert the
         # covariance (0.8 s of 0.85 s at 1000 assets) only to discard the inverse; fitting the same
         # estimator without it gives the identical matrix (tests/test_estimation.py checks this).
-        cov = _SHRINKAGE[estimator](store_precision=False).fit(returns.to_numpy()).covariance_
+        # scikit-learn (with scipy) is imported only when a shrinkage estimate is made.
+        from sklearn.covariance import OAS, LedoitWolf
+
+        shrinkage = LedoitWolf if estimator == "ledoit" else OAS
+        cov = shrinkage(store_precision=False).fit(returns.to_numpy()).covariance_
     else:
         # riskfolio's 'hist' is exactly np.cov(X, rowvar=False); computing it here spares a
         # rebalance the 2.5-3.3 s riskfolio import (tests/test_estimation.py checks the equality).
