@@ -39,7 +39,6 @@ from services.estimation import riskfolio_adapter
 from services.estimation.estimators import Estimates, estimate_for_policy
 from services.estimation.risk_models import (
     FactorRisk,
-    eigen,
     full_factor,
     fundamental,
     statistical,
@@ -194,8 +193,7 @@ def risk_setup(pack: PricingPack, est: Estimates, policy: Policy, n_assets: int)
             model = statistical(est.cov, k)
         return RiskSetup(model.dense_factor(), model, model.model, "exact")
     if mode == "fast":
-        decomposition = eigen(est.cov)
-        return RiskSetup(full_factor(*decomposition), statistical(est.cov, k, decomposition), "sample", "fast")
+        return RiskSetup(full_factor(est.cov), statistical(est.cov, k), "sample", "fast")
     return RiskSetup(covariance_factor(est.cov), None, "sample", "exact")
 
 
