@@ -271,3 +271,33 @@ def test_hard_limits_hold_after_rounding_with_factor_model_and_fast_solve(pack, 
         b = np.array([bench.get(s, 0.0) for s in symbols]) / sum(bench.values())
         assert np.sqrt((w - b) @ cov @ (w - b)) * 100 <= policy.max_tracking_error_pct + 1e-6
     assert result.constraints_met
+
+
+def test_auto_solves_fast_above_200_assets_and_keeps_every_limit_under_the_full_covariance() -> None:
+    """205 synthetic names (3 factors + noise): auto chooses fast with k = max(20, ⌈√205⌉) = 20."""
+    rng = np.random.default_rng(11)
+    n, t = 205, 400
+    returns = rng.normal(0.0003, 0.01, size=(t, 3)) @ rng.normal(0.6, 0.4, size=(3, n))
+    returns += rng.normal(0.0002, 0.015, size=(t, n))
+    symbols = [f"S{i:03d}" for i in range(n)]
+    frame = pd.DataFrame(100 * np.cumprod(1 + returns, axis=0), index=pd.bdate_range("2024-01-02", periods=t),
+                         columns=symbols)
+    sectors = ["Energy", "Financials", "Health Care", "Industrials", "Utilities"]
+    pack = PricingPack(id="PP_SYN", securities=tuple(Security(s, s, sectors[i % 5], "equity")
+                                                      for i, s in enumerate(symbols)), closes=frame)
+    bench = {s: 1 / 50 for s in symbols[:50]}
+    prices = frame.iloc[-1]
+    holdings = Holdings("syn", {s: int(20_000 // prices[s]) for s in symbols[:40]}, Decimal("50000"))
+    policy = _policy(universe="pack", max_single_position_pct=5, max_sector_pct=30, benchmark="EQ50",
+                     max_tracking_error_pct=4, max_turnover_pct=40, min_trade_value=0)
+    result = propose_trades(pack, holdings, policy, {}, {"EQ50": bench})
+    info = result.estimation.risk
+    assert (info.risk_model, info.solve, info.k) == ("sample", "fast", 20) and info.solves >= 1
+    assert result.constraints_met
+    weights = {t_.symbol: t_.target_weight_pct / 100 for t_ in result.trades}
+    assert max(weights.values()) <= 0.05 + 1e-6
+    cov = estimate_for_policy(pack, symbols, policy).cov  # every name is eligible: the engine's symbols
+    w = np.array([weights.get(s, 0.0) for s in symbols])
+    b = np.array([bench.get(s, 0.0) for s in symbols])
+    te = 100 * np.sqrt((w - b) @ cov @ (w - b))
+    assert te <= 4 + 1e-6 and result.te_after_pct == pytest.approx(te, abs=2e-3)
