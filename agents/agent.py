@@ -112,6 +112,19 @@ class OptimizerAgent:
             )
         return RequestContext(user=user)
 
+    def warm_up(self) -> None:
+        """Load the solver and the estimators now (they load lazily, on first use).
+
+        For a long-running process (MCP or HTTP server, batch worker): called once at start, the
+        first request is then as fast as the second, apart from estimation caches. riskfolio
+        (HRP and risk parity only) and LangGraph (patterns) still load on first use.
+        """
+        from services.allocation.optimization import warm_up as warm_solver
+        from services.estimation.riskfolio_adapter import warm_up as warm_estimators
+
+        warm_estimators()
+        warm_solver()
+
     def as_langchain_tools(self, ctx: RequestContext | None = None) -> list[BaseTool]:
         """The capabilities as LangChain tools acting for ``ctx``'s user (see ``agents.tools``)."""
         from agents.tools import langchain_tools

@@ -108,3 +108,14 @@ def test_the_cli_rejects_a_bad_thread_count(seeded_home: Path) -> None:
                            "packs", "list"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert json.loads(proc.stderr)["details"] == {"field": "threads"}
+
+
+def test_warm_up_loads_the_solver_and_estimators_before_the_first_request(seeded_home: Path) -> None:
+    code = ("import sys\nfrom pathlib import Path\nfrom agents.agent import OptimizerAgent\n"
+            f"agent = OptimizerAgent(home=Path({str(seeded_home)!r}))\n"
+            "before = {m for m in ('cvxpy', 'sklearn') if m in sys.modules}\n"
+            "agent.warm_up()\n"
+            "print(sorted(before), sorted(m for m in ('cvxpy', 'sklearn', 'riskfolio', 'langgraph') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         timeout=300).stdout
+    assert out.strip() == "[] ['cvxpy', 'sklearn']"

@@ -162,6 +162,16 @@ def solve(problem: AllocationProblem, *, te_margin: float = 0.0) -> Allocation:
     )
 
 
+def warm_up() -> None:
+    """Import cvxpy and Clarabel and solve a two-asset problem once.
+
+    They are imported lazily (so that commands that do not solve never load them); a
+    long-running process calls this at start so that its first request does not pay for them.
+    """
+    solve(AllocationProblem(symbols=("A", "B"), objective="min_variance", mu=np.zeros(2), factor=np.eye(2),
+                            current=np.zeros(2), invested=1.0, caps=np.ones(2)))
+
+
 def _solve_convex(p: AllocationProblem, objective: str, te_margin: float) -> tuple[np.ndarray | None, str]:
     import cvxpy as cp
 

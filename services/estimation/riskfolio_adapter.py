@@ -56,6 +56,12 @@ def covariance(returns: pd.DataFrame, estimator: str, *, decay: float) -> np.nda
     return (matrix + matrix.T) / 2
 
 
+def warm_up() -> None:
+    """Import scikit-learn's shrinkage estimators (imported lazily) by estimating once on noise."""
+    returns = pd.DataFrame(np.random.default_rng(0).normal(size=(40, 3)), columns=["a", "b", "c"])
+    covariance(returns, "ledoit", decay=0.94)
+
+
 def _ewma_covariance(x: np.ndarray, decay: float) -> np.ndarray:
     """The last matrix of riskfolio's ``ewma1`` (pandas ``ewm(alpha=1-decay).cov()``, adjusted and
     bias-corrected), computed directly: pandas builds the whole T × n × n history first, which is
