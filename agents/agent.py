@@ -113,7 +113,7 @@ class OptimizerAgent:
         return RequestContext(user=user)
 
     def warm_up(self) -> None:
-        """Load the solver and the estimators now (they load lazily, on first use).
+        """Load the solver and run the default estimator now (they load lazily, on first use).
 
         For a long-running process (MCP or HTTP server, batch worker): called once at start, the
         first request is then as fast as the second, apart from estimation caches. riskfolio

@@ -53,10 +53,10 @@ def test_capability_listing_imports_no_solver_and_no_llm_framework(seeded_home: 
     assert not heavy_imports(seeded_home, "capabilities") & SOLVERS_AND_LLM
 
 
-def test_a_max_sharpe_call_imports_the_solver_but_not_riskfolio_or_langchain(seeded_home: Path) -> None:
+def test_a_max_sharpe_call_imports_the_solver_but_not_riskfolio_sklearn_or_langchain(seeded_home: Path) -> None:
     used = heavy_imports(seeded_home, "call", "optimizer.propose_trades", "--input", "-", stdin=json.dumps(REQUEST))
     assert {"cvxpy", "clarabel"} <= used
-    assert not used & {"riskfolio", "langchain_core", "langgraph"}
+    assert not used & {"riskfolio", "sklearn", "langchain_core", "langgraph"}
 
 
 def test_riskfolio_is_imported_for_the_methods_it_owns(seeded_home: Path) -> None:
@@ -113,9 +113,9 @@ def test_the_cli_rejects_a_bad_thread_count(seeded_home: Path) -> None:
 def test_warm_up_loads_the_solver_and_estimators_before_the_first_request(seeded_home: Path) -> None:
     code = ("import sys\nfrom pathlib import Path\nfrom agents.agent import OptimizerAgent\n"
             f"agent = OptimizerAgent(home=Path({str(seeded_home)!r}))\n"
-            "before = {m for m in ('cvxpy', 'sklearn') if m in sys.modules}\n"
+            "before = {m for m in ('cvxpy', 'clarabel') if m in sys.modules}\n"
             "agent.warm_up()\n"
-            "print(sorted(before), sorted(m for m in ('cvxpy', 'sklearn', 'riskfolio', 'langgraph') if m in sys.modules))\n")
+            "print(sorted(before), sorted(m for m in ('cvxpy', 'clarabel', 'riskfolio', 'langgraph') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                          timeout=300).stdout
-    assert out.strip() == "[] ['cvxpy', 'sklearn']"
+    assert out.strip() == "[] ['clarabel', 'cvxpy']"
