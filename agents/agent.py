@@ -13,30 +13,19 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 import structlog
-from langchain_core.tools import BaseTool
-from langgraph.types import Command
 
-from agents.recording import RecordingCaller, case_files
 from agents.run_log import LEASE, RunLog
 from agents.run_log import metadata as run_metadata
-from agents.tools import langchain_tools
 from agents.wiring import checkpointer, open_store, resolve_home
 from capabilities.base import Capability, RequestContext, Services
 from capabilities.cache import ResultCache
 from capabilities.catalog import optimizer_capabilities
 from capabilities.registry import CapabilityRegistry
 from capabilities.runner import CapabilityRunner, canonical_json
-from patterns.compiler import (
-    CapabilityCaller,
-    RunContext,
-    compile_pattern,
-    initial_state,
-    outputs_of,
-)
 from patterns.loader import (
     load_pattern,
     pattern_source,
@@ -54,8 +43,13 @@ from services.errors import (
     NotFoundError,
     OptimizerError,
 )
-from services.hedging.regimes import load_playbooks
-from services.hedging.scenarios import load_scenarios
+
+# LangChain and LangGraph (about 1 s to import) are imported where patterns and tools use them,
+# so capability calls and listings never load them.
+if TYPE_CHECKING:
+    from langchain_core.tools import BaseTool
+
+    from patterns.compiler import CapabilityCaller
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 RUN_SUMMARY_OUTPUT_CHARS = 600
@@ -211,6 +205,8 @@ class OptimizerAgent:
 
     def scenarios(self) -> list[dict[str, Any]]:
         """The stress scenarios optimizer.suggest_hedges accepts: id, name, narrative."""
+        from services.hedging.scenarios import load_scenarios
+
         library = load_scenarios()
         return [
             {"id": i, "name": library.scenarios[i].name, "narrative": library.scenarios[i].narrative}
@@ -219,11 +215,26 @@ class OptimizerAgent:
 
     def regimes(self) -> list[dict[str, Any]]:
         """The macro regimes optimizer.suggest_deleveraging_hedges accepts: regime, narrative, steps."""
+        from services.hedging.regimes import load_playbooks
+
         playbooks = load_playbooks()
         return [
             {"regime": name, "narrative": regime.narrative, "steps": [step.action for step in regime.steps]}
             for name, regime in sorted(playbooks.regimes.items())
         ]
+
+    def warm_up(self) -> None:
+        """Load the solver and run the default estimator now (they load lazily, on first use).
+
+        For a long-running process (MCP or HTTP server, batch worker): called once at start, the
+        first request is then as fast as the second, apart from estimation caches. riskfolio
+        (HRP and risk parity only) and LangGraph (patterns) still load on first use.
+        """
+        from services.allocation.optimization import warm_up as warm_solver
+        from services.estimation.riskfolio_adapter import warm_up as warm_estimators
+
+        warm_estimators()
+        warm_solver()
 
     def tool_capabilities(self) -> list[Capability]:
         """The capabilities offered to a language model as tools: all but those that write.
@@ -235,6 +246,8 @@ class OptimizerAgent:
 
     def as_langchain_tools(self, ctx: RequestContext | None = None) -> list[BaseTool]:
         """The capabilities as LangChain tools acting for ``ctx``'s user (see ``agents.tools``)."""
+        from agents.tools import langchain_tools
+
         return langchain_tools(self.tool_capabilities(), self.execute, ctx or RequestContext())
 
     # --- patterns --------------------------------------------------------------------------------
@@ -251,6 +264,8 @@ class OptimizerAgent:
 
     def pattern_graph(self, name: str | Path) -> str:
         """The compiled graph of a pattern as a Mermaid flowchart."""
+        from patterns.compiler import compile_pattern
+
         pattern, _ = self.load_pattern(name)
         return compile_pattern(pattern, self.runner).get_graph().draw_mermaid()
 
@@ -276,6 +291,8 @@ class OptimizerAgent:
             The run's report: run_id, pattern, status, inputs, steps, approvals, halted, outputs
             (so far, for a waiting run) and pending_approval (the gate waiting, or null).
         """
+        from patterns.compiler import initial_state
+
         pattern, document = self.load_pattern(name)
         prepared = prepare_inputs(pattern, inputs)
         ctx = ctx or RequestContext()
@@ -313,6 +330,8 @@ class OptimizerAgent:
             NotFoundError: no such run, or it is not ``ctx.user``'s.
             ConflictError: the run is not waiting for approval, or another decision came first.
         """
+        from langgraph.types import Command
+
         ctx = ctx or RequestContext()
         row = self.run_record(run_id, ctx)
         if self.runs.is_orphaned(row):
@@ -340,6 +359,10 @@ class OptimizerAgent:
             NotFoundError: no such run, or it is not ``ctx.user``'s.
             ConflictError: the run is not orphaned (it ended, waits, or its driver is alive).
         """
+        from langgraph.types import Command
+
+        from patterns.compiler import compile_pattern
+
         ctx = ctx or RequestContext()
         row = self.run_record(run_id, ctx)
         lease = uuid4().hex
@@ -412,6 +435,8 @@ class OptimizerAgent:
         ``case`` is a recorded ``case.json``: pattern, inputs, run_id, user and optionally
         ``resume`` with the approval decision (see ``agents.recording``).
         """
+        from agents.recording import case_files
+
         calls: list[dict[str, Any]] = []
         ctx = RequestContext(user=case.get("user"), trace_id=case["run_id"])
         report = self.run_pattern(
@@ -530,6 +555,9 @@ class OptimizerAgent:
             ConflictError: the run was cancelled (or taken over) while this call drove it;
                 its outcome is not recorded.
         """
+        from agents.recording import RecordingCaller
+        from patterns.compiler import RunContext, compile_pattern, outputs_of
+
         caller: CapabilityCaller = (
             self.runner if call_log is None else RecordingCaller(self.runner, call_log, phase)
         )

@@ -269,7 +269,7 @@ class StageClock:
     # (module, function, stage). The estimate is wrapped where it is defined, so any helper that
     # calls it (estimate_for_policy) is covered; the rest where propose_trades looks them up.
     STAGES = (("services.estimation.estimators", "estimate", "estimate"),
-              ("services.allocation.rebalance", "covariance_factor", "factor"),
+              ("services.allocation.rebalance", "risk_setup", "factor"),
               ("services.allocation.rebalance", "solve", "solve"),
               ("services.allocation.rebalance", "round_to_shares", "round"),
               ("services.allocation.rebalance", "_report", "report"))
@@ -347,10 +347,12 @@ class StageClock:
         return out
 
 
-def _call_engine(u: Universe) -> Any:
+def _call_engine(u: Universe, solve: str | None = None) -> Any:
+    """``propose_trades`` on the universe; ``solve`` (exact, fast, auto) sets the policy field."""
     from services.allocation.rebalance import propose_trades
 
-    return propose_trades(u.pack, u.holdings, u.policy, {}, {BENCHMARK_NAME: u.benchmark})
+    policy = u.policy if solve is None else u.policy.model_copy(update={"solve": solve})
+    return propose_trades(u.pack, u.holdings, policy, {}, {BENCHMARK_NAME: u.benchmark})
 
 
 def _memory_mb(field: str) -> float | None:
@@ -370,7 +372,7 @@ def _sharpe(mu: np.ndarray, vol: float, w: np.ndarray, rf: float) -> float:
     return (expected - rf) / vol
 
 
-def worker_ours(n: int, repeat: int) -> dict[str, Any]:
+def worker_ours(n: int, repeat: int, solve: str | None = None) -> dict[str, Any]:
     """Time ``propose_trades`` at size ``n``: one first call, then ``repeat`` timed calls."""
     start = time.perf_counter()
     import services.allocation.rebalance  # noqa: F401  (import cost reported on its own)
@@ -384,7 +386,7 @@ def worker_ours(n: int, repeat: int) -> dict[str, Any]:
     clock = StageClock()
     clock.install()
     start = time.perf_counter()
-    first = _call_engine(u)
+    first = _call_engine(u, solve)
     first_s = time.perf_counter() - start
     first_breakdown = clock.breakdown(first_s)
     first_json = first.model_dump_json()
@@ -394,7 +396,7 @@ def worker_ours(n: int, repeat: int) -> dict[str, Any]:
     for _ in range(repeat):
         clock.reset()
         start = time.perf_counter()
-        result = _call_engine(u)
+        result = _call_engine(u, solve)
         seconds = time.perf_counter() - start
         runs.append({"seconds": seconds, "stages": clock.breakdown(seconds), "solves": clock.solves})
         same = same and result.model_dump_json() == first_json
@@ -406,16 +408,27 @@ def worker_ours(n: int, repeat: int) -> dict[str, Any]:
     p, a = clock.last_problem, clock.last_allocation
     if p is not None and a is not None:  # the allocation the whole-share plan was rounded from
         w = np.asarray(a.weights, dtype=float)
+        # Under the full sample covariance whatever the solver used (fast solves a k-factor
+        # approximation), so the fast and exact Sharpe ratios compare. Every symbol of the
+        # synthetic pack is eligible and the benchmark holds only them, so these are the engine's
+        # estimation symbols (Ledoit-Wolf depends on the set).
+        from services.estimation.estimators import estimate_for_policy
+
+        cov = estimate_for_policy(u.pack, list(p.symbols), u.policy).cov
+        bench = np.array([u.benchmark.get(s, 0.0) for s in p.symbols])
         continuous = {
-            "sharpe": _sharpe(p.mu, float(np.linalg.norm(p.factor @ w)), w, p.risk_free_rate),
-            "te_pct": 100 * float(np.linalg.norm(p.factor @ w - p.benchmark_offset)),
+            "sharpe": _sharpe(p.mu, float(np.sqrt(w @ cov @ w)), w, p.risk_free_rate),
+            "te_pct": 100 * float(np.sqrt((w - bench) @ cov @ (w - bench))),
             "turnover_pct": 100 * float(np.abs(w - p.current).sum()),
             "max_weight_pct": 100 * float(w.max()),
             "invested_pct": 100 * float(w.sum()),
         }
+    risk = result.estimation.risk if result.estimation is not None else None
     return {
         "n": n,
         "repeat": repeat,
+        "solve": solve or "policy",
+        "risk": risk.model_dump() if risk is not None else None,
         "import_s": import_s,
         "build_s": build_s,
         "first_call_s": first_s,
@@ -618,6 +631,7 @@ def run_worker(args: list[str], timeout: float, threads: int | None = None) -> d
     if threads is not None:
         env.update(dict.fromkeys(THREAD_VARIABLES, str(threads)))
     busy_before, wall_before = _busy_cpu_seconds(), time.monotonic()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         result_path = Path(tmp) / "result.json"
         log_path = Path(tmp) / "log.txt"
@@ -644,6 +658,9 @@ def run_worker(args: list[str], timeout: float, threads: int | None = None) -> d
         result = json.loads(result_path.read_text())
         result["log"] = log_path.read_text()
         result["peak_rss_mb"] = rusage.ru_maxrss / 1024 if rusage is not None else None  # Linux: KiB
+        # The 1-minute load average around the worker: the machine is shared, so every figure
+        # carries the load it was measured under.
+        result["load"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         busy_after, wall = _busy_cpu_seconds(), time.monotonic() - wall_before
         if busy_before is not None and busy_after is not None and rusage is not None:
             own = rusage.ru_utime + rusage.ru_stime
@@ -776,6 +793,38 @@ def format_tables(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def format_modes(rows: list[dict[str, Any]], modes: list[str]) -> str:
+    """Solve modes side by side: time, the objective gap to the first mode, the overhead over
+    the bare Clarabel solve of our compiled problem(s), memory and the load it ran under."""
+    base = modes[0]
+    head = (f"{'n':>5} {'solve':>6} {'med s':>7} {'x ' + base:>8} {'Sharpe':>7} {'gap %':>7} {'TE after':>8} "
+            f"{'k':>3} {'solves':>6} {'Clarabel s':>10} {'ours/Clarabel':>13} {'peak MiB':>8} {'load':>10}")
+    lines = [f"Solve modes (Sharpe of the continuous weights under the full covariance; gap relative to {base}):",
+             head, "-" * len(head)]
+    for r in rows:
+        ref = r["modes"].get(base, {})
+        for mode in modes:
+            o = r["modes"].get(mode, {})
+            if "error" in o:
+                lines.append(f"{r['n']:>5} {mode:>6} failed: {o['error']}")
+                continue
+            speed = ref["median_s"] / o["median_s"] if "median_s" in ref else None
+            gap = None
+            if ref.get("sharpe_continuous") and o.get("sharpe_continuous") is not None:
+                gap = 100 * (ref["sharpe_continuous"] - o["sharpe_continuous"]) / ref["sharpe_continuous"]
+            solver = o["median_stages"]["solver"]
+            risk = o.get("risk") or {}
+            load = o.get("load") or [None, None]
+            lines.append(
+                f"{r['n']:>5} {mode:>6} {o['median_s']:>7.3f} {_fmt(speed, '.1f'):>8} "
+                f"{_fmt(o['sharpe_continuous'], '.4f'):>7} {_fmt(gap, '.3f'):>7} {o['te_after_pct']:>8.3f} "
+                f"{_fmt(risk.get('k'), 'd'):>3} {o['median_stages']['solves']:>6} {solver:>10.3f} "
+                f"{_fmt(o['median_s'] / solver if solver else None, '.2f'):>13} {_fmt(o.get('peak_rss_mb'), '.0f'):>8} "
+                f"{_fmt(load[0], '.2f')}-{_fmt(load[1], '.2f'):>4}"
+            )
+    return "\n".join(lines)
+
+
 def _binding_summary(binding: list[str]) -> str:
     """Binding constraints, with the per-name position caps counted rather than listed."""
     positions = [b for b in binding if b.startswith("max_single_position_pct:")]
@@ -797,6 +846,13 @@ def _repeats(text: str) -> list[int]:
     if not reps or min(reps) < 1:
         raise argparse.ArgumentTypeError("repeat must be positive integers")
     return reps
+
+
+def _modes(text: str) -> list[str]:
+    modes = [x.strip() for x in text.split(",") if x.strip()]
+    if not modes or set(modes) - {"exact", "fast", "auto"}:
+        raise argparse.ArgumentTypeError("solve modes are exact, fast, auto")
+    return modes
 
 
 def _per_size(values: list[int], sizes: list[int], what: str) -> list[int]:
@@ -823,6 +879,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also time PyPortfolioOpt on the same problem (default on)")
     parser.add_argument("--peer-form", choices=("homogeneous", "naive"), default="homogeneous",
                         help=argparse.SUPPRESS)
+    parser.add_argument("--solve", type=_modes, default=["exact", "fast"],
+                        help="solve modes to time at each size, interleaved (default exact,fast)")
+    parser.add_argument("--peer-max", type=int, default=1000,
+                        help="largest size the peer runs at (default 1000; it took 70-140 s there)")
     parser.add_argument("--threads", type=int, default=None,
                         help="cap BLAS/OpenMP/rayon threads in the workers (default: library defaults)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per worker process")
@@ -839,7 +899,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def _worker_main(args: argparse.Namespace) -> None:
     if args.worker == "ours":
-        result = worker_ours(args.n, args.repeat[0])
+        result = worker_ours(args.n, args.repeat[0], args.solve[0] if args.solve else None)
     elif args.worker == "peer":
         result = worker_peer(args.n, args.repeat[0], args.te_limit, args.peer_form)
     else:
@@ -875,12 +935,15 @@ def main(argv: list[str] | None = None) -> int:
     commit_before = _engine_commit()
     rows = []
     for n, rep, peer_rep in zip(args.sizes, repeats, peer_repeats, strict=True):
-        with _progress(f"n={n}: ours x{rep + 1}"):
-            ours = run_worker(["--worker", "ours", "--n", str(n), "--repeat", str(rep)], args.timeout,
-                              args.threads)
-        ours.pop("log", None)
-        row: dict[str, Any] = {"n": n, "ours": ours}
-        if args.peer:
+        modes: dict[str, Any] = {}
+        for mode in args.solve:  # interleaved: every mode at this size, then the peer
+            with _progress(f"n={n}: ours ({mode}) x{rep + 1}"):
+                modes[mode] = run_worker(["--worker", "ours", "--n", str(n), "--repeat", str(rep),
+                                          "--solve", mode], args.timeout, args.threads)
+            modes[mode].pop("log", None)
+        row: dict[str, Any] = {"n": n, "ours": modes[args.solve[0]], "modes": modes}
+        ours = row["ours"]
+        if args.peer and n <= args.peer_max:
             te_limit = ours.get("te_limit_solved", TE_LIMIT)
             with _progress(f"n={n}: peer x{peer_rep}"):
                 row["peer"] = run_worker(["--worker", "peer", "--n", str(n), "--repeat", str(peer_rep),
@@ -892,13 +955,16 @@ def main(argv: list[str] | None = None) -> int:
     if info["engine_commit"] != commit_before:
         info["engine_commit"] = f"changed during the run: {commit_before} -> {info['engine_commit']}"
     info["threads"] = "library defaults" if args.threads is None else args.threads
-    foreign = [r[k]["foreign_cpu_share"] for r in rows for k in ("ours", "peer")
-               if "foreign_cpu_share" in r.get(k, {})]
+    foreign = [w["foreign_cpu_share"] for r in rows for w in [*r["modes"].values(), r.get("peer", {})]
+               if "foreign_cpu_share" in w]
     info["max_foreign_cpu_share"] = max(foreign, default=None)
     print(f"propose_trades benchmark, {datetime.now().isoformat(timespec='seconds')}, "
           f"{info.get('cpus')} CPUs ({info.get('cpu_model')}), {info.get('memory_gib')} GiB, "
           f"Python {info['python']}, threads: {info['threads']}, engine {info['engine_commit']}")
     print(format_tables(rows))
+    if len(args.solve) > 1:
+        print()
+        print(format_modes(rows, args.solve))
     if foreign and max(foreign) > BUSY_SHARE:
         print(f"\nWARNING: other processes used up to {max(foreign):.0%} of a core while a worker ran; "
               "they competed for the CPUs, so these timings are not representative.")
@@ -906,7 +972,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({"date": datetime.now().isoformat(timespec="seconds"),
                                          "machine": info, "policy": POLICY_FIELDS, "results": rows},
                                         indent=2, default=float) + "\n")
-    failed = [r["n"] for r in rows if "error" in r["ours"] or not r["ours"].get("constraints_met")]
+    failed = [(r["n"], m) for r in rows for m, w in r["modes"].items() if "error" in w or not w.get("constraints_met")]
     if failed:
         print(f"FAILED: constraints not met or engine error at n = {failed}", file=sys.stderr)
         return 1

@@ -34,3 +34,20 @@ def test_hrp_on_our_covariance_equals_riskfolio_estimating_it(returns, ours, the
     cov = riskfolio_adapter.covariance(returns, ours, decay=0.94) * 252  # HRP is scale-free
     np.testing.assert_allclose(riskfolio_adapter.hrp_weights(returns, cov),
                                expected.to_numpy().ravel(), rtol=1e-9)
+
+
+@pytest.mark.parametrize(("ours", "theirs"), [("hist", "hist"), ("ewma", "ewma1")])
+def test_mean_returns_equal_riskfolio_exactly(returns, ours, theirs) -> None:
+    """Computed without importing riskfolio, to the same bits as its mean_vector."""
+    expected = np.asarray(riskfolio.ParamsEstimation.mean_vector(returns, method=theirs, d=0.94), dtype=float).ravel()
+    np.testing.assert_array_equal(riskfolio_adapter.mean_returns(returns, ours, decay=0.94), expected)
+
+
+@pytest.mark.parametrize(("t", "n"), [(756, 1), (756, 20), (300, 1001), (120, 2050)])
+def test_ledoit_wolf_is_bit_identical_to_sklearn(t: int, n: int) -> None:
+    """Computed without importing scikit-learn, including the blocked sums above 1000 assets."""
+    from sklearn.covariance import LedoitWolf
+
+    x = np.random.default_rng(n).normal(0.0005, 0.02, size=(t, n)) @ np.diag(np.linspace(0.5, 2.0, n))
+    expected = LedoitWolf(store_precision=False).fit(x).covariance_
+    np.testing.assert_array_equal(riskfolio_adapter._ledoit_wolf(x), expected)

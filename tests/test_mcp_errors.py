@@ -22,7 +22,7 @@ from mcp.shared.memory import create_connected_server_and_client_session
 from agents.agent import OptimizerAgent
 from agents.logging import configure_logging
 from agents.mcp.server import build_server
-from agents.tools import ToolNaming
+from agents.tool_names import ToolNaming
 from capabilities.base import RequestContext
 from services.data.store import Store
 

@@ -13,7 +13,7 @@ import pytest
 from mcp.shared.tool_name_validation import TOOL_NAME_REGEX
 from mcp_support import PROPOSE, RawStdio, seeded_home
 
-from agents.tools import TOOL_NAME, capability_name
+from agents.tool_names import TOOL_NAME, capability_name
 
 pytestmark = pytest.mark.slow
 

@@ -17,14 +17,8 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
 from agents.agent import OptimizerAgent
-from agents.tools import (
-    TOOL_NAME,
-    TOOL_NAMINGS,
-    capability_name,
-    langchain_tools,
-    tool_input_schema,
-    tool_name,
-)
+from agents.tool_names import TOOL_NAME, TOOL_NAMINGS, capability_name, tool_name
+from agents.tools import langchain_tools, tool_input_schema
 from capabilities.base import RequestContext
 from services.data.store import Store
 

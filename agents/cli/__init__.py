@@ -32,8 +32,6 @@ import structlog
 from agents.cli import call, data, lifecycle, mcp, patterns, runs, serve, users
 from agents.cli.common import HelpFormatter, fail
 from agents.logging import configure_logging
-from agents.wiring import open_store
-from services.data.seeds import seed_if_empty
 from services.errors import DomainError, InputError, OptimizerError
 
 log = structlog.get_logger()
@@ -58,12 +56,24 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         configure_logging(level="WARNING", fmt="json")
         return fail(InputError(str(exc)))
+    # Imported after parsing, so that --help and usage errors load no store (SQLAlchemy) or data.
+    from agents.wiring import configure_threads, open_store
+
+    try:
+        configure_threads(args.threads)
+    except ValueError as exc:
+        return fail(InputError(str(exc), details={"field": "threads"}))
+
     try:
         store = open_store(args.home)
         try:
             # A fresh home gets the demo data, so every command works out of the box.
-            if args.autoseed and seed_if_empty(store):
-                log.info("seeded empty store", store=repr(store))
+            # (Seeding loads pandas: checked first, so that a seeded store never pays for it.)
+            if args.autoseed and store.is_empty():
+                from services.data.seeds import seed_if_empty
+
+                if seed_if_empty(store):
+                    log.info("seeded empty store", store=repr(store))
             code = int(args.func(args, store))
             # Flushed here, so a reader that has gone away is noticed as a broken pipe below
             # rather than at interpreter exit. (The MCP stdio transport closes stdout itself.)
@@ -137,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--home", type=Path, default=None, help="home directory (overrides $OPTIMIZER_HOME)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, metavar="N",
+        help="threads per BLAS/OpenMP/solver pool (overrides $OPTIMIZER_THREADS; default 1)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in GROUPS:

@@ -14,14 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from agents.output import pretty_json
 from services.data.bounds import parse_json_text
-from services.data.models import check_user_name
-from services.data.store import Store
 from services.errors import InputError, OptimizerError
 
 if TYPE_CHECKING:
     from agents.agent import OptimizerAgent
+    from services.data.store import Store
 
-Handler = Callable[[argparse.Namespace, Store], int]
+Handler = Callable[[argparse.Namespace, "Store"], int]
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -102,6 +101,8 @@ def user_option(parser: argparse.ArgumentParser, help_text: str) -> None:
 
 def acting_user(args: argparse.Namespace) -> str | None:
     """The ``--user`` a command acts as, validated (an empty or blank name is an input error)."""
+    from services.data.models import check_user_name
+
     user = getattr(args, "user", None)
     return None if user is None else check_user_name(user, field="user")
 

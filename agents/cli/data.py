@@ -7,16 +7,14 @@ import argparse
 import textwrap
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.cli.common import acting_user, amount, cell, command, group, print_json, user_option
 from agents.cli.report import table
-from services.data.importers import import_portfolio, read_pack
-from services.data.models import check_user_name
-from services.data.policy import resolve_policy
-from services.data.seeds import load_constraint_defaults, seed
-from services.data.store import Store
 from services.errors import NotFoundError
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) is imported when a command runs, not for --help
+    from services.data.store import Store
 
 
 def register(commands: Any) -> None:
@@ -46,6 +44,8 @@ def _add_seed(commands: Any) -> None:
 
 
 def _cmd_seed(args: argparse.Namespace, store: Store) -> int:
+    from services.data.seeds import seed
+
     summary = seed(store)
     if args.json:
         print_json(summary)
@@ -120,6 +120,8 @@ def _add_packs(commands: Any) -> None:
 
 
 def _cmd_packs_import(args: argparse.Namespace, store: Store) -> int:
+    from services.data.importers import read_pack
+
     pack = read_pack(args.id, args.prices, args.securities, allow_jumps=args.allow_jumps)
     added = store.put_pack(pack)
     verb = "imported" if added else "already present (identical content), nothing written:"
@@ -237,6 +239,8 @@ def _add_portfolios(commands: Any) -> None:
 
 
 def _cmd_portfolios_import(args: argparse.Namespace, store: Store) -> int:
+    from services.data.models import check_user_name
+
     user = acting_user(args)
     owner = args.owner
     if owner is not None:
@@ -251,6 +255,8 @@ def _cmd_portfolios_import(args: argparse.Namespace, store: Store) -> int:
             owner = None
     pack_id = args.pack or _latest_pack_id(store)
     pack = store.get_pack(pack_id)
+    from services.data.importers import import_portfolio
+
     portfolio = import_portfolio(args.id, args.positions, args.cash, owner, pack)
     store.put_portfolio(portfolio, replace=args.replace, description=args.description, user=user)
     print(
@@ -403,6 +409,9 @@ def _cmd_policies_list(args: argparse.Namespace, store: Store) -> int:
 def _cmd_policies_show(args: argparse.Namespace, store: Store) -> int:
     overrides, method_version = store.get_policy_template(args.id)
     description = next(p["description"] for p in store.list_policies() if p["id"] == args.id)
+    from services.data.policy import resolve_policy
+    from services.data.seeds import load_constraint_defaults
+
     policy = resolve_policy(load_constraint_defaults(), overrides, None, policy_id=args.id)
     template = overrides.model_dump(mode="json", exclude_none=True)
     resolved = policy.model_dump(mode="json")

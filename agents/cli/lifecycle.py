@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.cli.common import acting_user, command, group, print_json, user_option
 from agents.cli.report import table
-from services.data.store import Store
 from services.errors import InputError
 from services.lifecycle.history import orders_csv, summary_rows
 from services.lifecycle.targets import parse_weights_csv, weights_from_proposal
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) loads when a command runs, not for --help
+    from services.data.store import Store
 
 
 def register(commands: Any) -> None:

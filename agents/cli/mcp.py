@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.cli.common import agent_for, command
 from agents.logging import configure_logging
-from agents.tools import TOOL_NAMINGS
-from services.data.store import Store
+from agents.tool_names import TOOL_NAMINGS
 from services.errors import InputError
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) loads when a command runs, not for --help
+    from services.data.store import Store
 
 
 def register(commands: Any) -> None:
@@ -57,6 +59,7 @@ def _cmd_mcp(args: argparse.Namespace, store: Store) -> int:
         raise InputError(f"--port {args.port}: must be 1-65535", details={"field": "--port", "value": args.port})
     configure_logging(stdlib=True)
     agent = agent_for(args, store)
+    agent.warm_up()  # the solver's imports are paid at start, not by the first tool call
     if args.transport == "stdio":
         serve_stdio(agent, args.user, args.tool_names)
     else:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import textwrap
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.cli.common import agent_for, command, print_json
 from agents.cli.report import table
-from services.data.store import Store
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) is imported when a command runs, not for --help
+    from services.data.store import Store
 
 
 def register(commands: Any) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.cli.common import agent_for, command, group, print_json, read_json
 from agents.cli.report import render_report, table
-from services.data.store import Store
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) is imported when a command runs, not for --help
+    from services.data.store import Store
 
 
 def register(commands: Any) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.cli.common import command
-from services.data.store import Store
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) loads when a command runs, not for --help
+    from services.data.store import Store
 
 
 def register(commands: Any) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agents.cli.common import command, group, print_json
 from agents.cli.report import table
-from services.data.store import Store
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) is imported when a command runs, not for --help
+    from services.data.store import Store
 
 
 def register(commands: Any) -> None:

@@ -241,7 +241,9 @@ def create_app_from_env() -> FastAPI:
 
     configure_logging()
     limit = int(os.environ.get(MAX_BODY_ENV) or DEFAULT_MAX_BODY_BYTES)
-    return create_app(OptimizerAgent(), max_body_bytes=limit)
+    agent = OptimizerAgent()
+    agent.warm_up()  # the solver's imports are paid at start, not by the first request
+    return create_app(agent, max_body_bytes=limit)
 
 
 def _status(err: OptimizerError) -> int:

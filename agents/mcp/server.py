@@ -31,7 +31,8 @@ from mcp.shared.exceptions import McpError
 
 from agents.agent import OptimizerAgent
 from agents.mcp.tools import ToolSpec, build_tools
-from agents.tools import ToolNaming, is_fixable, tool_error, tool_name
+from agents.tool_names import ToolNaming, tool_name
+from agents.tools import is_fixable, tool_error
 from capabilities.base import RequestContext
 from capabilities.runner import canonical_json
 from services.errors import InputError, OptimizerError

@@ -16,7 +16,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agents.agent import OptimizerAgent
-from agents.tools import ToolNaming, tool_input_schema, tool_name, tool_request
+from agents.tool_names import ToolNaming, tool_name
+from agents.tools import tool_input_schema, tool_request
 from capabilities.base import Capability, RequestContext
 from capabilities.views import Detail
 from patterns.loader import shipped_patterns

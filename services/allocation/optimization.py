@@ -8,23 +8,36 @@ and HRP targets come from riskfolio; here they become the portfolio nearest to t
 risk terms that satisfies every constraint.
 
 The covariance enters only through a factor ``G`` with ``Σ = GᵀG``, shared by the variance
-objective and the tracking-error cone, so the dense matrix appears once in the model.
+objective and the tracking-error cone, so the dense matrix appears once in the model. A k-factor
+risk model (``specific`` set) enters as its k × n loadings plus a diagonal, never as n × n: that
+is what makes the fast solve fast.
+
+cvxpy is imported inside the functions that build problems, so importing this module (for its
+settings or data classes) costs nothing until something is solved.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from warnings import catch_warnings, filterwarnings
 
-import cvxpy as cp
 import numpy as np
 
 from services.errors import InfeasibleError, SolverError
 
+if TYPE_CHECKING:
+    import cvxpy as cp
+
 SOLVER = "CLARABEL"
 SOLVER_SETTINGS: dict[str, Any] = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9, "max_iter": 200, "direct_solve_method": "faer"}
+# A second attempt when the first stops short (iteration limit, numerical trouble): more
+# iterations, tolerances one decade looser (still far below a reported digit), and the problem
+# rescaled by Clarabel's equilibration with more passes. Never used when the first attempt succeeds.
+RETRY_SETTINGS: dict[str, Any] = {**SOLVER_SETTINGS, "tol_gap_abs": 1e-8, "tol_gap_rel": 1e-8, "tol_feas": 1e-8,
+                                  "max_iter": 1000, "equilibrate_max_iter": 50}
+RETRY_STATUSES = ("user_limit", "solver_error")
 TOL = 1e-7
 
 
@@ -45,9 +58,12 @@ class AllocationProblem:
         symbols: decision assets (eligible to hold), length n.
         objective: mean_variance, max_sharpe, min_variance, cvar, or track (nearest to ``target``).
         mu: annualized expected returns of the decision assets.
-        factor: ``G_n`` (k × n) with ``Σ_eligible = G_nᵀ G_n`` (annualized).
-        benchmark_offset: ``G wb`` (k,), so that ex-ante active risk is ``‖G_n w − c‖``; None
-            when no benchmark applies.
+        factor: ``G_n`` (k × n) with ``Σ_eligible = G_nᵀ G_n`` (annualized); with ``specific``
+            set, the k factor loadings only, and ``Σ_eligible = G_nᵀ G_n + diag(specific²)``.
+        specific: specific volatilities of a factor risk model (n,), or None.
+        benchmark_offset: the benchmark's exposure ``G wb`` in the coordinates of
+            ``exposure(w)`` (k, or k + n with ``specific``), so that ex-ante active risk is
+            ``‖exposure(w) − c‖``; None when no benchmark applies.
         current: current weights of the decision assets.
         offset_residual: active risk of the benchmark outside the row space of ``factor``, so
             that tracking error is ``sqrt(‖G_n w − c‖² + residual²)`` (set by ``square_factor``).
@@ -77,10 +93,17 @@ class AllocationProblem:
     cvar_confidence: float = 0.95
     offset_residual: float = 0.0
     floors: np.ndarray | None = None
+    specific: np.ndarray | None = None
 
     @property
     def n(self) -> int:
         return len(self.symbols)
+
+    def exposure(self, w: np.ndarray) -> np.ndarray:
+        """Risk coordinates of weights ``w``: ``G w``, with the specific part appended if any."""
+        if self.specific is None:
+            return self.factor @ w
+        return np.concatenate([self.factor @ w, self.specific * w])
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,7 +146,7 @@ def solve(problem: AllocationProblem, *, te_margin: float = 0.0) -> Allocation:
         weights, status = _solve_convex(problem, objective, te_margin)
     if weights is None:
         if status in ("infeasible", "infeasible_inaccurate"):
-            raise diagnose_infeasible(problem)
+            raise diagnose_infeasible(problem, te_margin)
         raise SolverError(
             f"solver {SOLVER} ended with status '{status}' for objective {objective}",
             details={"solver": SOLVER, "status": status, "objective": objective},
@@ -141,7 +164,19 @@ def solve(problem: AllocationProblem, *, te_margin: float = 0.0) -> Allocation:
     )
 
 
+def warm_up() -> None:
+    """Import cvxpy and Clarabel and solve a two-asset problem once.
+
+    They are imported lazily (so that commands that do not solve never load them); a
+    long-running process calls this at start so that its first request does not pay for them.
+    """
+    solve(AllocationProblem(symbols=("A", "B"), objective="min_variance", mu=np.zeros(2), factor=np.eye(2),
+                            current=np.zeros(2), invested=1.0, caps=np.ones(2)))
+
+
 def _solve_convex(p: AllocationProblem, objective: str, te_margin: float) -> tuple[np.ndarray | None, str]:
+    import cvxpy as cp
+
     w = cp.Variable(p.n, nonneg=True)
     risk, constraints = _risk_variable(p, w)
     constraints += _constraints(p, w, risk, 1.0, te_margin)
@@ -154,7 +189,7 @@ def _solve_convex(p: AllocationProblem, objective: str, te_margin: float) -> tup
         constraints += extra
     elif objective == "track":
         assert p.target is not None
-        goal = cp.Minimize(cp.sum_squares(risk - p.factor @ p.target) + 1e-6 * cp.sum_squares(w - p.target))
+        goal = cp.Minimize(cp.sum_squares(risk - p.exposure(p.target)) + 1e-6 * cp.sum_squares(w - p.target))
     elif objective == "track_euclidean":
         assert p.target is not None
         goal = cp.Minimize(cp.sum_squares(w - p.target))
@@ -165,6 +200,8 @@ def _solve_convex(p: AllocationProblem, objective: str, te_margin: float) -> tup
 
 def _solve_max_sharpe(p: AllocationProblem, te_margin: float) -> tuple[np.ndarray | None, str]:
     """Charnes–Cooper: v = κw turns max Sharpe into a convex problem; every constraint scales by κ."""
+    import cvxpy as cp
+
     v = cp.Variable(p.n, nonneg=True)
     kappa = cp.Variable(nonneg=True)
     risk, constraints = _risk_variable(p, v)
@@ -185,7 +222,7 @@ def square_factor(p: AllocationProblem) -> AllocationProblem:
     square factor S Vᵀ (zero-padded) loses nothing.
     """
     k, n = p.factor.shape
-    if k == n:
+    if k == n or p.specific is not None:
         return p
     u, s, vt = np.linalg.svd(p.factor, full_matrices=False)
     factor = np.zeros((n, n))
@@ -198,11 +235,16 @@ def square_factor(p: AllocationProblem) -> AllocationProblem:
     return replace(p, factor=factor, benchmark_offset=offset, offset_residual=residual)
 
 
-def _risk_variable(p: AllocationProblem, w: cp.Variable) -> tuple[cp.Variable, list]:
+def _risk_variable(p: AllocationProblem, w: cp.Variable) -> tuple[cp.Expression, list]:
     """y = G w as a variable of its own, so the dense factor enters the model exactly once
     (used directly in both the variance and the tracking-error cone, cvxpy would copy it, and
-    a quadratic objective would turn it into the dense n × n matrix GᵀG)."""
+    a quadratic objective would turn it into the dense n × n matrix GᵀG). With a factor risk
+    model the risk coordinates are (y, specific ∘ w): k dense rows and a diagonal."""
+    import cvxpy as cp
+
     y = cp.Variable(p.factor.shape[0])
+    if p.specific is not None:
+        return cp.hstack([y, cp.multiply(p.specific, w)]), [y == p.factor @ w]
     # Keep the block structurally dense: a few exact zeros (an eigenvector orthogonal to one
     # asset) made the solver's fill-reducing ordering 6x slower at 1000 assets. 1e-30 changes
     # no reported digit.
@@ -212,6 +254,8 @@ def _risk_variable(p: AllocationProblem, w: cp.Variable) -> tuple[cp.Variable, l
 
 def _constraints(p: AllocationProblem, w: cp.Variable, risk: cp.Expression | None, k: Any, te_margin: float) -> list:
     """Budget, caps, sectors, tracking error and turnover, homogeneous in ``k`` (1 or κ)."""
+    import cvxpy as cp
+
     cons = [cp.sum(w) == k * p.invested, w <= k * p.caps]
     if p.floors is not None:
         cons.append(w >= k * p.floors)
@@ -230,6 +274,8 @@ def _constraints(p: AllocationProblem, w: cp.Variable, risk: cp.Expression | Non
 
 def _active_risk(p: AllocationProblem, risk: cp.Expression, k: Any) -> cp.Expression:
     """Ex-ante tracking error of the (κ-scaled) weights whose factor exposure is ``risk``."""
+    import cvxpy as cp
+
     active = risk - k * p.benchmark_offset
     if p.offset_residual > 0:
         active = cp.hstack([active, cp.reshape(k * p.offset_residual, (1,), order="C")])
@@ -238,6 +284,8 @@ def _active_risk(p: AllocationProblem, risk: cp.Expression, k: Any) -> cp.Expres
 
 def _turnover_constraints(p: AllocationProblem, w: cp.Variable, k: Any) -> list:
     """Σ|Δw| − exempt ≤ limit, with exempt = min(forced sales, purchases), kept linear by splitting Δw."""
+    import cvxpy as cp
+
     buys = cp.Variable(p.n, nonneg=True)
     sells = cp.Variable(p.n, nonneg=True)
     cons = [w - k * p.current == buys - sells]
@@ -252,6 +300,8 @@ def _turnover_constraints(p: AllocationProblem, w: cp.Variable, k: Any) -> list:
 
 def _cvar_objective(p: AllocationProblem, w: cp.Variable) -> tuple[cp.Minimize, list]:
     """Rockafellar–Uryasev: CVaR of the daily loss −Rw over the historical scenarios."""
+    import cvxpy as cp
+
     assert p.scenarios is not None
     t = p.scenarios.shape[0]
     var = cp.Variable()
@@ -261,22 +311,46 @@ def _cvar_objective(p: AllocationProblem, w: cp.Variable) -> tuple[cp.Minimize, 
 
 
 def _run(problem: cp.Problem, w: cp.Variable) -> tuple[np.ndarray | None, str]:
-    try:
-        with catch_warnings():
-            # The status says the same; solve() turns it into a warning in the result.
-            filterwarnings("ignore", message="Solution may be inaccurate")
-            problem.solve(solver=SOLVER, **SOLVER_SETTINGS)
-    except cp.error.SolverError as exc:
-        raise SolverError(f"solver {SOLVER} failed: {exc}", details={"solver": SOLVER, "status": "error"}) from exc
-    status = str(problem.status)
+    """Solve; a first attempt that stops short (``RETRY_STATUSES``) is retried once with
+    ``RETRY_SETTINGS``. A status neither attempt resolves is returned for the caller to explain;
+    only an attempt that still stops short raises, naming status and iterations."""
+    status, iterations = _attempt(problem, SOLVER_SETTINGS)
+    if status in RETRY_STATUSES:
+        first = (status, iterations)
+        status, iterations = _attempt(problem, RETRY_SETTINGS)
+        if status in RETRY_STATUSES:
+            raise SolverError(
+                f"solver {SOLVER} stopped with status '{status}' after {iterations} iterations "
+                f"(first attempt: '{first[0]}' after {first[1]} iterations, limit {SOLVER_SETTINGS['max_iter']}; "
+                f"retry limit {RETRY_SETTINGS['max_iter']}); the problem is numerically difficult — "
+                "loosen the tightest limit or shorten the universe",
+                details={"solver": SOLVER, "status": status, "iterations": iterations,
+                         "first_status": first[0], "first_iterations": first[1]},
+            )
     if status in ("optimal", "optimal_inaccurate") and w.value is not None:
         return np.asarray(w.value, dtype=float), status
     return None, status
 
 
+def _attempt(problem: cp.Problem, settings: dict[str, Any]) -> tuple[str, int | None]:
+    import cvxpy as cp
+
+    try:
+        with catch_warnings():
+            # The status says the same; solve() turns it into a warning in the result.
+            filterwarnings("ignore", message="Solution may be inaccurate")
+            problem.solve(solver=SOLVER, **settings)
+    except cp.error.SolverError:
+        # cvxpy raises instead of returning a status when the solver reports an error; name it.
+        stats = problem.solver_stats
+        return "solver_error", None if stats is None else stats.num_iters
+    stats = problem.solver_stats
+    return str(problem.status), None if stats is None else stats.num_iters
+
+
 def tracking_error(p: AllocationProblem, w: np.ndarray) -> float:
     assert p.benchmark_offset is not None
-    return float(np.hypot(np.linalg.norm(p.factor @ w - p.benchmark_offset), p.offset_residual))
+    return float(np.hypot(np.linalg.norm(p.exposure(w) - p.benchmark_offset), p.offset_residual))
 
 
 def discretionary_turnover(p: AllocationProblem, w: np.ndarray) -> float:
@@ -349,27 +423,72 @@ def _check_capacity(p: AllocationProblem) -> None:
                          "sectors": {s.name: s.limit * pct for s in p.sectors},
                          "max_investable_pct": sector_capacity * pct},
             )
+    if p.max_turnover is not None:
+        needed = turnover_floor(p)
+        if needed > p.max_turnover + 1e-7:
+            raise _turnover_infeasible(p, needed)
 
 
-def diagnose_infeasible(p: AllocationProblem) -> InfeasibleError:
-    """Find which of turnover and tracking error conflicts with the rest, and by how much."""
+def turnover_floor(p: AllocationProblem) -> float:
+    """A lower bound on discretionary turnover, by arithmetic: what caps and sectors force.
+
+    Every weight above its cap must be sold, and every sector's excess over its limit after
+    that; the invested fraction then fixes purchases as sales plus the net change. Turnover
+    Σ|Δw| = 2·sales + net is smallest at the least sales, and the exemption (redeploying forced
+    sales) grows by at most what purchases do. Without sector caps the bound is exact.
+    """
+    clipped = np.minimum(p.current, p.caps)
+    sells = float((p.current - clipped).sum())
+    for s in p.sectors:
+        sells += max(0.0, float(clipped[s.members].sum()) - s.limit)
+    net = p.invested - float(p.current.sum())
+    sells = max(sells, -net)
+    buys = sells + net
+    return max(0.0, sells + buys - min(p.forced_weight, buys))
+
+
+def _turnover_infeasible(p: AllocationProblem, needed: float) -> InfeasibleError:
+    pct = 100.0
+    # Round away float noise (0.6 * 1e4 = 6000.000000000001) before rounding the relaxation up.
+    relaxation = math.ceil(round(needed * 1e4, 6)) / 100
+    return InfeasibleError(
+        f"infeasible policy: meeting the position, sector and invested-fraction constraints needs "
+        f"at least {needed * pct:.2f}% discretionary turnover, above max_turnover_pct "
+        f"{p.max_turnover * pct:g}%. Raise max_turnover_pct to {relaxation:g} or relax the caps.",
+        details={"conflicts": ["max_turnover_pct", "max_single_position_pct", "max_sector_pct",
+                               "invested fraction (100 - cash_buffer_pct)"],
+                 "smallest_relaxation": {"max_turnover_pct": relaxation}},
+    )
+
+
+def diagnose_infeasible(p: AllocationProblem, te_margin: float = 0.0) -> InfeasibleError:
+    """Find which of turnover and tracking error conflicts with the rest, and by how much.
+
+    ``te_margin`` is the share of the tracking-error limit kept free for whole-share rounding;
+    a lowest tracking error inside that band is reported as such.
+    """
     pct = 100.0
     if p.max_turnover is not None:
         needed = _min_turnover(p)
         if needed is None:
             return _generic_infeasible(p)
         if needed > p.max_turnover + 1e-7:
-            return InfeasibleError(
-                f"infeasible policy: meeting the position, sector and invested-fraction constraints needs "
-                f"at least {needed * pct:.2f}% discretionary turnover, above max_turnover_pct "
-                f"{p.max_turnover * pct:g}%. Raise max_turnover_pct to {math.ceil(needed * 1e4) / 100:g} or "
-                "relax the caps.",
-                details={"conflicts": ["max_turnover_pct", "max_single_position_pct", "max_sector_pct",
-                                       "invested fraction (100 - cash_buffer_pct)"],
-                         "smallest_relaxation": {"max_turnover_pct": math.ceil(needed * 1e4) / 100}},
-            )
+            return _turnover_infeasible(p, needed)
     if p.max_tracking_error is not None and p.benchmark_offset is not None:
         lowest = _min_tracking_error(p, with_turnover=True)
+        solved_limit = p.max_tracking_error * (1.0 - te_margin)
+        if lowest is not None and solved_limit < lowest <= p.max_tracking_error:
+            needed = math.ceil(lowest / (1.0 - te_margin) * 1e4) / 100
+            return InfeasibleError(
+                f"infeasible policy: the lowest tracking error reachable under the other constraints is "
+                f"{lowest * pct:.3f}%, within max_tracking_error_pct {p.max_tracking_error * pct:g}% but above "
+                f"the {solved_limit * pct:.3f}% solved for, which keeps {te_margin:.1%} of the limit free so "
+                f"that rounding to whole shares cannot breach it. Raise max_tracking_error_pct to at least "
+                f"{needed:g}, or widen the universe.",
+                details={"conflicts": ["max_tracking_error_pct", "whole-share rounding margin",
+                                       "max_single_position_pct", "max_sector_pct", "max_turnover_pct"],
+                         "smallest_relaxation": {"max_tracking_error_pct": needed}},
+            )
         if lowest is not None and lowest > p.max_tracking_error:
             unconstrained = _min_tracking_error(p, with_turnover=False) if p.max_turnover is not None else lowest
             conflicts = ["max_tracking_error_pct", "max_single_position_pct", "max_sector_pct", "universe"]
@@ -397,6 +516,8 @@ def _generic_infeasible(p: AllocationProblem) -> InfeasibleError:
 
 
 def _min_turnover(p: AllocationProblem) -> float | None:
+    import cvxpy as cp
+
     relaxed = replace(p, max_turnover=None, max_tracking_error=None)
     w = cp.Variable(p.n, nonneg=True)
     cons = _constraints(relaxed, w, None, 1.0, 0.0)
@@ -409,6 +530,8 @@ def _min_turnover(p: AllocationProblem) -> float | None:
 
 
 def _min_tracking_error(p: AllocationProblem, *, with_turnover: bool) -> float | None:
+    import cvxpy as cp
+
     relaxed = replace(p, max_tracking_error=None, max_turnover=p.max_turnover if with_turnover else None)
     w = cp.Variable(p.n, nonneg=True)
     risk, cons = _risk_variable(relaxed, w)

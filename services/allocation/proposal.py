@@ -59,6 +59,22 @@ class RiskReturn(BaseModel):
     sharpe: float | None
 
 
+class RiskModelInfo(BaseModel):
+    """Which risk model and solve produced a proposal (reported when either was asked for, or
+    when ``solve: auto`` chose fast)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    risk_model: Literal["sample", "statistical", "fundamental"] = Field(
+        description="The covariance every reported figure and limit uses.")
+    k: int | None = Field(description="Factors of the risk model, or of the fast solve's approximation; "
+                          "None for an exact solve of the sample covariance.")
+    factors: list[str] = Field(default_factory=list, description="fundamental only: the factor series.")
+    solve: Literal["exact", "fast"] = Field(description="exact: solved with the risk model itself; fast: "
+                                            "solved with a k-factor approximation, checked under the full covariance.")
+    solves: int = Field(description="Optimizer solves run (re-solves tighten the tracking-error limit).")
+
+
 class EstimationInfo(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -69,6 +85,10 @@ class EstimationInfo(BaseModel):
     expected_return_estimator: str
     annualization_days: int
     fallback: str | None = Field(None, description="Set when the engine fell back (e.g. equal_weight).")
+    risk: RiskModelInfo | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="Risk model and solve; absent when neither was asked for and the sample covariance "
+        "was solved exactly (the default up to 200 assets).")
 
 
 class TradeProposal(BaseModel):

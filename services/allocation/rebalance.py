@@ -18,6 +18,7 @@ from services.allocation.optimization import AllocationProblem, SectorCap, solve
 from services.allocation.proposal import (
     ConstraintCheck,
     EstimationInfo,
+    RiskModelInfo,
     RiskReturn,
     Trade,
     TradeProposal,
@@ -36,9 +37,41 @@ from services.data.policy import Policy
 from services.errors import InfeasibleError, InputError
 from services.estimation import riskfolio_adapter
 from services.estimation.estimators import Estimates, estimate_for_policy
+from services.estimation.risk_models import (
+    FactorRisk,
+    full_factor,
+    fundamental,
+    statistical,
+    statistical_factor_count,
+)
 
 NOT_HOLDABLE = ("index", "cash")
 TE_MARGINS = (0.005, 0.02, 0.05, 0.1)
+FAST_RESOLVES = 4  # per margin: re-solves of a fast solve whose tracking error the approximation understated
+
+
+@dataclass(frozen=True, eq=False)
+class RiskSetup:
+    """The risk model of a proposal and how the solver sees it.
+
+    Attributes:
+        factor: G with GᵀG = Σ of the risk model over ``Estimates.symbols``: every reported
+            figure and every limit check after rounding uses it.
+        structured: the k-factor structure the solver is given instead of ``factor`` (a factor
+            risk model itself, or the fast solve's approximation of the sample covariance); None
+            when the solver uses ``factor``.
+        model: sample, statistical or fundamental; solve: exact or fast.
+    """
+
+    factor: np.ndarray
+    structured: FactorRisk | None
+    model: str
+    solve: str
+
+    @property
+    def approximate(self) -> bool:
+        """The solver's covariance differs from the reported one (sample risk, fast solve)."""
+        return self.solve == "fast"
 
 
 @dataclass(frozen=True)
@@ -94,7 +127,8 @@ def propose_trades(
     risk_symbols += sorted(set(bench or {}) - set(risk_symbols))
     est = estimate_for_policy(pack, risk_symbols, policy)
     warnings += est.warnings
-    factor = covariance_factor(est.cov)
+    risk = risk_setup(pack, est, policy, len(choice.eligible))
+    factor = risk.factor
     bench_vec = _vector(bench, est.symbols) if bench else None
     offset = factor @ bench_vec if bench_vec is not None else None
 
@@ -110,14 +144,23 @@ def propose_trades(
         setup = replace(setup, max_turnover=setup.max_turnover + widening)
         warnings.append(f"cash flow: the turnover limit is widened by {widening * 100:.4f} points to "
                         f"{setup.max_turnover * 100:.4f}% for the trades that move the cash flow")
-    problem, fallback = _allocation_problem(pack, policy, choice, setup, est, factor, offset, warnings)
+    problem, fallback = _allocation_problem(pack, policy, choice, setup, est, risk, bench_vec, warnings)
     if no_buy or fixed:
         problem = _restricted_problem(problem, no_buy, fixed)
 
     shares = optimal = allocation = None
+    solves = 0
     for margin in TE_MARGINS:
-        allocation = solve(problem, te_margin=margin)
-        optimal = _vector(dict(zip(problem.symbols, allocation.weights, strict=True)), plan_symbols)
+        for _ in range(FAST_RESOLVES):
+            allocation = solve(problem, te_margin=margin)
+            solves += 1
+            optimal = _vector(dict(zip(problem.symbols, allocation.weights, strict=True)), plan_symbols)
+            understated = _understated_te(risk, setup, optimal, margin)
+            if understated is None:
+                break
+            # The approximation understated tracking error: tighten its limit by the ratio and re-solve.
+            assert problem.max_tracking_error is not None
+            problem = replace(problem, max_tracking_error=problem.max_tracking_error * understated)
         shares, notes = round_to_shares(setup, optimal)
         notes.update(held_notes)
         rounded = evaluate(setup, shares)
@@ -137,10 +180,63 @@ def propose_trades(
         )
     assert shares is not None and optimal is not None and allocation is not None
     warnings += allocation.warnings
+    binding = allocation.binding
+    if risk.approximate and setup.max_tracking_error is not None:
+        if problem.max_tracking_error is not None and problem.max_tracking_error < setup.max_tracking_error:
+            warnings.append(
+                f"solve fast: the {risk.structured.k if risk.structured else 0}-factor approximation understated "
+                f"tracking error; re-solved with its limit tightened to {problem.max_tracking_error * 100:.4f}% "
+                "so that the full covariance meets max_tracking_error_pct"
+            )
+        # Binding is judged under the full covariance, like every reported figure.
+        te_binding = _plan_te(setup, optimal) >= setup.max_tracking_error * 0.98
+        binding = tuple(sorted({b for b in binding if b != "max_tracking_error_pct"}
+                               | ({"max_tracking_error_pct"} if te_binding else set())))
+    info = None
+    if policy.risk_model is not None or policy.solve is not None or risk.solve == "fast":
+        info = RiskModelInfo(
+            risk_model=risk.model, k=risk.structured.k if risk.structured is not None else None,
+            factors=list(risk.structured.factors) if risk.structured is not None else [],
+            solve=risk.solve, solves=solves,
+        )
     # Report the method that produced the weights: the policy's, unless the engine fell back.
     method = fallback or (policy.method if allocation.objective == "track" else allocation.objective)
     return _report(pack, holdings, policy, choice, setup, est, factor, bench_vec, benchmark_name,
-                   allocation.binding, method, optimal, shares, notes, warnings, fallback)
+                   binding, method, optimal, shares, notes, warnings, fallback, info)
+
+
+def risk_setup(pack: PricingPack, est: Estimates, policy: Policy, n_assets: int) -> RiskSetup:
+    """The policy's risk model over ``est.symbols`` and the form the solver gets it in."""
+    mode = policy.solve_mode(n_assets)
+    k = policy.factor_count or statistical_factor_count(max(n_assets, 1), est.observations)
+    if policy.risk_model == "factor":
+        if policy.factor_model == "fundamental":
+            model = fundamental(pack, est, policy.factor_symbols, covariance_estimator=policy.covariance_estimator,
+                                ewma_decay=policy.ewma_decay, annualization_days=policy.annualization_days)
+        else:
+            model = statistical(est.cov, k)
+        return RiskSetup(model.dense_factor(), model, model.model, "exact")
+    if mode == "fast":
+        return RiskSetup(full_factor(est.cov), statistical(est.cov, k), "sample", "fast")
+    return RiskSetup(covariance_factor(est.cov), None, "sample", "exact")
+
+
+def _plan_te(setup: PlanSetup, weights: np.ndarray) -> float:
+    """Tracking error of plan-indexed continuous weights under the reported (full) risk model."""
+    assert setup.te_factor is not None and setup.te_offset is not None
+    return float(np.linalg.norm(setup.te_factor @ weights - setup.te_offset))
+
+
+def _understated_te(risk: RiskSetup, setup: PlanSetup, weights: np.ndarray, margin: float) -> float | None:
+    """For a fast solve whose weights break the (margin-tightened) limit under the full
+    covariance, the factor to tighten the solver's limit by; None when nothing is to re-solve."""
+    if not risk.approximate or setup.max_tracking_error is None or setup.te_factor is None:
+        return None
+    target = setup.max_tracking_error * (1.0 - margin)
+    te = _plan_te(setup, weights)
+    if te <= target * (1.0 + 1e-6):
+        return None
+    return target / te * (1.0 - 1e-3)
 
 
 def trading_restrictions(
@@ -395,9 +491,25 @@ def _sector_caps(pack: PricingPack, policy: Policy, symbols) -> list[tuple[str, 
     return out
 
 
-def _allocation_problem(pack, policy, choice, setup, est: Estimates, factor, offset, warnings):
+def _solver_risk(risk: RiskSetup, idx: np.ndarray, bench_vec: np.ndarray | None):
+    """Factor, specific volatilities, benchmark offset and residual as the solver takes them."""
+    if risk.structured is None:
+        return risk.factor[:, idx], None, None if bench_vec is None else risk.factor @ bench_vec, 0.0
+    loadings, specific = risk.structured.loadings, risk.structured.specific
+    assert specific is not None
+    if bench_vec is None:
+        return loadings[:, idx], specific[idx], None, 0.0
+    outside = np.ones(len(bench_vec), dtype=bool)
+    outside[idx] = False
+    offset = np.concatenate([loadings @ bench_vec, specific[idx] * bench_vec[idx]])
+    residual = float(np.linalg.norm(specific[outside] * bench_vec[outside]))
+    return loadings[:, idx], specific[idx], offset, residual
+
+
+def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskSetup, bench_vec, warnings):
     n = len(choice.eligible)
     idx = est.index_of(choice.eligible)
+    factor, specific, offset, residual = _solver_risk(risk, idx, bench_vec)
     elig_pos = {s: i for i, s in enumerate(choice.eligible)}
     sectors = tuple(
         SectorCap(name, np.array([elig_pos[s] for s in members if s in elig_pos]), limit)
@@ -423,16 +535,20 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, factor, off
         objective = "track"
     elif policy.method in ("risk_parity", "hrp") and n > 0:
         returns = est.returns[list(choice.eligible)]
+        # The targets use the risk model's covariance (the sample one unless a factor model is asked for).
+        cov = est.cov if risk.model == "sample" else risk.factor.T @ risk.factor
         if policy.method == "risk_parity":
-            base = riskfolio_adapter.risk_parity_weights(returns, est.cov[np.ix_(idx, idx)])
+            base = riskfolio_adapter.risk_parity_weights(returns, cov[np.ix_(idx, idx)])
         else:
-            base = riskfolio_adapter.hrp_weights(returns, est.cov[np.ix_(idx, idx)])
+            base = riskfolio_adapter.hrp_weights(returns, cov[np.ix_(idx, idx)])
         objective, target = "track", base * invested
     problem = AllocationProblem(
         symbols=choice.eligible,
         objective=objective,
         mu=est.mu[idx],
-        factor=factor[:, idx],
+        factor=factor,
+        specific=specific,
+        offset_residual=residual,
         current=current,
         invested=invested,
         caps=setup.caps[[plan_pos[s] for s in choice.eligible]] if n else np.zeros(0),
@@ -463,7 +579,7 @@ def _risk_return(est: Estimates, factor: np.ndarray, weights_by_symbol: dict[str
 
 
 def _report(pack, holdings, policy, choice, setup: PlanSetup, est, factor, bench_vec, benchmark_name,
-            binding, method, optimal, shares, notes, warnings, fallback) -> TradeProposal:
+            binding, method, optimal, shares, notes, warnings, fallback, risk_info=None) -> TradeProposal:
     price_dec = [to_decimal(float(p)) for p in setup.prices]
     qty = [int(s - c) for s, c in zip(shares, setup.current, strict=True)]
     values = [cents(q * p) for q, p in zip(qty, price_dec, strict=True)]
@@ -533,6 +649,7 @@ def _report(pack, holdings, policy, choice, setup: PlanSetup, est, factor, bench
             expected_return_estimator=policy.expected_return_estimator,
             annualization_days=policy.annualization_days,
             fallback=fallback,
+            risk=risk_info,
         ),
         warnings=warnings,
     )

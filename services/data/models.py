@@ -11,11 +11,14 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from services.errors import InputError
+
+# numpy and pandas are imported where frames are handled, so that listing stored objects (which
+# imports these models) does not pay for them.
+if TYPE_CHECKING:
+    import pandas as pd
 
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 
@@ -67,6 +70,8 @@ class PricingPack:
 
     def last_prices(self) -> dict[str, float]:
         """Latest close of every symbol that has one (the price used for trades)."""
+        import pandas as pd
+
         last = self.closes.ffill().iloc[-1]
         return {sym: float(v) for sym, v in last.items() if pd.notna(v)}
 
@@ -77,6 +82,9 @@ def pack_content_hash(securities: tuple[Security, ...], closes: pd.DataFrame) ->
     Columns are taken in sorted order and every missing close is the same NaN, so the hash
     depends only on the content, not on how the frame was built or on the pandas version.
     """
+    import numpy as np
+    import pandas as pd
+
     h = hashlib.sha256()
     for s in sorted(securities, key=lambda s: s.symbol):
         h.update(f"S|{s.symbol}|{s.name}|{s.sector}|{s.asset_class}\n".encode())

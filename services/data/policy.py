@@ -25,6 +25,16 @@ from services.errors import InputError
 Method = Literal["mean_variance", "max_sharpe", "min_variance", "risk_parity", "cvar", "hrp", "target"]
 CovarianceEstimator = Literal["hist", "ledoit", "oas", "ewma"]
 ReturnEstimator = Literal["hist", "ewma", "capm"]
+RiskModelName = Literal["sample", "factor"]
+FactorModel = Literal["statistical", "fundamental"]
+SolveMode = Literal["exact", "fast", "auto"]
+FAST_ABOVE_ASSETS = 200  # solve "auto": exact up to this many decision assets, fast above
+
+
+def _unset(value: Any) -> bool:
+    """Left out of dumps when not given, so requests and results that never name the risk-model
+    fields hash and serialize exactly as before those fields existed."""
+    return value is None
 
 
 # Policy fields added after release 0.1 (see PolicyOverrides._omit_unset_added_fields).
@@ -123,6 +133,33 @@ class PolicyOverrides(BaseModel):
         None, description="Never traded: neither bought nor sold (pledged or employee-restricted shares)."
     )
 
+    risk_model: RiskModelName | None = Field(
+        None, exclude_if=_unset,
+        description="The risk model every figure and limit uses: 'sample' (the covariance estimator's "
+        "full matrix, default) or 'factor' (a k-factor model with diagonal specific risk, see factor_model).",
+    )
+    factor_model: FactorModel | None = Field(
+        None, exclude_if=_unset,
+        description="risk_model 'factor' only: 'statistical' (k principal components of the estimated "
+        "covariance, default) or 'fundamental' (regression on factor series of the pack).",
+    )
+    factor_count: int | None = Field(
+        None, ge=1, le=50, exclude_if=_unset,
+        description="Statistical factors k (1-50); default ceil(sqrt(assets)), at most 50. Also the k "
+        "of solve 'fast'.",
+    )
+    factor_symbols: list[str] | None = Field(
+        None, min_length=1, max_length=50, exclude_if=_unset,
+        description="factor_model 'fundamental' only: the pack series used as factors; default every "
+        "index and ETF series of the pack.",
+    )
+    solve: SolveMode | None = Field(
+        None, exclude_if=_unset,
+        description="'exact' solves with the full covariance; 'fast' with a k-factor approximation of "
+        f"it, then checks every limit under the full covariance; 'auto' (default) is exact up to "
+        f"{FAST_ABOVE_ASSETS} assets and fast above.",
+    )
+
     @model_serializer(mode="wrap")
     def _omit_unset_added_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # Fields added after 0.1 are left out of the canonical form while unset, so a request's
@@ -174,6 +211,20 @@ class Policy(BaseModel):
     min_position_pct: float | None = None
     restricted_symbols: list[str] = Field(default_factory=list)
     frozen_symbols: list[str] = Field(default_factory=list)
+    risk_model: RiskModelName | None = Field(None, exclude_if=_unset)
+    factor_model: FactorModel | None = Field(None, exclude_if=_unset)
+    factor_count: int | None = Field(None, ge=1, le=50, exclude_if=_unset)
+    factor_symbols: list[str] | None = Field(None, exclude_if=_unset)
+    solve: SolveMode | None = Field(None, exclude_if=_unset)
+
+    def solve_mode(self, n_assets: int) -> Literal["exact", "fast"]:
+        """The solve used for ``n_assets`` decision assets: a factor risk model is solved exactly
+        (it already is a k-factor model); ``auto`` (or unset) is fast only above 200 assets."""
+        if self.risk_model == "factor" or self.solve == "exact":
+            return "exact"
+        if self.solve == "fast":
+            return "fast"
+        return "fast" if n_assets > FAST_ABOVE_ASSETS else "exact"
 
     def suspicious_values(self) -> list[str]:
         """Warnings for percentages that look like fractions (0.10 meant as 10%?)."""

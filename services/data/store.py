@@ -19,7 +19,6 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-import numpy as np
 from sqlalchemy import (
     Column,
     Connection,
@@ -45,7 +44,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-from services.data.importers import wide_closes
 from services.data.models import (
     Lot,
     Portfolio,
@@ -432,6 +430,8 @@ class Store:
                     prices.c.pack_id == pack_id
                 )
             ).all()
+        from services.data.importers import wide_closes  # pandas, only when a pack is read
+
         securities = tuple(Security(*r) for r in secs)
         closes = wide_closes([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
         pack = PricingPack(id=pack_id, securities=securities, closes=closes)
@@ -1241,6 +1241,8 @@ def _check_pack(pack: PricingPack) -> None:
     the way back and the hash would no longer match; every priced symbol must also be in the
     pack's own security master.
     """
+    import numpy as np
+
     closes = pack.closes
     problems: list[str] = []
     if closes.empty:

@@ -13,13 +13,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.covariance import OAS, LedoitWolf
 
 from services.errors import SolverError
 
 _COV_METHODS = {"hist": "hist", "ledoit": "ledoit", "oas": "oas", "ewma": "ewma1"}
 _MEAN_METHODS = {"hist": "hist", "ewma": "ewma1"}
-_SHRINKAGE = {"ledoit": LedoitWolf, "oas": OAS}
 
 
 def _rp() -> Any:
@@ -37,18 +35,78 @@ def covariance(returns: pd.DataFrame, estimator: str, *, decay: float) -> np.nda
     method = _COV_METHODS[estimator]
     if estimator == "ewma":
         cov = _ewma_covariance(returns.to_numpy(), decay)
-    elif estimator in _SHRINKAGE:
-        # riskfolio fits these sklearn estimators with their defaults, which also invert the
-        # covariance (0.8 s of 0.85 s at 1000 assets) only to discard the inverse; fitting the same
-        # estimator without it gives the identical matrix (tests/test_estimation.py checks this).
-        cov = _SHRINKAGE[estimator](store_precision=False).fit(returns.to_numpy()).covariance_
+    elif estimator == "ledoit":
+        # riskfolio fits sklearn's LedoitWolf with its defaults, which also inverts the covariance
+        # (0.8 s of 0.85 s at 1000 assets) only to discard it, and importing sklearn costs a
+        # cold call 0.5-0.9 s; the same arithmetic here gives the bit-identical matrix
+        # (tests/test_estimation.py checks both against riskfolio and sklearn).
+        cov = _ledoit_wolf(returns.to_numpy())
+    elif estimator == "oas":
+        # OAS: sklearn's estimator without the discarded inverse, imported only when used.
+        from sklearn.covariance import OAS
+
+        cov = OAS(store_precision=False).fit(returns.to_numpy()).covariance_
     else:
-        cov = _call("covar_matrix", lambda: _rp().ParamsEstimation.covar_matrix(returns, method=method, d=decay))
+        # riskfolio's 'hist' is exactly np.cov(X, rowvar=False); computing it here spares a
+        # rebalance the 2.5-3.3 s riskfolio import (tests/test_estimation.py checks the equality).
+        cov = np.cov(returns.to_numpy(), rowvar=False)
     matrix = np.asarray(cov, dtype=float)
     if not np.all(np.isfinite(matrix)):
         raise SolverError(f"riskfolio covar_matrix({method}) returned non-finite values",
                           details={"solver": "riskfolio", "status": "non_finite"})
     return (matrix + matrix.T) / 2
+
+
+LEDOIT_WOLF_BLOCK = 1000  # sklearn's default block_size; the summation order depends on it
+
+
+def _ledoit_wolf(x: np.ndarray) -> np.ndarray:
+    """Ledoit-Wolf shrunk covariance, operation for operation as scikit-learn's ``LedoitWolf``
+    (BSD-3-Clause: ``_ledoit_wolf``, ``ledoit_wolf_shrinkage``, ``empirical_covariance``), so the
+    result is bit-identical, including its blocked sums above 1000 assets."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x - x.mean(0)
+    n_samples, n_features = x.shape
+    if n_features == 1:
+        return np.atleast_2d((x**2).mean())
+    block = LEDOIT_WOLF_BLOCK
+    splits = int(n_features / block)
+    x2 = x**2
+    emp_cov_trace = np.sum(x2, axis=0) / n_samples
+    mu = np.sum(emp_cov_trace) / n_features
+    beta_ = 0.0
+    delta_ = 0.0
+    for i in range(splits):
+        rows = slice(block * i, block * (i + 1))
+        for j in range(splits):
+            cols = slice(block * j, block * (j + 1))
+            beta_ += np.sum(np.dot(x2.T[rows], x2[:, cols]))
+            delta_ += np.sum(np.dot(x.T[rows], x[:, cols]) ** 2)
+        beta_ += np.sum(np.dot(x2.T[rows], x2[:, block * splits:]))
+        delta_ += np.sum(np.dot(x.T[rows], x[:, block * splits:]) ** 2)
+    for j in range(splits):
+        cols = slice(block * j, block * (j + 1))
+        beta_ += np.sum(np.dot(x2.T[block * splits:], x2[:, cols]))
+        delta_ += np.sum(np.dot(x.T[block * splits:], x[:, cols]) ** 2)
+    delta_ += np.sum(np.dot(x.T[block * splits:], x[:, block * splits:]) ** 2)
+    delta_ /= n_samples**2
+    beta_ += np.sum(np.dot(x2.T[block * splits:], x2[:, block * splits:]))
+    beta = 1.0 / (n_features * n_samples) * (beta_ / n_samples - delta_)
+    delta = delta_ - 2.0 * mu * emp_cov_trace.sum() + n_features * mu**2
+    delta /= n_features
+    beta = min(beta, delta)
+    shrinkage = 0 if beta == 0 else beta / delta
+    emp_cov = np.dot(x.T, x) / n_samples
+    mu = np.sum(np.trace(emp_cov)) / n_features
+    shrunk = (1.0 - shrinkage) * emp_cov
+    shrunk.flat[:: n_features + 1] += shrinkage * mu
+    return shrunk
+
+
+def warm_up() -> None:
+    """Run the default estimator once on noise (first-use costs of numpy's and pandas' paths)."""
+    returns = pd.DataFrame(np.random.default_rng(0).normal(size=(40, 3)), columns=["a", "b", "c"])
+    covariance(returns, "ledoit", decay=0.94)
 
 
 def _ewma_covariance(x: np.ndarray, decay: float) -> np.ndarray:
@@ -64,10 +122,17 @@ def _ewma_covariance(x: np.ndarray, decay: float) -> np.ndarray:
 
 
 def mean_returns(returns: pd.DataFrame, estimator: str, *, decay: float) -> np.ndarray:
-    """Daily expected returns with riskfolio's estimator (hist, ewma)."""
-    method = _MEAN_METHODS[estimator]
-    mu = _call("mean_vector", lambda: _rp().ParamsEstimation.mean_vector(returns, method=method, d=decay))
-    return np.asarray(mu, dtype=float).ravel()
+    """Daily expected returns by riskfolio's estimators (hist, ewma).
+
+    riskfolio's ``mean_vector`` is ``X.mean()`` and ``X.ewm(alpha=1-d).mean().iloc[-1]``; the same
+    pandas calls are made here, so the numbers are identical and riskfolio is not imported for
+    them (tests/test_estimation.py checks the equality).
+    """
+    if estimator not in _MEAN_METHODS:
+        raise ValueError(f"unknown expected-return estimator {estimator!r}")
+    if estimator == "ewma":
+        return returns.ewm(alpha=1 - decay).mean().iloc[-1, :].to_numpy(dtype=float)
+    return returns.mean().to_numpy(dtype=float)
 
 
 def risk_parity_weights(returns: pd.DataFrame, cov: np.ndarray) -> np.ndarray:

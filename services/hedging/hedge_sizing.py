@@ -36,7 +36,6 @@ from decimal import ROUND_FLOOR, Decimal
 from importlib.resources.abc import Traversable
 from typing import Literal
 
-import cvxpy as cp
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -557,6 +556,8 @@ def _size(candidates: list[_Candidate], loss: float, value: float, budget: Hedge
 
 def _solve(p: np.ndarray, c: np.ndarray, caps: np.ndarray, limits: np.ndarray) -> tuple[np.ndarray, bool]:
     """The LP of the module docstring, in fractions of portfolio value; also whether it was inaccurate."""
+    import cvxpy as cp  # here, not at the top: listing capabilities should not load the solver
+
     loss, max_notional, max_cost = (float(v) for v in limits)
     x = cp.Variable(len(p), nonneg=True)
     constraints = [p @ x <= loss, cp.sum(x) <= max_notional, c @ x <= max_cost, x <= caps]
