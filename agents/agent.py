@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
 import structlog
@@ -18,6 +19,7 @@ from langchain_core.tools import BaseTool
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
+from agents.logging import configure_logging
 from agents.recording import RecordingCaller, case_files
 from agents.run_log import RunLog
 from agents.tools import langchain_tools
@@ -51,6 +53,9 @@ from services.errors import (
     NotFoundError,
     OptimizerError,
 )
+
+if TYPE_CHECKING:
+    from agents.batch import BatchItem
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
@@ -101,6 +106,34 @@ class OptimizerAgent:
     def execute(self, name: str, request: Any, ctx: RequestContext | None = None) -> dict[str, Any]:
         """Run capability ``name`` on ``request``; the result carries ``_metadata``."""
         return self.runner.run(name, request, ctx or RequestContext())
+
+    def run_batch(
+        self,
+        requests: Iterable[Any],
+        ctx: RequestContext | None = None,
+        *,
+        scheduler: str | None = None,
+        workers: int | None = None,
+        on_complete: Callable[[BatchItem], None] | None = None,
+    ) -> Iterator[BatchItem]:
+        """Run many ``optimizer.propose_trades`` requests on Dask; yield their items in input order.
+
+        Each item's ``result`` is byte-identical to ``execute`` on the same request (the result
+        cache is not used) and is recorded in the history; a request that fails is an item with
+        its ``error``. See ``agents.batch`` for how the work is split and ``services.batch`` for
+        the engine.
+
+        Args:
+            requests: request payloads (numbered 1, 2, ...) or ``agents.batch.BatchRequest``s.
+            ctx: who the batch acts for; every request is checked against it.
+            scheduler: address of an existing Dask scheduler; None starts a LocalCluster.
+            workers: LocalCluster processes (default: one per core).
+            on_complete: called with each item as soon as it finishes, in any order.
+        """
+        from agents.batch import run_batch
+
+        return run_batch(self.runner, requests, ctx or RequestContext(), scheduler=scheduler,
+                         workers=workers, worker_setup=configure_logging, on_complete=on_complete)
 
     def authenticate(self, api_key: str | None) -> RequestContext:
         """The request context of the user an API key belongs to.

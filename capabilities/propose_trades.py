@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydantic import Field
 
 from capabilities.base import Capability, RequestContext, Services
 from capabilities.common import PortfolioRequest, resolve_holdings
 from services.allocation.optimization import SOLVER, SOLVER_SETTINGS
 from services.allocation.proposal import TradeProposal
-from services.allocation.rebalance import propose_trades
-from services.data.policy import PolicyOverrides, resolve_policy
+from services.allocation.rebalance import Holdings, propose_trades
+from services.data.models import PricingPack
+from services.data.policy import Policy, PolicyOverrides, resolve_policy
 
 
 class ProposeTradesInput(PortfolioRequest):
@@ -28,13 +31,33 @@ class ProposeTradesInput(PortfolioRequest):
     )
 
 
-def handle(request: ProposeTradesInput, ctx: RequestContext, services: Services) -> TradeProposal:
+@dataclass(frozen=True)
+class ProposalInputs:
+    """A request resolved against the store: what ``propose_trades`` is called with."""
+
+    pack: PricingPack
+    holdings: Holdings
+    policy: Policy
+    ratings: dict[str, float]
+    benchmarks: dict[str, dict[str, float]]
+
+
+def resolve(request: ProposeTradesInput, services: Services) -> ProposalInputs:
+    """Read the pack, portfolio, template and ratings a request names; resolve its policy.
+
+    Separate from ``handle`` so a batch can resolve here and compute on a cluster.
+    """
     pack = services.store.get_pack(request.pricing_pack_id)
     holdings = resolve_holdings(request, services)
     template = services.store.get_policy_template(request.policy_id)[0] if request.policy_id else None
     policy = resolve_policy(services.constraint_defaults, template, request.policy, policy_id=request.policy_id)
     ratings = request.ratings if request.ratings is not None else services.store.get_ratings()
-    return propose_trades(pack, holdings, policy, ratings, services.benchmarks)
+    return ProposalInputs(pack, holdings, policy, ratings, services.benchmarks)
+
+
+def handle(request: ProposeTradesInput, ctx: RequestContext, services: Services) -> TradeProposal:
+    inputs = resolve(request, services)
+    return propose_trades(inputs.pack, inputs.holdings, inputs.policy, inputs.ratings, inputs.benchmarks)
 
 
 PROPOSE_TRADES = Capability(

@@ -35,6 +35,7 @@ from services.data.models import PricingPack
 from services.data.policy import Policy
 from services.errors import InfeasibleError, InputError
 from services.estimation import riskfolio_adapter
+from services.estimation.cache import EstimateCache
 from services.estimation.estimators import Estimates, estimate_for_policy
 
 NOT_HOLDABLE = ("index", "cash")
@@ -63,8 +64,13 @@ def propose_trades(
     policy: Policy,
     ratings: dict[str, float],
     named_benchmarks: dict[str, dict[str, float]],
+    estimates: EstimateCache | None = None,
 ) -> TradeProposal:
-    """The best whole-share rebalance of ``holdings`` under ``policy``, priced from ``pack``."""
+    """The best whole-share rebalance of ``holdings`` under ``policy``, priced from ``pack``.
+
+    ``estimates`` shares estimation between proposals (a batch); without it every call
+    estimates for itself. The result is the same either way.
+    """
     prices = pack.last_prices()
     validate_holdings(pack, holdings)
     warnings = policy.suspicious_values()
@@ -80,9 +86,9 @@ def propose_trades(
         return _empty_proposal(pack, holdings, policy, warnings)
 
     plan_symbols = tuple(sorted(set(holdings.positions) | set(choice.eligible)))
-    risk_symbols = list(choice.eligible) + sorted(set(plan_symbols) - set(choice.eligible))
-    risk_symbols += sorted(set(bench or {}) - set(risk_symbols))
-    est = estimate_for_policy(pack, risk_symbols, policy)
+    risk_symbols = _risk_symbols(holdings, choice, bench)
+    est = (estimate_for_policy(pack, risk_symbols, policy) if estimates is None
+           else estimates.estimates_for(pack, risk_symbols, policy))
     warnings += est.warnings
     factor = covariance_factor(est.cov)
     bench_vec = _vector(bench, est.symbols) if bench else None
@@ -117,6 +123,32 @@ def propose_trades(
     method = fallback or (policy.method if allocation.objective == "track" else allocation.objective)
     return _report(pack, holdings, policy, choice, setup, est, factor, bench_vec, benchmark_name,
                    allocation.binding, method, optimal, shares, notes, warnings, fallback)
+
+
+def estimation_symbols(
+    pack: PricingPack,
+    holdings: Holdings,
+    policy: Policy,
+    ratings: dict[str, float],
+    named_benchmarks: dict[str, dict[str, float]],
+) -> list[str] | None:
+    """The symbols ``propose_trades`` estimates for, in its order; None when it estimates nothing.
+
+    Lets a caller running many proposals estimate once per distinct set (``services.batch``).
+    Raises what ``propose_trades`` raises first for the same inputs.
+    """
+    validate_holdings(pack, holdings)
+    choice = eligibility(pack, holdings, policy, ratings)
+    _, bench = resolve_benchmark(pack, policy, named_benchmarks)
+    if not holdings.positions and (holdings.cash <= 0 or not choice.eligible):
+        return None
+    return _risk_symbols(holdings, choice, bench)
+
+
+def _risk_symbols(holdings: Holdings, choice: Eligibility, bench: dict[str, float] | None) -> list[str]:
+    """Eligible names first (the decision assets), then other holdings, then benchmark names."""
+    risk_symbols = list(choice.eligible) + sorted(set(holdings.positions) - set(choice.eligible))
+    return risk_symbols + sorted(set(bench or {}) - set(risk_symbols))
 
 
 def eligibility(pack: PricingPack, holdings: Holdings, policy: Policy, ratings: dict[str, float]) -> Eligibility:

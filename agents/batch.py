@@ -1,0 +1,204 @@
+"""Batches of ``optimizer.propose_trades`` requests: the agent's side of ``services.batch``.
+
+Why the work is split this way: validation, access checks, ``_metadata`` and history belong to
+the capability runner, which ``services`` may not import; the Dask engine belongs to
+``services.batch``, which knows nothing of requests. So, in this process, each request is
+validated and authorized (``CapabilityRunner.prepare``) and resolved against the store
+(``capabilities.propose_trades.resolve``); the engine computes the proposals on the cluster; and
+each result comes back here for ``CapabilityRunner.complete`` (metadata, history), exactly the
+second half of a single call. A batch result is therefore byte-identical to ``optimizer call``
+on the same request, and the workers never touch the store.
+
+Results are yielded in input order: one that finishes early waits for those before it. So the
+output file is always a prefix of the final one, and ``--resume`` only has to count its lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from capabilities.base import RequestContext
+from capabilities.propose_trades import resolve
+from capabilities.runner import CapabilityRunner, canonical_json
+from services.errors import InputError, OptimizerError
+
+CAPABILITY = "optimizer.propose_trades"
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One request of a batch: its line number and payload, or why it could not be read."""
+
+    line: int
+    payload: Any = None
+    error: OptimizerError | None = None
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One request's outcome: ``result`` (the capability's JSON, with ``_metadata``) or ``error``."""
+
+    line: int
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> str:
+        """The item as one line of canonical JSON: ``{"line": n, "result": {...}}`` or ``"error"``."""
+        if self.error is not None:
+            # Details may hold values json cannot write (as the CLI's error output allows for).
+            error = json.loads(json.dumps(self.error, default=str))
+            return canonical_json({"line": self.line, "error": error})
+        return canonical_json({"line": self.line, "result": self.result})
+
+
+def run_batch(
+    runner: CapabilityRunner,
+    requests: Iterable[Any],
+    ctx: RequestContext,
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    worker_setup: Callable[[], None] | None = None,
+    on_complete: Callable[[BatchItem], None] | None = None,
+) -> Iterator[BatchItem]:
+    """Run ``optimizer.propose_trades`` on every request; yield the items in input order.
+
+    ``requests`` are payloads (numbered 1, 2, ... in order) or ``BatchRequest``s. A request that
+    fails (unreadable, invalid, not yours, infeasible) is an item with its error; the others
+    go on. ``on_complete`` sees each item as soon as it finishes, in any order. Closing the
+    iterator early stops the cluster; the items yielded so far are final.
+    """
+    from services.batch.engine import BatchEngine, ProposalJob
+
+    items = [r if isinstance(r, BatchRequest) else BatchRequest(i, r) for i, r in enumerate(requests, 1)]
+    lines = [item.line for item in items]
+    if len(set(lines)) != len(lines):
+        raise InputError("batch: request line numbers must be unique", details={"field": "line"})
+    finished: dict[int, BatchItem] = {}
+    calls: dict[int, Any] = {}
+    jobs = []
+    for item in items:
+        try:
+            if item.error is not None:
+                raise item.error
+            call = runner.prepare(CAPABILITY, item.payload, ctx)
+            inputs = resolve(call.request, runner.services)
+        except OptimizerError as err:
+            finished[item.line] = _failed(runner, ctx, item.line, err, None, 0.0, on_complete)
+            continue
+        calls[item.line] = call
+        jobs.append((item.line, inputs.pack, ProposalJob(inputs.holdings, inputs.policy, inputs.ratings,
+                                                         inputs.benchmarks)))
+
+    pending = iter(lines)
+    wanted = next(pending, None)
+
+    def release() -> Iterator[BatchItem]:
+        nonlocal wanted
+        while wanted is not None and wanted in finished:
+            yield finished.pop(wanted)
+            wanted = next(pending, None)
+
+    yield from release()
+    if jobs:
+        with BatchEngine(scheduler=scheduler, workers=workers, worker_setup=worker_setup) as engine:
+            for line, outcome in engine.run(jobs):
+                call = calls.pop(line)
+                pack_id = call.request.pricing_pack_id
+                if outcome.error is not None:
+                    finished[line] = _failed(runner, ctx, line, outcome.error, pack_id, outcome.seconds,
+                                             on_complete)
+                else:
+                    try:
+                        body = runner.complete(call, outcome.proposal)
+                    except OptimizerError as err:
+                        finished[line] = _failed(runner, ctx, line, err, pack_id, outcome.seconds, on_complete)
+                    else:
+                        runner.log_call(CAPABILITY, ctx, pack_id, outcome.seconds, "ok", cached=False, line=line)
+                        finished[line] = _done(BatchItem(line, result=body), on_complete)
+                yield from release()
+
+
+def _failed(runner: CapabilityRunner, ctx: RequestContext, line: int, err: OptimizerError,
+            pack_id: str | None, seconds: float, on_complete: Callable[[BatchItem], None] | None) -> BatchItem:
+    runner.log_call(CAPABILITY, ctx, pack_id, seconds, err.code, cached=False, line=line)
+    return _done(BatchItem(line, error=err.to_dict()), on_complete)
+
+
+def _done(item: BatchItem, on_complete: Callable[[BatchItem], None] | None) -> BatchItem:
+    if on_complete is not None:
+        on_complete(item)
+    return item
+
+
+# --- files: JSON Lines in, JSON Lines out, resumable -------------------------------------------
+
+
+def read_requests(path: Path) -> list[BatchRequest]:
+    """One request per non-blank line of a JSON Lines file; a line that is not JSON is its error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise InputError(f"cannot read requests {path}: {reason}", details={"file": str(path)}) from exc
+    requests = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            requests.append(BatchRequest(number, json.loads(line, parse_constant=_reject_constant)))
+        except json.JSONDecodeError as exc:
+            requests.append(BatchRequest(number, error=InputError(
+                f"{path.name} line {number} is not valid JSON: {exc.msg} at column {exc.colno}",
+                details={"file": str(path), "line": number, "column": exc.colno})))
+        except InputError as err:
+            requests.append(BatchRequest(number, error=InputError(
+                f"{path.name} line {number}: {err.message}", details={"file": str(path), "line": number})))
+    return requests
+
+
+def _reject_constant(name: str) -> Any:
+    raise InputError(f"contains {name}, which is not a number; use a finite value", details={"value": name})
+
+
+def open_results(path: Path, requests: list[BatchRequest], *, resume: bool) -> tuple[TextIO, int]:
+    """Open the results file for appending; return it and how many requests it already answers.
+
+    Without ``resume`` the file must not exist (results are never overwritten). With it, the
+    complete lines already there must answer the first requests, in order; an unfinished last
+    line (a write cut short) is removed.
+    """
+    if not path.exists():
+        return path.open("w", encoding="utf-8"), 0
+    if not resume:
+        raise InputError(f"{path} already exists: pass --resume to continue it, or choose another --output",
+                         details={"field": "output", "value": str(path)})
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    done = 0
+    for number, raw in enumerate(complete.splitlines(), 1):
+        try:
+            line = json.loads(raw)["line"]
+        except (ValueError, KeyError, TypeError):
+            raise InputError(f"{path} line {number} is not a batch result; it cannot be resumed",
+                             details={"file": str(path), "line": number}) from None
+        if done >= len(requests) or line != requests[done].line:
+            expected = requests[done].line if done < len(requests) else "none (the input has no more)"
+            raise InputError(
+                f"{path} line {number} answers input line {line}, but input line {expected} comes next: "
+                "was it written from another input file?",
+                details={"file": str(path), "line": number, "answers": line})
+        done += 1
+    handle = path.open("r+", encoding="utf-8")
+    handle.truncate(len(complete))
+    handle.seek(0, os.SEEK_END)
+    return handle, done
