@@ -114,7 +114,7 @@ class OptimizerAgent:
         *,
         scheduler: str | None = None,
         workers: int | None = None,
-        on_complete: Callable[[BatchItem], None] | None = None,
+        on_complete: Callable[[int, bool], None] | None = None,
     ) -> Iterator[BatchItem]:
         """Run many ``optimizer.propose_trades`` requests on Dask; yield their items in input order.
 
@@ -128,7 +128,7 @@ class OptimizerAgent:
             ctx: who the batch acts for; every request is checked against it.
             scheduler: address of an existing Dask scheduler; None starts a LocalCluster.
             workers: LocalCluster processes (default: one per core).
-            on_complete: called with each item as soon as it finishes, in any order.
+            on_complete: called with (line, ok) as each request finishes, in any order.
         """
         from agents.batch import run_batch
 

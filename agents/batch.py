@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from capabilities.base import RequestContext
 from capabilities.propose_trades import resolve
-from capabilities.runner import CapabilityRunner, canonical_json
+from capabilities.runner import CapabilityRunner, PreparedCall, canonical_json
 from services.errors import InputError, OptimizerError
 
 CAPABILITY = "optimizer.propose_trades"
@@ -68,23 +68,24 @@ def run_batch(
     scheduler: str | None = None,
     workers: int | None = None,
     worker_setup: Callable[[], None] | None = None,
-    on_complete: Callable[[BatchItem], None] | None = None,
+    on_complete: Callable[[int, bool], None] | None = None,
 ) -> Iterator[BatchItem]:
     """Run ``optimizer.propose_trades`` on every request; yield the items in input order.
 
     ``requests`` are payloads (numbered 1, 2, ... in order) or ``BatchRequest``s. A request that
     fails (unreadable, invalid, not yours, infeasible) is an item with its error; the others
-    go on. ``on_complete`` sees each item as soon as it finishes, in any order. Closing the
-    iterator early stops the cluster; the items yielded so far are final.
+    go on. ``on_complete(line, ok)`` is called as each request finishes, in any order. A result
+    gets its metadata and is recorded in the history when it is yielded, so closing the
+    iterator early (an interruption) records exactly the items it yielded.
     """
-    from services.batch.engine import BatchEngine, ProposalJob
+    from services.batch.engine import BatchEngine, Outcome, ProposalJob
 
     items = [r if isinstance(r, BatchRequest) else BatchRequest(i, r) for i, r in enumerate(requests, 1)]
     lines = [item.line for item in items]
     if len(set(lines)) != len(lines):
         raise InputError("batch: request line numbers must be unique", details={"field": "line"})
-    finished: dict[int, BatchItem] = {}
-    calls: dict[int, Any] = {}
+    finished: dict[int, tuple[PreparedCall | None, Outcome]] = {}
+    calls: dict[int, PreparedCall] = {}
     jobs = []
     for item in items:
         try:
@@ -93,7 +94,9 @@ def run_batch(
             call = runner.prepare(CAPABILITY, item.payload, ctx)
             inputs = resolve(call.request, runner.services)
         except OptimizerError as err:
-            finished[item.line] = _failed(runner, ctx, item.line, err, None, 0.0, on_complete)
+            finished[item.line] = (None, Outcome(None, err, 0.0))
+            if on_complete is not None:
+                on_complete(item.line, False)
             continue
         calls[item.line] = call
         jobs.append((item.line, inputs.pack, ProposalJob(inputs.holdings, inputs.policy, inputs.ratings,
@@ -105,39 +108,36 @@ def run_batch(
     def release() -> Iterator[BatchItem]:
         nonlocal wanted
         while wanted is not None and wanted in finished:
-            yield finished.pop(wanted)
+            call, outcome = finished.pop(wanted)
+            yield _item(runner, ctx, wanted, call, outcome)
             wanted = next(pending, None)
 
     yield from release()
     if jobs:
         with BatchEngine(scheduler=scheduler, workers=workers, worker_setup=worker_setup) as engine:
             for line, outcome in engine.run(jobs):
-                call = calls.pop(line)
-                pack_id = call.request.pricing_pack_id
-                if outcome.error is not None:
-                    finished[line] = _failed(runner, ctx, line, outcome.error, pack_id, outcome.seconds,
-                                             on_complete)
-                else:
-                    try:
-                        body = runner.complete(call, outcome.proposal)
-                    except OptimizerError as err:
-                        finished[line] = _failed(runner, ctx, line, err, pack_id, outcome.seconds, on_complete)
-                    else:
-                        runner.log_call(CAPABILITY, ctx, pack_id, outcome.seconds, "ok", cached=False, line=line)
-                        finished[line] = _done(BatchItem(line, result=body), on_complete)
+                finished[line] = (calls.pop(line), outcome)
+                if on_complete is not None:
+                    on_complete(line, outcome.error is None)
                 yield from release()
 
 
-def _failed(runner: CapabilityRunner, ctx: RequestContext, line: int, err: OptimizerError,
-            pack_id: str | None, seconds: float, on_complete: Callable[[BatchItem], None] | None) -> BatchItem:
-    runner.log_call(CAPABILITY, ctx, pack_id, seconds, err.code, cached=False, line=line)
-    return _done(BatchItem(line, error=err.to_dict()), on_complete)
-
-
-def _done(item: BatchItem, on_complete: Callable[[BatchItem], None] | None) -> BatchItem:
-    if on_complete is not None:
-        on_complete(item)
-    return item
+def _item(runner: CapabilityRunner, ctx: RequestContext, line: int, call: PreparedCall | None,
+          outcome: Any) -> BatchItem:
+    """The finished request as an item: metadata attached and history recorded, as ``run`` does."""
+    pack_id = call.request.pricing_pack_id if call is not None else None
+    error = outcome.error
+    if error is None and call is not None:
+        try:
+            body = runner.complete(call, outcome.proposal)
+        except OptimizerError as err:
+            error = err
+        else:
+            runner.log_call(CAPABILITY, ctx, pack_id, outcome.seconds, "ok", cached=False, line=line)
+            return BatchItem(line, result=body)
+    assert error is not None
+    runner.log_call(CAPABILITY, ctx, pack_id, outcome.seconds, error.code, cached=False, line=line)
+    return BatchItem(line, error=error.to_dict())
 
 
 # --- files: JSON Lines in, JSON Lines out, resumable -------------------------------------------

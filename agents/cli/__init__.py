@@ -4,7 +4,8 @@
 - ``call``: call (one capability on a JSON request), capabilities;
 - ``patterns``: patterns, graph;
 - ``runs``: run, resume, runs;
-- ``users``: users add|revoke|list (API keys for HTTP and MCP).
+- ``users``: users add|revoke|list (API keys for HTTP and MCP);
+- ``batch``: batch (many propose_trades requests on a Dask cluster).
 
 Each group module has ``register(commands)``; each command is a handler ``(args, store) -> int``
 registered with ``common.command`` (help text, examples, handler). Human output is aligned plain
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import structlog
 
-from agents.cli import call, data, patterns, runs, users
+from agents.cli import batch, call, data, patterns, runs, users
 from agents.cli.common import HelpFormatter, fail
 from agents.logging import configure_logging
 from agents.wiring import open_store
@@ -29,7 +30,7 @@ from services.errors import InputError, OptimizerError
 
 log = structlog.get_logger()
 
-GROUPS = (data, call, patterns, runs, users)
+GROUPS = (data, call, patterns, runs, users, batch)
 
 
 def main(argv: list[str] | None = None) -> int:

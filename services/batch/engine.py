@@ -134,7 +134,7 @@ def start_local_cluster(workers: int | None = None) -> LocalCluster:
     with dask.config.set({"distributed.scheduler.active-memory-manager.start": False}):
         return LocalCluster(
             n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
-            dashboard_address=None, silence_logs=logging.WARNING,
+            dashboard_address=":0", silence_logs=logging.WARNING,
         )
 
 
