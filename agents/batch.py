@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,10 @@ from capabilities.runner import CapabilityRunner, PreparedCall, canonical_json
 from services.errors import InputError, OptimizerError
 
 CAPABILITY = "optimizer.propose_trades"
+# Results are recorded in the history in groups once yielded: one commit per result would make
+# the disk's sync the limit of a batch. A group is at most this many items or this old.
+FLUSH_ITEMS = 64
+FLUSH_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -74,9 +79,9 @@ def run_batch(
 
     ``requests`` are payloads (numbered 1, 2, ... in order) or ``BatchRequest``s. A request that
     fails (unreadable, invalid, not yours, infeasible) is an item with its error; the others
-    go on. ``on_complete(line, ok)`` is called as each request finishes, in any order. A result
-    gets its metadata and is recorded in the history when it is yielded, so closing the
-    iterator early (an interruption) records exactly the items it yielded.
+    go on. ``on_complete(line, ok)`` is called as each request finishes, in any order. The
+    results yielded are recorded in the history, a group at a time (``FLUSH_ITEMS``) and when
+    the iterator ends or is closed early (an interruption): exactly the items it yielded.
     """
     from services.batch.engine import BatchEngine, Outcome, ProposalJob
 
@@ -104,37 +109,50 @@ def run_batch(
 
     pending = iter(lines)
     wanted = next(pending, None)
+    unrecorded: list[tuple[PreparedCall, dict[str, Any]]] = []
+    recorded_at = time.monotonic()
+
+    def record() -> None:
+        nonlocal recorded_at
+        runner.record(unrecorded)
+        unrecorded.clear()
+        recorded_at = time.monotonic()
 
     def release() -> Iterator[BatchItem]:
+        """The items next in input order, each counted as delivered once it is yielded."""
         nonlocal wanted
         while wanted is not None and wanted in finished:
             call, outcome = finished.pop(wanted)
-            yield _item(runner, ctx, wanted, call, outcome)
+            item = _item(runner, ctx, wanted, call, outcome)
+            if call is not None and item.result is not None:
+                unrecorded.append((call, item.result))
             wanted = next(pending, None)
+            yield item
+            if len(unrecorded) >= FLUSH_ITEMS or time.monotonic() - recorded_at >= FLUSH_SECONDS:
+                record()
 
-    yield from release()
-    if jobs:
-        with BatchEngine(scheduler=scheduler, workers=workers, worker_setup=worker_setup) as engine:
-            for line, outcome in engine.run(jobs):
-                finished[line] = (calls.pop(line), outcome)
-                if on_complete is not None:
-                    on_complete(line, outcome.error is None)
-                yield from release()
+    try:
+        yield from release()
+        if jobs:
+            with BatchEngine(scheduler=scheduler, workers=workers, worker_setup=worker_setup) as engine:
+                for line, outcome in engine.run(jobs):
+                    finished[line] = (calls.pop(line), outcome)
+                    if on_complete is not None:
+                        on_complete(line, outcome.error is None)
+                    yield from release()
+    finally:
+        record()  # also when the caller stops early: what it was given is in the history
 
 
 def _item(runner: CapabilityRunner, ctx: RequestContext, line: int, call: PreparedCall | None,
           outcome: Any) -> BatchItem:
-    """The finished request as an item: metadata attached and history recorded, as ``run`` does."""
+    """The finished request as an item with its metadata, as ``run`` makes it (history aside)."""
     pack_id = call.request.pricing_pack_id if call is not None else None
     error = outcome.error
     if error is None and call is not None:
-        try:
-            body = runner.complete(call, outcome.proposal)
-        except OptimizerError as err:
-            error = err
-        else:
-            runner.log_call(CAPABILITY, ctx, pack_id, outcome.seconds, "ok", cached=False, line=line)
-            return BatchItem(line, result=body)
+        body = runner.complete(call, outcome.proposal, record=False)
+        runner.log_call(CAPABILITY, ctx, pack_id, outcome.seconds, "ok", cached=False, line=line)
+        return BatchItem(line, result=body)
     assert error is not None
     runner.log_call(CAPABILITY, ctx, pack_id, outcome.seconds, error.code, cached=False, line=line)
     return BatchItem(line, error=error.to_dict())

@@ -120,12 +120,22 @@ class CapabilityRunner:
         self._authorize(request, ctx)
         return PreparedCall(capability, request, ctx)
 
-    def complete(self, call: PreparedCall, result: BaseModel) -> dict[str, Any]:
-        """Attach ``_metadata`` and record history: the second half of ``run``, byte for byte."""
+    def complete(self, call: PreparedCall, result: BaseModel, *, record: bool = True) -> dict[str, Any]:
+        """Attach ``_metadata`` and record history: the second half of ``run``, byte for byte.
+
+        ``record=False`` leaves the history to ``record``, which writes many results at once.
+        """
         body = self._with_metadata(call.capability, call.request, result)
-        if call.capability.records_history:
+        if record and call.capability.records_history:
             self._record(call.capability, call.request, body)
         return body
+
+    def record(self, completed: list[tuple[PreparedCall, dict[str, Any]]]) -> None:
+        """Record completed results in the history in one transaction (those whose capability keeps one)."""
+        self.services.store.record_proposals([
+            self._history_row(call.capability, call.request, body)
+            for call, body in completed if call.capability.records_history
+        ])
 
     def _authorize(self, request: BaseModel, ctx: RequestContext) -> None:
         """A stored portfolio is readable by its owner (or anyone if unowned).
@@ -147,14 +157,18 @@ class CapabilityRunner:
                                 details={"field": "portfolio_id", "value": portfolio_id})
 
     def _record(self, capability: Capability, request: BaseModel, body: dict[str, Any]) -> None:
-        self.services.store.record_proposal(
-            capability=capability.name,
-            portfolio_id=getattr(request, "portfolio_id", None),
-            pricing_pack_id=getattr(request, "pricing_pack_id", ""),
-            policy_id=getattr(request, "policy_id", None),
-            inputs_hash=body["_metadata"]["inputs_hash"],
-            result_json=canonical_json(body),
-        )
+        self.services.store.record_proposal(**self._history_row(capability, request, body))
+
+    @staticmethod
+    def _history_row(capability: Capability, request: BaseModel, body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "capability": capability.name,
+            "portfolio_id": getattr(request, "portfolio_id", None),
+            "pricing_pack_id": getattr(request, "pricing_pack_id", ""),
+            "policy_id": getattr(request, "policy_id", None),
+            "inputs_hash": body["_metadata"]["inputs_hash"],
+            "result_json": canonical_json(body),
+        }
 
     def _with_metadata(self, capability: Capability, request: BaseModel, result: BaseModel) -> dict[str, Any]:
         body = result.model_dump(mode="json")

@@ -225,8 +225,8 @@ class BatchEngine:
         # last job.
         shared.clear()
         try:
-            for future in as_completed(list(futures), loop=client.loop):
-                outcome = future.result()
+            # with_results: results are gathered as tasks finish, not fetched one round trip each.
+            for future, outcome in as_completed(list(futures), with_results=True, loop=client.loop):
                 yield futures.pop(future), outcome
                 future.release()
         finally:

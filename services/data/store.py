@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -551,6 +552,17 @@ class Store:
                 )
             )
             return int(result.inserted_primary_key[0])
+
+    def record_proposals(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Append several results to the history in one transaction (``record_proposal``'s fields).
+
+        For batches: one commit per result would make the disk's sync, not the work, the limit.
+        """
+        if not rows:
+            return
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            conn.execute(proposals.insert(), [{"created_at": now, **row} for row in rows])
 
     def list_proposals(self, limit: int = 20) -> list[dict[str, Any]]:
         """The most recent results first, as JSON-ready dicts (``result_json`` left as text)."""
