@@ -15,10 +15,12 @@ output file is always a prefix of the final one, and ``--resume`` only has to co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -83,12 +85,30 @@ def run_batch(
     results yielded are recorded in the history, a group at a time (``FLUSH_ITEMS``) and when
     the iterator ends or is closed early (an interruption): exactly the items it yielded.
     """
-    from services.batch.engine import BatchEngine, Outcome, ProposalJob
+    from services.batch.engine import BatchEngine
 
     items = [r if isinstance(r, BatchRequest) else BatchRequest(i, r) for i, r in enumerate(requests, 1)]
     lines = [item.line for item in items]
     if len(set(lines)) != len(lines):
         raise InputError("batch: request line numbers must be unique", details={"field": "line"})
+    engine = BatchEngine(scheduler=scheduler, workers=workers, worker_setup=worker_setup)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The cluster starts (workers spawn and import) while the requests are prepared here.
+        starting = pool.submit(engine.start) if any(item.error is None for item in items) else None
+        try:
+            yield from _run(runner, ctx, items, engine, starting, on_complete)
+        finally:
+            if starting is not None:
+                with contextlib.suppress(Exception):  # a failed start has closed itself
+                    starting.result()
+            engine.close()
+
+
+def _run(runner: CapabilityRunner, ctx: RequestContext, items: list[BatchRequest], engine: Any,
+         starting: Future[None] | None, on_complete: Callable[[int, bool], None] | None) -> Iterator[BatchItem]:
+    """Prepare every request here, compute on ``engine``, yield the items in input order."""
+    from services.batch.engine import Outcome, ProposalJob
+
     finished: dict[int, tuple[PreparedCall | None, Outcome]] = {}
     calls: dict[int, PreparedCall] = {}
     jobs = []
@@ -107,7 +127,7 @@ def run_batch(
         jobs.append((item.line, inputs.pack, ProposalJob(inputs.holdings, inputs.policy, inputs.ratings,
                                                          inputs.benchmarks)))
 
-    pending = iter(lines)
+    pending = iter(item.line for item in items)
     wanted = next(pending, None)
     unrecorded: list[tuple[PreparedCall, dict[str, Any]]] = []
     recorded_at = time.monotonic()
@@ -134,12 +154,13 @@ def run_batch(
     try:
         yield from release()
         if jobs:
-            with BatchEngine(scheduler=scheduler, workers=workers, worker_setup=worker_setup) as engine:
-                for line, outcome in engine.run(jobs):
-                    finished[line] = (calls.pop(line), outcome)
-                    if on_complete is not None:
-                        on_complete(line, outcome.error is None)
-                    yield from release()
+            assert starting is not None
+            starting.result()
+            for line, outcome in engine.run(jobs):
+                finished[line] = (calls.pop(line), outcome)
+                if on_complete is not None:
+                    on_complete(line, outcome.error is None)
+                yield from release()
     finally:
         record()  # also when the caller stops early: what it was given is in the history
 

@@ -162,6 +162,14 @@ class BatchEngine:
     _client: Client | None = field(default=None, init=False, repr=False)
 
     def __enter__(self) -> BatchEngine:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start the local cluster (or connect to the scheduler) and set up its workers."""
         if self.scheduler is None:
             self._cluster = start_local_cluster(self.workers)
         try:
@@ -169,11 +177,11 @@ class BatchEngine:
                                   set_as_default=False)
             self._client.register_plugin(WorkerSetup(self.blas_threads, self.worker_setup))
         except BaseException:
-            self.__exit__(None, None, None)
+            self.close()
             raise
-        return self
 
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
+        """Disconnect, and stop the local cluster if this engine started it."""
         if self._client is not None:
             self._client.close()
             self._client = None
