@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +18,7 @@ from uuid import uuid4
 
 import structlog
 
+from agents.logging import configure_logging
 from agents.run_log import LEASE, RunLog
 from agents.run_log import metadata as run_metadata
 from agents.wiring import checkpointer, open_store, resolve_home
@@ -49,6 +50,7 @@ from services.errors import (
 if TYPE_CHECKING:
     from langchain_core.tools import BaseTool
 
+    from agents.batch import BatchItem
     from patterns.compiler import CapabilityCaller
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -123,6 +125,34 @@ class OptimizerAgent:
                          "callable": [c.name for c in self.tool_capabilities()]},
             )
         return self.runner.run(name, request, ctx or RequestContext())
+
+    def run_batch(
+        self,
+        requests: Iterable[Any],
+        ctx: RequestContext | None = None,
+        *,
+        scheduler: str | None = None,
+        workers: int | None = None,
+        on_complete: Callable[[int, bool], None] | None = None,
+    ) -> Iterator[BatchItem]:
+        """Run many ``optimizer.propose_trades`` requests on Dask; yield their items in input order.
+
+        Each item's ``result`` is byte-identical to ``execute`` on the same request (the result
+        cache is not used) and is recorded in the history; a request that fails is an item with
+        its ``error``. See ``agents.batch`` for how the work is split and ``services.batch`` for
+        the engine.
+
+        Args:
+            requests: request payloads (numbered 1, 2, ...) or ``agents.batch.BatchRequest``s.
+            ctx: who the batch acts for; every request is checked against it.
+            scheduler: address of an existing Dask scheduler; None starts a LocalCluster.
+            workers: LocalCluster processes (default: one per core).
+            on_complete: called with (line, ok) as each request finishes, in any order.
+        """
+        from agents.batch import run_batch
+
+        return run_batch(self.runner, requests, ctx or RequestContext(), scheduler=scheduler,
+                         workers=workers, worker_setup=configure_logging, on_complete=on_complete)
 
     def authenticate(self, api_key: str | None) -> RequestContext:
         """The request context of the user an API key belongs to.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -18,9 +19,10 @@ from capabilities.common import PortfolioRequest, resolve_holdings
 from capabilities.views import Summary, proposal_id
 from services.allocation.optimization import SOLVER, SOLVER_SETTINGS
 from services.allocation.proposal import RiskReturn, TradeProposal
-from services.allocation.rebalance import propose_trades
+from services.allocation.rebalance import Holdings, propose_trades
 from services.data.bounds import MAX_AMOUNT
-from services.data.policy import PolicyOverrides, resolve_policy
+from services.data.models import PricingPack
+from services.data.policy import Policy, PolicyOverrides, resolve_policy
 
 
 class ProposeTradesInput(PortfolioRequest):
@@ -52,7 +54,23 @@ class ProposeTradesInput(PortfolioRequest):
         return data
 
 
-def handle(request: ProposeTradesInput, ctx: RequestContext, services: Services) -> TradeProposal:
+@dataclass(frozen=True)
+class ProposalInputs:
+    """A request resolved against the store: what ``propose_trades`` is called with."""
+
+    pack: PricingPack
+    holdings: Holdings
+    policy: Policy
+    ratings: dict[str, float]
+    benchmarks: dict[str, dict[str, float]]
+    cash_flow: Decimal | None = None
+
+
+def resolve(request: ProposeTradesInput, services: Services) -> ProposalInputs:
+    """Read the pack, portfolio, template and ratings a request names; resolve its policy.
+
+    Separate from ``handle`` so a batch can resolve here and compute on a cluster.
+    """
     pack = services.store.get_pack(request.pricing_pack_id)
     holdings = resolve_holdings(request, services)
     template = services.store.get_policy_template(request.policy_id)[0] if request.policy_id else None
@@ -69,7 +87,13 @@ def handle(request: ProposeTradesInput, ctx: RequestContext, services: Services)
         stored = services.store.get_target(request.portfolio_id)["weights_pct"]
         policy = policy.model_copy(update={"target_weights_pct": stored})
     ratings = request.ratings if request.ratings is not None else services.store.get_ratings()
-    return propose_trades(pack, holdings, policy, ratings, services.benchmarks, cash_flow=request.cash_flow)
+    return ProposalInputs(pack, holdings, policy, ratings, services.benchmarks, request.cash_flow)
+
+
+def handle(request: ProposeTradesInput, ctx: RequestContext, services: Services) -> TradeProposal:
+    inputs = resolve(request, services)
+    return propose_trades(inputs.pack, inputs.holdings, inputs.policy, inputs.ratings, inputs.benchmarks,
+                          cash_flow=inputs.cash_flow)
 
 
 class _TradeBrief(BaseModel):

@@ -6,12 +6,14 @@ errors, access rules, metadata and logging are the same whichever way a capabili
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
 import time
 import types
 import typing
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -33,14 +35,31 @@ def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def library_versions() -> dict[str, str]:
+@functools.cache
+def _installed_versions() -> tuple[tuple[str, str], ...]:
+    # Read once per process: looking up seven distributions costs about 12 ms, which a batch
+    # would otherwise pay for every result.
     out = {"python": platform.python_version()}
     for name in _VERSIONED:
         try:
             out[name] = version(name)
         except PackageNotFoundError:
             out[name] = "not installed"
-    return out
+    return tuple(out.items())
+
+
+def library_versions() -> dict[str, str]:
+    """The versions recorded in ``_metadata.versions`` (a fresh dict each call)."""
+    return dict(_installed_versions())
+
+
+@dataclass(frozen=True)
+class PreparedCall:
+    """A validated, authorized call waiting for its result (see ``CapabilityRunner.prepare``)."""
+
+    capability: Capability
+    request: BaseModel
+    ctx: RequestContext
 
 
 class CapabilityRunner:
@@ -89,10 +108,45 @@ class CapabilityRunner:
             outcome = "internal_error"
             raise
         finally:
-            self._log.info(
-                "capability_call", capability=name, trace_id=ctx.trace_id, user=ctx.user, pack=pack_id,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1), outcome=outcome, cached=cached,
-            )
+            self.log_call(name, ctx, pack_id, time.perf_counter() - started, outcome, cached=cached)
+
+    def log_call(self, name: str, ctx: RequestContext, pack_id: str | None, seconds: float, outcome: str,
+                 **extra: Any) -> None:
+        """The one structured line per call (also for calls whose work ran elsewhere)."""
+        self._log.info(
+            "capability_call", capability=name, trace_id=ctx.trace_id, user=ctx.user, pack=pack_id,
+            duration_ms=round(seconds * 1000, 1), outcome=outcome, **extra,
+        )
+
+    def prepare(self, name: str, payload: Any, ctx: RequestContext) -> PreparedCall:
+        """Validate and authorize a call without running it: the first half of ``run``.
+
+        For callers that compute the handler's work elsewhere (a batch on a cluster) and then
+        finish with ``complete``; the result cache is not consulted.
+        """
+        capability = self.registry.get(name)
+        request = validate_input(capability, payload)
+        self._authorize(request, ctx)
+        if capability.check_access is not None:
+            capability.check_access(request, ctx, self.services)
+        return PreparedCall(capability, request, ctx)
+
+    def complete(self, call: PreparedCall, result: BaseModel, *, record: bool = True) -> dict[str, Any]:
+        """Attach ``_metadata`` and record history: the second half of ``run``, byte for byte.
+
+        ``record=False`` leaves the history to ``record``, which writes many results at once.
+        """
+        body = self._with_metadata(call.capability, call.request, result)
+        if record and call.capability.records_history:
+            self._record(call.capability, call.request, body, call.ctx)
+        return body
+
+    def record(self, completed: list[tuple[PreparedCall, dict[str, Any]]]) -> None:
+        """Record completed results in the history in one transaction (those whose capability keeps one)."""
+        self.services.store.record_proposals([
+            self._history_row(call.capability, call.request, body, call.ctx)
+            for call, body in completed if call.capability.records_history
+        ])
 
     def _authorize(self, request: BaseModel, ctx: RequestContext) -> None:
         """A stored portfolio is usable by its owner; the local operator (``user=None``) uses any.
@@ -112,15 +166,7 @@ class CapabilityRunner:
         (read-only, full) is reported in the result's warnings instead of discarding it.
         """
         try:
-            self.services.store.record_proposal(
-                user=ctx.user,
-                capability=capability.name,
-                portfolio_id=getattr(request, "portfolio_id", None),
-                pricing_pack_id=getattr(request, "pricing_pack_id", ""),
-                policy_id=getattr(request, "policy_id", None),
-                inputs_hash=body["_metadata"]["inputs_hash"],
-                result_json=canonical_json(body),
-            )
+            self.services.store.record_proposal(**self._history_row(capability, request, body, ctx))
         except OptimizerError as err:
             self._log.warning("history_not_recorded", capability=capability.name,
                               trace_id=ctx.trace_id, reason=err.code)
@@ -130,6 +176,20 @@ class CapabilityRunner:
             body["_metadata"]["warnings"] = len(body["warnings"])
             return False
         return True
+
+    @staticmethod
+    def _history_row(
+        capability: Capability, request: BaseModel, body: dict[str, Any], ctx: RequestContext
+    ) -> dict[str, Any]:
+        return {
+            "user": ctx.user,
+            "capability": capability.name,
+            "portfolio_id": getattr(request, "portfolio_id", None),
+            "pricing_pack_id": getattr(request, "pricing_pack_id", ""),
+            "policy_id": getattr(request, "policy_id", None),
+            "inputs_hash": body["_metadata"]["inputs_hash"],
+            "result_json": canonical_json(body),
+        }
 
     def _with_metadata(self, capability: Capability, request: BaseModel, result: BaseModel) -> dict[str, Any]:
         body = result.model_dump(mode="json")
@@ -160,6 +220,14 @@ class CapabilityRunner:
         for name in getattr(request, "hash_omits_when_null", ()):
             if hashed.get(name) is None:
                 hashed.pop(name, None)
+        # In a policy, null removes a template's limit while an omitted field keeps it: the two
+        # dump alike, so the fields set to null are hashed by name (only when there are any, so
+        # every other request keeps its hash).
+        policy = getattr(request, "policy", None)
+        if isinstance(policy, BaseModel):
+            removed = sorted(name for name in policy.model_fields_set if getattr(policy, name) is None)
+            if removed:
+                hashed["policy_fields_set_to_null"] = removed
         return hashlib.sha256(
             canonical_json({"capability": capability.name, "request": hashed, "pack": pack.content_hash}).encode()
         ).hexdigest()

@@ -18,7 +18,7 @@ from capabilities.base import RequestContext
 from capabilities.cache import ResultCache
 from capabilities.registry import CapabilityRegistry
 from services.data.store import Store
-from services.errors import ConflictError, InputError, NotFoundError
+from services.errors import ConflictError, InfeasibleError, InputError, NotFoundError
 
 PACK = "PP_2022-12-28"
 CAPABILITIES = {
@@ -352,3 +352,19 @@ def test_pattern_runs_are_logged(quick_agent: OptimizerAgent, tmp_path: Path) ->
         and run_lines[0]["run_id"] == "logged"
     )
     assert {e["trace_id"] for e in logs if e["event"] == "capability_call"} == {"logged"}
+
+
+def test_a_limit_removed_with_null_is_not_the_same_request_as_one_kept(agent) -> None:
+    # Null removes the template's limits, an omitted field keeps them. The two used to hash alike,
+    # so the request keeping the limits was served the cached result computed without them.
+    base = {"portfolio_id": "demo_concentrated", "pricing_pack_id": "PP_2022-12-28",
+            "policy_id": "aggressive_growth"}
+    removed = agent.execute("optimizer.propose_trades", {**base, "policy": {
+        "universe": "pack", "max_tracking_error_pct": None, "max_turnover_pct": None}})
+    assert removed["trade_count"] > 0 and removed["_metadata"]["cached"] is False
+    with pytest.raises(InfeasibleError):
+        agent.execute("optimizer.propose_trades", {**base, "policy": {"universe": "pack"}})
+    again = agent.execute("optimizer.propose_trades", {**base, "policy": {
+        "universe": "pack", "max_turnover_pct": None, "max_tracking_error_pct": None}})
+    assert again["_metadata"]["cached"] is True
+    assert again["_metadata"]["inputs_hash"] == removed["_metadata"]["inputs_hash"]

@@ -7,7 +7,8 @@
 - ``users``: users add|revoke|list (API keys for HTTP and MCP);
 - ``serve``: serve (the HTTP API);
 - ``mcp``: mcp (the Model Context Protocol server, stdio or streamable HTTP);
-- ``lifecycle``: targets set|show, restrictions set|show, history, orders.
+- ``lifecycle``: targets set|show, restrictions set|show, history, orders;
+- ``batch``: batch (many propose_trades requests on a Dask cluster).
 
 Each group module has ``register(commands)``; each command is a handler ``(args, store) -> int``
 registered with ``common.command`` (help text, examples, handler). Human output is aligned plain
@@ -29,14 +30,14 @@ from uuid import uuid4
 
 import structlog
 
-from agents.cli import call, data, lifecycle, mcp, patterns, runs, serve, users
+from agents.cli import batch, call, data, lifecycle, mcp, patterns, runs, serve, users
 from agents.cli.common import HelpFormatter, fail
 from agents.logging import configure_logging
 from services.errors import DomainError, InputError, OptimizerError
 
 log = structlog.get_logger()
 
-GROUPS = (data, call, patterns, runs, lifecycle, users, serve, mcp)
+GROUPS = (data, call, patterns, runs, lifecycle, batch, users, serve, mcp)
 
 # What a shell reports for a process killed by SIGPIPE (128 + 13).
 BROKEN_PIPE_EXIT = 141

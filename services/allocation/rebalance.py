@@ -36,6 +36,7 @@ from services.data.models import PricingPack
 from services.data.policy import Policy
 from services.errors import InfeasibleError, InputError
 from services.estimation import riskfolio_adapter
+from services.estimation.cache import EstimateCache
 from services.estimation.estimators import Estimates, estimate_for_policy
 from services.estimation.risk_models import (
     FactorRisk,
@@ -97,12 +98,15 @@ def propose_trades(
     ratings: dict[str, float],
     named_benchmarks: dict[str, dict[str, float]],
     cash_flow: Decimal | None = None,
+    estimates: EstimateCache | None = None,
 ) -> TradeProposal:
     """The best whole-share rebalance of ``holdings`` under ``policy``, priced from ``pack``.
 
     ``cash_flow`` is a deposit (positive) to invest or a withdrawal (negative) to raise: it is
     added to cash before the allocation, whose invested fraction then applies to the new value,
     and the turnover limit is widened by the flow's share of that value (see ``with_cash_flow``).
+    ``estimates`` shares estimation between proposals (a batch); without it every call
+    estimates for itself. The result is the same either way.
     """
     prices = pack.last_prices()
     validate_holdings(pack, holdings)
@@ -123,9 +127,9 @@ def propose_trades(
         return _empty_proposal(pack, holdings, policy, warnings)
 
     plan_symbols = tuple(sorted(set(holdings.positions) | set(choice.eligible)))
-    risk_symbols = list(choice.eligible) + sorted(set(plan_symbols) - set(choice.eligible))
-    risk_symbols += sorted(set(bench or {}) - set(risk_symbols))
-    est = estimate_for_policy(pack, risk_symbols, policy)
+    risk_symbols = _risk_symbols(holdings, choice, bench)
+    est = (estimate_for_policy(pack, risk_symbols, policy) if estimates is None
+           else estimates.estimates_for(pack, risk_symbols, policy))
     warnings += est.warnings
     risk = risk_setup(pack, est, policy, len(choice.eligible))
     factor = risk.factor
@@ -317,6 +321,37 @@ def with_cash_flow(
     else:
         note = f"cash flow: deposit of ${flow:,.2f} added to cash ${holdings.cash:,.2f} and invested"
     return Holdings(holdings.portfolio_id, holdings.positions, holdings.cash + flow), note
+
+
+def estimation_symbols(
+    pack: PricingPack,
+    holdings: Holdings,
+    policy: Policy,
+    ratings: dict[str, float],
+    named_benchmarks: dict[str, dict[str, float]],
+    cash_flow: Decimal | None = None,
+) -> list[str] | None:
+    """The symbols ``propose_trades`` estimates for, in its order; None when it estimates nothing.
+
+    Lets a caller running many proposals estimate once per distinct set (``services.batch``).
+    Raises what ``propose_trades`` raises first for the same inputs; follows its steps up to
+    estimation (cash flow, eligibility, trading restrictions), so the two cannot disagree.
+    """
+    validate_holdings(pack, holdings)
+    if cash_flow:
+        holdings, _ = with_cash_flow(holdings, cash_flow, pack.last_prices(), policy)
+    choice = eligibility(pack, holdings, policy, ratings)
+    choice = trading_restrictions(pack, holdings, policy, choice, [])[0]
+    _, bench = resolve_benchmark(pack, policy, named_benchmarks)
+    if not holdings.positions and (holdings.cash <= 0 or not choice.eligible):
+        return None
+    return _risk_symbols(holdings, choice, bench)
+
+
+def _risk_symbols(holdings: Holdings, choice: Eligibility, bench: dict[str, float] | None) -> list[str]:
+    """Eligible names first (the decision assets), then other holdings, then benchmark names."""
+    risk_symbols = list(choice.eligible) + sorted(set(holdings.positions) - set(choice.eligible))
+    return risk_symbols + sorted(set(bench or {}) - set(risk_symbols))
 
 
 def eligibility(pack: PricingPack, holdings: Holdings, policy: Policy, ratings: dict[str, float]) -> Eligibility:

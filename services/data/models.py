@@ -70,6 +70,12 @@ class PricingPack:
 
     def last_prices(self) -> dict[str, float]:
         """Latest close of every symbol that has one (the price used for trades)."""
+        return dict(self._last_prices)
+
+    @functools.cached_property
+    def _last_prices(self) -> dict[str, float]:
+        # Computed once per pack: forward-filling every column costs about 10 ms at 500 symbols,
+        # paid twice per proposal, thousands of times in a batch on one pack.
         import pandas as pd
 
         last = self.closes.ffill().iloc[-1]

@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -810,6 +810,17 @@ class Store:
             "user": r.user,
             "result": json.loads(r.result_json),
         }
+
+    def record_proposals(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Append several results to the history in one transaction (``record_proposal``'s fields).
+
+        For batches: one commit per result would make the disk's sync, not the work, the limit.
+        """
+        if not rows:
+            return
+        now = datetime.now(UTC)
+        with write_transaction(self.engine) as conn:
+            conn.execute(proposals.insert(), [{"created_at": now, **row} for row in rows])
 
     def list_proposals(self, limit: int = 20) -> list[dict[str, Any]]:
         """The most recent results first, as JSON-ready dicts (``result_json`` left as text)."""

@@ -7,6 +7,7 @@ riskfolio through the adapter; CAPM expected returns are computed here from the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -96,17 +97,26 @@ def estimate(
     )
 
 
+def estimation_settings(policy: Policy) -> dict[str, Any]:
+    """The policy fields estimation depends on, as ``estimate``'s keyword arguments.
+
+    The one place a policy is read for estimation: ``estimate_for_policy`` passes exactly these,
+    and an estimate cache keys on them (``services.estimation.cache``), so a setting added here
+    is part of the key by construction.
+    """
+    return {
+        "lookback_days": policy.lookback_days,
+        "covariance_estimator": policy.covariance_estimator,
+        "expected_return_estimator": policy.expected_return_estimator,
+        "risk_free_rate": policy.risk_free_rate,
+        "ewma_decay": policy.ewma_decay,
+        "annualization_days": policy.annualization_days,
+    }
+
+
 def estimate_for_policy(pack: PricingPack, symbols: list[str], policy: Policy) -> Estimates:
     """``estimate`` with the policy's window, estimators, risk-free rate and annualization."""
-    return estimate(
-        pack, symbols,
-        lookback_days=policy.lookback_days,
-        covariance_estimator=policy.covariance_estimator,
-        expected_return_estimator=policy.expected_return_estimator,
-        risk_free_rate=policy.risk_free_rate,
-        ewma_decay=policy.ewma_decay,
-        annualization_days=policy.annualization_days,
-    )
+    return estimate(pack, symbols, **estimation_settings(policy))
 
 
 def market_symbol(pack: PricingPack) -> str | None:
