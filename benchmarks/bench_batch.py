@@ -53,7 +53,12 @@ POLICY = {
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def requests(pack: Any, count: int, models: int | None) -> list[dict[str, Any]]:
+def policy_for(universe: str, solve: str | None) -> dict[str, Any]:
+    """The benchmark's policy over ``universe`` ('holdings' or 'pack'), with ``solve`` if given."""
+    return {**POLICY, "universe": universe, **({"solve": solve} if solve else {})}
+
+
+def requests(pack: Any, count: int, models: int | None, policy: dict[str, Any] = POLICY) -> list[dict[str, Any]]:
     """``count`` inline-portfolio requests on ``pack`` (seeded); see the module docstring."""
     rng = np.random.default_rng(SEED)
     prices = pack.last_prices()
@@ -69,7 +74,7 @@ def requests(pack: Any, count: int, models: int | None) -> list[dict[str, Any]]:
         positions = [{"symbol": symbols[i], "shares": int(value * w / weights.sum() / prices[symbols[i]])}
                      for i, w in zip(names, weights, strict=True)]
         out.append({"portfolio": {"positions": positions, "cash": str(Decimal(value / 99).quantize(Decimal("0.01")))},
-                    "pricing_pack_id": pack.id, "policy": POLICY})
+                    "pricing_pack_id": pack.id, "policy": policy})
     return out
 
 
@@ -148,7 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=int, default=None, help="draw the portfolios from K model portfolios")
     parser.add_argument("--verify", type=int, default=20, help="results recomputed one at a time (default 20)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument("--universe", choices=("holdings", "pack"), default="holdings",
+                        help="what each portfolio may hold: its own names (default) or the whole 500-asset pack")
+    parser.add_argument("--solve", choices=("exact", "fast", "auto"), default=None,
+                        help="the policy's solve mode (default: the engine's auto)")
     args = parser.parse_args(argv)
+    policy = policy_for(args.universe, args.solve)
 
     with tempfile.TemporaryDirectory(prefix="bench_batch_") as tmp:
         home = Path(tmp) / "home"
@@ -159,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         store = open_store(home)
         store.put_pack(universe.pack)
         store.close()
-        reqs = requests(universe.pack, args.count, args.models)
+        reqs = requests(universe.pack, args.count, args.models, policy)
         inp = Path(tmp) / "requests.jsonl"
         inp.write_text("".join(json.dumps(r) + "\n" for r in reqs))
         runs, checks = [], []
@@ -171,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.verify:
                 checks.append({"workers": workers, **verify(home, reqs, out, args.verify)})
         report = {"benchmark": "bench_batch", "assets": ASSETS, "count": args.count, "models": args.models,
-                  "policy": POLICY, "runs": runs, "verify": checks, "machine": machine()}
+                  "policy": policy, "runs": runs, "verify": checks, "machine": machine()}
     print(f"{'workers':>7} {'count':>6} {'wall s':>7} {'per s':>6} {'steady/s':>8} {'worker ms':>9} "
           f"{'errors':>6} {'load before':>16}")
     for r in runs:
