@@ -40,6 +40,7 @@ from sqlalchemy import (
     update,
 )
 
+from services.data.store import SQLITE_IMMEDIATE
 from services.errors import ConflictError
 
 STATUSES = ("running", "waiting_for_approval", "completed", "rejected", "failed", "cancelled")
@@ -81,6 +82,8 @@ class RunLog:
 
     def __init__(self, engine: Engine, clock: Callable[[], datetime] = _utc_now):
         self.engine = engine
+        # On SQLite, writes take the write lock when they begin (see services.data.store).
+        self._writer = engine.execution_options(**{SQLITE_IMMEDIATE: True})
         self._clock = clock
 
     def create(
@@ -97,7 +100,7 @@ class RunLog:
             ConflictError: a run with this id exists already.
         """
         now = self._clock()
-        with self.engine.begin() as conn:
+        with self._writer.begin() as conn:
             if conn.execute(
                 select(pattern_runs.c.run_id).where(pattern_runs.c.run_id == run_id)
             ).first():
@@ -128,7 +131,7 @@ class RunLog:
         Returns False when another caller decided first (or the run no longer waits).
         """
         now = self._clock()
-        with self.engine.begin() as conn:
+        with self._writer.begin() as conn:
             done = conn.execute(
                 update(pattern_runs)
                 .where(
@@ -148,7 +151,7 @@ class RunLog:
     def claim_orphan(self, run_id: str, lease_owner: str) -> bool:
         """Take over a ``running`` run whose lease has lapsed; False if it is not orphaned."""
         now = self._clock()
-        with self.engine.begin() as conn:
+        with self._writer.begin() as conn:
             done = conn.execute(
                 update(pattern_runs)
                 .where(pattern_runs.c.run_id == run_id, _orphaned(now))
@@ -159,7 +162,7 @@ class RunLog:
     def renew(self, run_id: str, lease_owner: str) -> bool:
         """Extend ``lease_owner``'s lease on a running run; False if it no longer holds it."""
         now = self._clock()
-        with self.engine.begin() as conn:
+        with self._writer.begin() as conn:
             done = conn.execute(
                 update(pattern_runs)
                 .where(
@@ -196,7 +199,7 @@ class RunLog:
             values["report"] = json.dumps(report)
         if error is not None:
             values["error"] = json.dumps(error, sort_keys=True)
-        with self.engine.begin() as conn:
+        with self._writer.begin() as conn:
             done = conn.execute(
                 update(pattern_runs)
                 .where(
@@ -211,7 +214,7 @@ class RunLog:
     def cancel(self, run_id: str, by: str | None) -> bool:
         """Cancel a run that waits at a gate or is running; False if it had already ended."""
         now = self._clock()
-        with self.engine.begin() as conn:
+        with self._writer.begin() as conn:
             done = conn.execute(
                 update(pattern_runs)
                 .where(

@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import secrets
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, date, datetime
@@ -187,8 +188,11 @@ class Store:
         self.engine: Engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":
             _configure_sqlite(self.engine)
+        # Write transactions: on SQLite they take the write lock up front (see _configure_sqlite).
+        self.writer: Engine = self.engine.execution_options(**{SQLITE_IMMEDIATE: True})
         self._packs: dict[str, PricingPack] = {}
         self._lock_depth = 0
+        self._thread_lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -208,15 +212,26 @@ class Store:
         """Hold the store's setup lock: one process at a time creates tables or seeds.
 
         SQLite: an exclusive ``flock`` on ``<database>.lock`` beside the file (re-entrant within
-        this instance). PostgreSQL: a session advisory lock held on its own connection.
+        this instance's thread). PostgreSQL: a session advisory lock on its own connection.
+        Threads of one process queue on an in-process lock first.
         """
-        if self._lock_depth:
-            self._lock_depth += 1
-            try:
-                yield
-            finally:
-                self._lock_depth -= 1
-            return
+        with self._thread_lock:
+            if self._lock_depth:
+                self._lock_depth += 1
+                try:
+                    yield
+                finally:
+                    self._lock_depth -= 1
+                return
+            with self._process_lock():
+                self._lock_depth = 1
+                try:
+                    yield
+                finally:
+                    self._lock_depth = 0
+
+    @contextmanager
+    def _process_lock(self) -> Iterator[None]:
         with ExitStack() as stack:
             if self.engine.dialect.name == "sqlite":
                 database = self.engine.url.database
@@ -229,11 +244,7 @@ class Store:
                 conn.exec_driver_sql(f"SELECT pg_advisory_lock({SETUP_LOCK_KEY})")
                 conn.commit()
                 stack.callback(_advisory_unlock, conn)
-            self._lock_depth = 1
-            try:
-                yield
-            finally:
-                self._lock_depth = 0
+            yield
 
     def close(self) -> None:
         """Release pooled connections (the store can be used again afterwards)."""
@@ -257,7 +268,7 @@ class Store:
             InputError: the pack's frame could not be read back as stored (see ``_check_pack``).
         """
         _check_pack(pack)
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             existing = conn.execute(
                 select(pricing_packs.c.content_hash).where(pricing_packs.c.id == pack.id)
             ).scalar_one_or_none()
@@ -376,7 +387,7 @@ class Store:
         Raises:
             ConflictError: the id exists and ``replace`` is False.
         """
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             exists = conn.execute(
                 select(portfolios.c.id).where(portfolios.c.id == portfolio.id)
             ).scalar_one_or_none()
@@ -485,7 +496,7 @@ class Store:
             )
         if not ratings:
             return
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             # Delete-then-insert is an upsert every backend understands.
             conn.execute(delete(quality_ratings).where(quality_ratings.c.symbol.in_(list(ratings))))
             conn.execute(
@@ -520,7 +531,7 @@ class Store:
         policy_json = json.dumps(
             overrides.model_dump(mode="json", exclude_none=True), sort_keys=True
         )
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             conn.execute(delete(optimizer_policies).where(optimizer_policies.c.id == policy_id))
             conn.execute(
                 optimizer_policies.insert().values(
@@ -582,7 +593,7 @@ class Store:
         result_json: str,
     ) -> int:
         """Append a result to the history and return its id."""
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             result = conn.execute(
                 proposals.insert().values(
                     created_at=datetime.now(UTC),
@@ -639,7 +650,7 @@ class Store:
         """
         check_user_name(user, field="user")
         key = API_KEY_PREFIX + secrets.token_urlsafe(32)
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             row = conn.execute(select(api_keys).where(api_keys.c.user == user)).first()
             if row is not None and row.revoked_at is None:
                 raise ConflictError(
@@ -657,7 +668,7 @@ class Store:
 
     def revoke_user(self, user: str) -> None:
         """Revoke ``user``'s API key; their data stays. Raises NotFoundError for no active key."""
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             done = conn.execute(
                 api_keys.update()
                 .where(api_keys.c.user == user, api_keys.c.revoked_at.is_(None))
@@ -695,6 +706,8 @@ class Store:
 
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Execution option: begin this transaction with BEGIN IMMEDIATE (writes) rather than BEGIN.
+SQLITE_IMMEDIATE = "sqlite_immediate"
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -705,6 +718,10 @@ def _configure_sqlite(engine: Engine) -> None:
     readers work beside one writer, and the busy timeout makes a second writer (another
     process, another ``--workers`` worker) wait for the lock instead of failing with
     "database is locked". The timeout is set first: switching to WAL itself needs the lock.
+    A transaction that reads and then writes must take the write lock when it begins
+    (``BEGIN IMMEDIATE``, the ``sqlite_immediate`` execution option of ``Store.writer``): one
+    that upgrades later fails at once, without waiting, if another connection wrote since its
+    read began. Plain reads keep ``BEGIN`` and never wait for writers.
     """
 
     @event.listens_for(engine, "connect")
@@ -719,7 +736,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        immediate = conn.get_execution_options().get(SQLITE_IMMEDIATE)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def _check_pack(pack: PricingPack) -> None:
