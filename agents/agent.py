@@ -20,6 +20,9 @@ import structlog
 from langchain_core.tools import BaseTool
 from langgraph.types import Command
 
+from agents.optimization import latest as recorded_optimization
+from agents.optimization import optimize as optimize_contract
+from agents.optimization import optimize_item as optimize_contract_item
 from agents.recording import RecordingCaller, case_files
 from agents.run_log import LEASE, RunLog
 from agents.run_log import metadata as run_metadata
@@ -178,25 +181,19 @@ class OptimizerAgent:
 
     def optimize(self, request: Any, ctx: RequestContext | None = None) -> dict[str, Any]:
         """One optimization in the service contract's terms (see ``agents.optimization``)."""
-        from agents.optimization import optimize
-
-        return optimize(self, request, ctx or RequestContext())
+        return optimize_contract(self, request, ctx or RequestContext())
 
     def optimize_batch_item(
         self, index: int, request: Any, ctx: RequestContext | None = None
     ) -> dict[str, Any]:
         """One item of a batch: ``{index, result, error}``; a failing item carries its error."""
-        from agents.optimization import optimize_item
-
-        return optimize_item(self, index, request, ctx or RequestContext())
+        return optimize_contract_item(self, index, request, ctx or RequestContext())
 
     def latest_optimization(
         self, portfolio_id: str, ctx: RequestContext | None = None
     ) -> dict[str, Any]:
         """The last recorded optimization of a portfolio the caller may read."""
-        from agents.optimization import latest
-
-        return latest(self, portfolio_id, ctx or RequestContext())
+        return recorded_optimization(self, portfolio_id, ctx or RequestContext())
 
     def as_langchain_tools(self, ctx: RequestContext | None = None) -> list[BaseTool]:
         """The capabilities as LangChain tools acting for ``ctx``'s user (see ``agents.tools``)."""

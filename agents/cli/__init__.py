@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             # A fresh home gets the demo data, so every command works out of the box.
             if args.autoseed and seed_if_empty(store):
-                log.info("seeded empty store", store=repr(store))
+                log.info("seeding empty store", store=repr(store))
             return int(args.func(args, store))
         finally:
             store.close()
