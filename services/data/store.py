@@ -13,6 +13,7 @@ import hashlib
 import json
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, date, datetime
@@ -212,7 +213,7 @@ class Store:
         """Hold the store's setup lock: one process at a time creates tables or seeds.
 
         SQLite: an exclusive ``flock`` on ``<database>.lock`` beside the file (re-entrant within
-        this instance's thread). PostgreSQL: a session advisory lock on its own connection.
+        this instance's thread). PostgreSQL: a session advisory lock on its own connection, polled.
         Threads of one process queue on an in-process lock first.
         """
         with self._thread_lock:
@@ -241,7 +242,15 @@ class Store:
                     stack.callback(fcntl.flock, handle, fcntl.LOCK_UN)
             else:
                 conn = stack.enter_context(self.engine.connect())
-                conn.exec_driver_sql(f"SELECT pg_advisory_lock({SETUP_LOCK_KEY})")
+                # Poll rather than wait in pg_advisory_lock: a session blocked in that statement
+                # holds a snapshot, and the lock holder may be running LangGraph's migrations,
+                # whose CREATE INDEX CONCURRENTLY waits for every snapshot to end: a deadlock
+                # PostgreSQL does not detect. Between polls this session is idle.
+                while not conn.exec_driver_sql(
+                    f"SELECT pg_try_advisory_lock({SETUP_LOCK_KEY})"
+                ).scalar():
+                    conn.commit()
+                    time.sleep(0.05)
                 conn.commit()
                 stack.callback(_advisory_unlock, conn)
             yield
