@@ -44,7 +44,10 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         server = Server(env)
         stack.callback(server.stop)
         clients = [stack.enter_context(client(server, k)) for k in (demo_key, mallory_key, None)]
-        yield Served(env, server, *clients)
+        served = Served(env, server, *clients)
+        # The restart test replaces the server; stop whichever one is current at the end.
+        stack.callback(lambda: served.server.stop())
+        yield served
 
 
 def test_health_needs_no_key_and_everything_else_does(served: Served) -> None:
