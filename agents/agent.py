@@ -19,6 +19,9 @@ from uuid import uuid4
 import structlog
 
 from agents.logging import configure_logging
+from agents.optimization import latest as recorded_optimization
+from agents.optimization import optimize as optimize_contract
+from agents.optimization import optimize_item as optimize_contract_item
 from agents.run_log import LEASE, RunLog
 from agents.run_log import metadata as run_metadata
 from agents.wiring import checkpointer, open_store, resolve_home
@@ -213,25 +216,19 @@ class OptimizerAgent:
 
     def optimize(self, request: Any, ctx: RequestContext | None = None) -> dict[str, Any]:
         """One optimization in the service contract's terms (see ``agents.optimization``)."""
-        from agents.optimization import optimize
-
-        return optimize(self, request, ctx or RequestContext())
+        return optimize_contract(self, request, ctx or RequestContext())
 
     def optimize_batch_item(
         self, index: int, request: Any, ctx: RequestContext | None = None
     ) -> dict[str, Any]:
         """One item of a batch: ``{index, result, error}``; a failing item carries its error."""
-        from agents.optimization import optimize_item
-
-        return optimize_item(self, index, request, ctx or RequestContext())
+        return optimize_contract_item(self, index, request, ctx or RequestContext())
 
     def latest_optimization(
         self, portfolio_id: str, ctx: RequestContext | None = None
     ) -> dict[str, Any]:
         """The last recorded optimization of a portfolio the caller may read."""
-        from agents.optimization import latest
-
-        return latest(self, portfolio_id, ctx or RequestContext())
+        return recorded_optimization(self, portfolio_id, ctx or RequestContext())
 
     def scenarios(self) -> list[dict[str, Any]]:
         """The stress scenarios optimizer.suggest_hedges accepts: id, name, narrative."""

@@ -22,21 +22,16 @@ from services.data.store import Store
 from services.errors import InputError, NotFoundError, OptimizerError
 
 
-class OptimizerAgent(Protocol):
-    """What the contract needs of ``agents.agent.OptimizerAgent`` (which calls into this module,
-    so it is described here rather than imported)."""
+class Optimizer(Protocol):
+    """What this module needs of the agent (``OptimizerAgent`` provides it)."""
 
     store: Store
 
-    def execute(
-        self, name: str, request: Any, ctx: RequestContext | None = None
-    ) -> dict[str, Any]: ...
+    def execute(self, name: str, request: Any, ctx: RequestContext | None = None) -> dict[str, Any]: ...
 
     def latest_pack_id(self) -> str: ...
 
-    def check_portfolio_access(
-        self, portfolio_id: str, ctx: RequestContext | None = None
-    ) -> None: ...
+    def check_portfolio_access(self, portfolio_id: str, ctx: RequestContext | None = None) -> None: ...
 
 # The history rows of this contract, beside the proposals' own rows.
 CAPABILITY = "api.optimize"
@@ -258,7 +253,7 @@ def engine_request(request: OptimizeRequest, default_pack: str) -> tuple[str, di
     return engine_method, payload
 
 
-def optimize(agent: OptimizerAgent, payload: Any, ctx: RequestContext) -> dict[str, Any]:
+def optimize(agent: Optimizer, payload: Any, ctx: RequestContext) -> dict[str, Any]:
     """Run one optimization for ``ctx``'s user, record it, and return it JSON-ready."""
     started = time.perf_counter()
     request = validate_request(payload)
@@ -311,7 +306,7 @@ def optimize(agent: OptimizerAgent, payload: Any, ctx: RequestContext) -> dict[s
     return result
 
 
-def optimize_item(agent: OptimizerAgent, index: int, payload: Any, ctx: RequestContext) -> dict[str, Any]:
+def optimize_item(agent: Optimizer, index: int, payload: Any, ctx: RequestContext) -> dict[str, Any]:
     """One batch item: its result, or its error (an internal error says only that it happened)."""
     try:
         return BatchItem(index=index, result=optimize(agent, payload, ctx)).model_dump(mode="json")
@@ -319,7 +314,7 @@ def optimize_item(agent: OptimizerAgent, index: int, payload: Any, ctx: RequestC
         return BatchItem(index=index, error=err.to_dict()).model_dump(mode="json")
 
 
-def latest(agent: OptimizerAgent, portfolio_id: str, ctx: RequestContext) -> dict[str, Any]:
+def latest(agent: Optimizer, portfolio_id: str, ctx: RequestContext) -> dict[str, Any]:
     """The last recorded optimization of a portfolio ``ctx``'s user may see.
 
     Raises:

@@ -81,7 +81,7 @@ class RunLog:
     """Pattern runs in the store's database (SQLAlchemy Core); the clock is injectable for tests."""
 
     def __init__(self, engine: Engine, clock: Callable[[], datetime] = _utc_now):
-        self.engine = engine
+        self.engine = engine  # writes go through write_transaction (see services.data.store)
         self._clock = clock
 
     def create(

@@ -68,7 +68,9 @@ class Server:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        """SIGTERM, as an operator would; uvicorn finishes requests in flight."""
+        """SIGTERM, as an operator would; uvicorn finishes requests in flight. Idempotent."""
+        if self._stderr.closed:
+            return
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:

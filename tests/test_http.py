@@ -44,7 +44,10 @@ def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         server = Server(env)
         stack.callback(server.stop)
         clients = [stack.enter_context(client(server, k)) for k in (demo_key, mallory_key, None)]
-        yield Served(env, server, *clients)
+        served = Served(env, server, *clients)
+        # The restart test replaces the server; stop whichever one is current at the end.
+        stack.callback(lambda: served.server.stop())
+        yield served
 
 
 def test_health_needs_no_key_and_everything_else_does(served: Served) -> None:
@@ -204,3 +207,23 @@ def test_a_waiting_run_survives_a_restart_and_is_approved_by_the_new_process(ser
             served.server = Server(served.env)
             for c in (served.demo, served.mallory, served.anonymous):
                 c.base_url = httpx.URL(served.server.url)
+
+
+def test_two_worker_processes_share_the_store(served: Served) -> None:
+    workers = Server(served.env, "--workers", "2")
+    try:
+        with client(workers, served.demo.headers["Authorization"].split()[1]) as demo:
+            def start(i: int) -> httpx.Response:
+                inputs = {"portfolio_id": "demo_quality", "pricing_pack_id": PACK,
+                          "regime": ("DELEVERAGING", "LATE_EXPANSION", "REFLATION")[i % 3]}
+                return demo.post("/v1/runs", json={"pattern": "regime_response", "inputs": inputs})
+
+            with ThreadPoolExecutor(8) as pool:
+                runs = list(pool.map(start, range(8)))
+                reads = list(pool.map(lambda _: demo.get("/v1/portfolios"), range(32)))
+        assert [r.status_code for r in runs] == [201] * 8, [r.text for r in runs if r.status_code != 201]
+        assert {r.status_code for r in reads} == {200}
+        listed = {r["run_id"] for r in as_json(served.demo.get("/v1/runs", params={"limit": 1000}))}
+        assert {as_json(r)["run_id"] for r in runs} <= listed
+    finally:
+        workers.stop()

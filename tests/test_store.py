@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -26,6 +26,14 @@ from services.errors import ConflictError, InputError, NotFoundError, OptimizerE
 
 Write = Callable[[Path, str], Path]
 RowCounts = Callable[[Store], dict[str, int]]
+
+
+@pytest.fixture
+def store(db_url: str | None, home: Path) -> Iterator[Store]:
+    """An empty store: every test here runs on SQLite and on PostgreSQL (see ``db_url``)."""
+    s = open_store()
+    yield s
+    s.close()
 
 
 @pytest.fixture
@@ -203,13 +211,15 @@ def test_foreign_keys_are_enforced(store: Store) -> None:
         )
 
 
-def test_create_schema_is_idempotent(home: Path, store: Store, pack: PricingPack) -> None:
+def test_create_schema_is_idempotent(
+    home: Path, db_url: str | None, store: Store, pack: PricingPack
+) -> None:
     store.put_pack(pack)
     store.create_schema()
     again = open_store()
     again.create_schema()
     assert again.list_packs()[0]["id"] == "PP_T"
-    assert (home / DB_FILENAME).is_file()
+    assert (home / DB_FILENAME).is_file() == (db_url is None)
     again.close()
 
 

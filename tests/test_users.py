@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,10 +10,18 @@ from sqlalchemy import select
 
 from agents.agent import OptimizerAgent
 from agents.cli import main
+from agents.wiring import open_store
 from capabilities.base import RequestContext
 from services.data.store import Store, api_keys, hash_api_key
 from services.errors import AuthenticationError, ConflictError, InputError, NotFoundError
 
+
+@pytest.fixture
+def store(db_url: str | None, home: Path) -> Iterator[Store]:
+    """An empty store: every test here runs on SQLite and on PostgreSQL (see ``db_url``)."""
+    s = open_store()
+    yield s
+    s.close()
 
 def test_a_key_is_stored_only_as_its_hash(store: Store) -> None:
     key = store.add_user("alice")

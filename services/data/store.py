@@ -13,6 +13,8 @@ import hashlib
 import json
 import re
 import secrets
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, date, datetime
@@ -267,6 +269,7 @@ class Store:
         translate_storage_errors(self.engine)
         self._packs: dict[str, PricingPack] = {}
         self._lock_depth = 0
+        self._thread_lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -288,15 +291,26 @@ class Store:
         """Hold the store's setup lock: one process at a time creates tables or seeds.
 
         SQLite: an exclusive ``flock`` on ``<database>.lock`` beside the file (re-entrant within
-        this instance). PostgreSQL: a session advisory lock held on its own connection.
+        this instance's thread). PostgreSQL: a session advisory lock on its own connection, polled.
+        Threads of one process queue on an in-process lock first.
         """
-        if self._lock_depth:
-            self._lock_depth += 1
-            try:
-                yield
-            finally:
-                self._lock_depth -= 1
-            return
+        with self._thread_lock:
+            if self._lock_depth:
+                self._lock_depth += 1
+                try:
+                    yield
+                finally:
+                    self._lock_depth -= 1
+                return
+            with self._process_lock():
+                self._lock_depth = 1
+                try:
+                    yield
+                finally:
+                    self._lock_depth = 0
+
+    @contextmanager
+    def _process_lock(self) -> Iterator[None]:
         with ExitStack() as stack:
             if self.engine.dialect.name == "sqlite":
                 database = _sqlite_path(self.engine.url.database)
@@ -312,14 +326,18 @@ class Store:
                         stack.callback(fcntl.flock, handle, fcntl.LOCK_UN)
             else:
                 conn = stack.enter_context(self.engine.connect())
-                conn.exec_driver_sql(f"SELECT pg_advisory_lock({SETUP_LOCK_KEY})")
+                # Poll rather than wait in pg_advisory_lock: a session blocked in that statement
+                # holds a snapshot, and the lock holder may be running LangGraph's migrations,
+                # whose CREATE INDEX CONCURRENTLY waits for every snapshot to end: a deadlock
+                # PostgreSQL does not detect. Between polls this session is idle.
+                while not conn.exec_driver_sql(
+                    f"SELECT pg_try_advisory_lock({SETUP_LOCK_KEY})"
+                ).scalar():
+                    conn.commit()
+                    time.sleep(0.05)
                 conn.commit()
                 stack.callback(_advisory_unlock, conn)
-            self._lock_depth = 1
-            try:
-                yield
-            finally:
-                self._lock_depth = 0
+            yield
 
     def _add_missing_columns(self) -> None:
         existing = {c["name"] for c in inspect(self.engine).get_columns(proposals.name)}
@@ -1187,6 +1205,8 @@ def translate_storage_errors(engine: Engine) -> None:
 
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Execution option: begin this transaction with BEGIN IMMEDIATE (writes) rather than BEGIN.
+SQLITE_IMMEDIATE = "sqlite_immediate"
 
 
 def _sqlite_path(database: str | None) -> str | None:
@@ -1200,9 +1220,6 @@ def _sqlite_path(database: str | None) -> str | None:
     return database
 
 
-_IMMEDIATE = "optimizer_write_transaction"
-
-
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that writes: committed at the end, rolled back on error.
@@ -1211,7 +1228,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     ``engine.begin()``.
     """
     with engine.connect() as conn:
-        conn.execution_options(**{_IMMEDIATE: True})
+        conn.execution_options(**{SQLITE_IMMEDIATE: True})
         with conn.begin():
             yield conn
 
@@ -1224,6 +1241,10 @@ def _configure_sqlite(engine: Engine) -> None:
     readers work beside one writer, and the busy timeout makes a second writer (another
     process, another ``--workers`` worker) wait for the lock instead of failing with
     "database is locked". The timeout is set first: switching to WAL itself needs the lock.
+    A transaction that reads and then writes must take the write lock when it begins
+    (``BEGIN IMMEDIATE``, the ``sqlite_immediate`` execution option of ``Store.writer``): one
+    that upgrades later fails at once, without waiting, if another connection wrote since its
+    read began. Plain reads keep ``BEGIN`` and never wait for writers.
     """
 
     @event.listens_for(engine, "connect")
@@ -1241,7 +1262,7 @@ def _configure_sqlite(engine: Engine) -> None:
         # A write transaction takes the write lock up front: a deferred one that read first is
         # refused at once ("database is locked", no busy wait) when another connection, such as
         # the run checkpointer's, wrote in between.
-        immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+        immediate = conn.get_execution_options().get(SQLITE_IMMEDIATE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
