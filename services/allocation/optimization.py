@@ -72,6 +72,10 @@ class AllocationProblem:
         invested: the fraction to invest (1 − cash buffer).
         caps: per-asset upper bounds.
         floors: per-asset lower bounds, or None (a frozen holding has floor = cap = its weight).
+        cap_limits: per asset, the policy field that set its cap (``max_single_position_pct``,
+            ``restricted_symbols``) or None for a cap nobody set (the implicit 100%, a frozen
+            weight); only named caps are reported as binding. None: every cap is the policy's
+            ``max_single_position_pct``.
     """
 
     symbols: tuple[str, ...]
@@ -94,6 +98,7 @@ class AllocationProblem:
     offset_residual: float = 0.0
     floors: np.ndarray | None = None
     specific: np.ndarray | None = None
+    cap_limits: tuple[str | None, ...] | None = None
 
     @property
     def n(self) -> int:
@@ -360,8 +365,14 @@ def discretionary_turnover(p: AllocationProblem, w: np.ndarray) -> float:
 
 
 def binding_constraints(p: AllocationProblem, w: np.ndarray) -> tuple[str, ...]:
-    """Names of the constraints that hold with (near) equality at ``w``."""
-    out = [f"max_single_position_pct:{s}" for s, wi, c in zip(p.symbols, w, p.caps, strict=True) if wi >= c - 1e-6]
+    """Names of the limits set by the policy that hold with (near) equality at ``w``.
+
+    A cap nobody set (``cap_limits`` None for the asset) is never named: a 100% weight without
+    a position limit is the objective's choice, not a limit's.
+    """
+    labels = p.cap_limits if p.cap_limits is not None else ("max_single_position_pct",) * p.n
+    out = [f"{label}:{s}" for s, wi, c, label in zip(p.symbols, w, p.caps, labels, strict=True)
+           if label is not None and wi >= c - 1e-6]
     out += [f"sector_limit:{s.name}" for s in p.sectors if w[s.members].sum() >= s.limit - 1e-6]
     te_limit = p.max_tracking_error
     if te_limit is not None and p.benchmark_offset is not None and tracking_error(p, w) >= te_limit * 0.98:

@@ -110,6 +110,7 @@ def propose_trades(
     """
     prices = pack.last_prices()
     validate_holdings(pack, holdings)
+    validate_sector_limits(pack, policy)
     warnings = policy.suspicious_values()
     if cash_flow:
         holdings, note = with_cash_flow(holdings, cash_flow, prices, policy)
@@ -281,15 +282,23 @@ def trading_restrictions(
 
 
 def _restricted_problem(problem: AllocationProblem, no_buy: set[str], fixed: set[str]) -> AllocationProblem:
-    """Restricted holdings capped at their weight; frozen and halted ones held at exactly it."""
+    """Restricted holdings capped at their weight; frozen and halted ones held at exactly it.
+
+    A restricted holding's cap is reported as ``restricted_symbols`` when it is below the
+    position cap; a frozen or halted weight is not a limit the optimizer pushes against, so it is
+    never reported as binding.
+    """
     caps = problem.caps.copy()
     floors = np.zeros(problem.n)
+    labels = list(problem.cap_limits or ("max_single_position_pct",) * problem.n)
     for i, sym in enumerate(problem.symbols):
         if sym in fixed:
             caps[i] = floors[i] = problem.current[i]
-        elif sym in no_buy:
-            caps[i] = min(caps[i], problem.current[i])
-    return replace(problem, caps=caps, floors=floors if fixed else None)
+            labels[i] = None
+        elif sym in no_buy and problem.current[i] < caps[i]:
+            caps[i] = problem.current[i]
+            labels[i] = "restricted_symbols"
+    return replace(problem, caps=caps, floors=floors if fixed else None, cap_limits=tuple(labels))
 
 
 def with_cash_flow(
@@ -338,6 +347,7 @@ def estimation_symbols(
     estimation (cash flow, eligibility, trading restrictions), so the two cannot disagree.
     """
     validate_holdings(pack, holdings)
+    validate_sector_limits(pack, policy)
     if cash_flow:
         holdings, _ = with_cash_flow(holdings, cash_flow, pack.last_prices(), policy)
     choice = eligibility(pack, holdings, policy, ratings)
@@ -481,6 +491,38 @@ def validate_holdings(pack: PricingPack, holdings: Holdings) -> None:
         raise InputError("portfolio: " + "; ".join(problems), details={"field": "portfolio", "problems": problems})
 
 
+def holdable_sectors(pack: PricingPack) -> list[str]:
+    """The sectors of the securities of ``pack`` that can be held, sorted."""
+    return sorted({s.sector for s in pack.securities if s.asset_class not in NOT_HOLDABLE})
+
+
+def validate_sector_limits(pack: PricingPack, policy: Policy) -> None:
+    """Every ``sector_limits_pct`` key is a sector of ``pack``'s holdable securities.
+
+    A misspelt sector (``Enrgy``) would otherwise be a limit on nothing, silently.
+    """
+    sectors = holdable_sectors(pack)
+    unknown = sorted(set(policy.sector_limits_pct) - set(sectors))
+    if unknown:
+        raise InputError(
+            f"policy.sector_limits_pct: {', '.join(repr(k) for k in unknown)} "
+            f"{'is not a sector' if len(unknown) == 1 else 'are not sectors'} of pack {pack.id}; "
+            f"its sectors are: {', '.join(sectors)}",
+            details={"field": "policy.sector_limits_pct", "invalid": unknown, "allowed": sectors},
+        )
+
+
+def validate_ratings(pack: PricingPack, ratings: dict[str, float]) -> None:
+    """Every symbol a request rates is a symbol of ``pack`` (a typo would rate nothing, silently)."""
+    unknown = sorted(set(ratings) - set(pack.symbols))
+    if unknown:
+        raise InputError(
+            f"ratings: {', '.join(unknown)} not in pricing pack {pack.id}; rate symbols of the pack "
+            f"({', '.join(sorted(pack.symbols))})",
+            details={"field": "ratings", "invalid": unknown, "allowed": sorted(pack.symbols)},
+        )
+
+
 def _vector(values: dict[str, float], symbols: tuple[str, ...] | list[str]) -> np.ndarray:
     return np.array([values.get(s, 0.0) for s in symbols], dtype=float)
 
@@ -587,6 +629,7 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskS
         current=current,
         invested=invested,
         caps=setup.caps[[plan_pos[s] for s in choice.eligible]] if n else np.zeros(0),
+        cap_limits=(("max_single_position_pct" if policy.max_single_position_pct is not None else None),) * n,
         sectors=sectors,
         benchmark_offset=offset,
         max_tracking_error=setup.max_tracking_error,

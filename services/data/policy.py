@@ -71,8 +71,9 @@ class PolicyOverrides(BaseModel):
     max_sector_pct: float | None = Field(
         None, gt=0, le=100, description="Largest weight of any one sector, % of portfolio value."
     )
-    sector_limits_pct: dict[str, Annotated[float, Field(gt=0, le=100)]] | None = Field(
-        None, description="Per-sector caps in %, overriding max_sector_pct for the sectors named."
+    sector_limits_pct: dict[str, Annotated[float, Field(ge=0, le=100)]] | None = Field(
+        None, description="Per-sector caps in % (0 excludes the sector), overriding max_sector_pct for the "
+        "sectors named; each key must be a sector of the pricing pack."
     )
     max_tracking_error_pct: float | None = Field(
         None, gt=0, le=100, description="Ex-ante annualized tracking error limit vs benchmark, in %."
