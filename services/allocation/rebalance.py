@@ -610,6 +610,12 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskS
         target = np.array([weights.get(s, 0.0) / 100.0 for s in choice.eligible])
         invested = min(invested, float(target.sum()))
         objective = "track"
+    elif policy.method == "max_information_ratio" and bench_vec is None:
+        raise InputError(
+            "policy.benchmark: method max_information_ratio measures active return and tracking error "
+            "against a benchmark; name one (an index symbol, a named benchmark such as DEMO_20, or weights)",
+            details={"field": "policy.benchmark", "value": None, "method": "max_information_ratio"},
+        )
     elif policy.method in ("risk_parity", "hrp") and n > 0:
         returns = est.returns[list(choice.eligible)]
         # The targets use the risk model's covariance (the sample one unless a factor model is asked for).
@@ -638,10 +644,23 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskS
         risk_free_rate=policy.risk_free_rate,
         risk_aversion=policy.risk_aversion,
         target=target,
-        scenarios=est.returns[list(choice.eligible)].to_numpy() if policy.method == "cvar" else None,
+        scenarios=est.returns[list(choice.eligible)].to_numpy() if policy.method in ("cvar", "max_sortino") else None,
         cvar_confidence=policy.cvar_confidence,
+        min_acceptable_return=(policy.risk_free_rate if policy.min_acceptable_return is None
+                               else policy.min_acceptable_return),
+        benchmark_return=float(est.mu @ bench_vec) if bench_vec is not None else 0.0,
+        benchmark_weights=_decision_benchmark(bench_vec, idx),
+        annualization_days=policy.annualization_days,
     )
     return problem, fallback
+
+
+def _decision_benchmark(bench_vec: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
+    """The benchmark's weights on the decision assets ``idx``, if it holds nothing else."""
+    if bench_vec is None or len(idx) == 0:
+        return None
+    inside = bench_vec[idx]
+    return inside if abs(float(inside.sum()) - float(bench_vec.sum())) < 1e-12 else None
 
 
 def _risk_return(est: Estimates, factor: np.ndarray, weights_by_symbol: dict[str, float], rf: float) -> RiskReturn:

@@ -22,7 +22,8 @@ from pydantic import (
 from services.data.bounds import MAX_AMOUNT, MAX_COMMISSION, MAX_RISK_AVERSION
 from services.errors import InputError
 
-Method = Literal["mean_variance", "max_sharpe", "min_variance", "risk_parity", "cvar", "hrp", "target"]
+Method = Literal["mean_variance", "max_sharpe", "min_variance", "risk_parity", "cvar", "hrp", "target",
+                 "max_sortino", "max_information_ratio"]
 CovarianceEstimator = Literal["hist", "ledoit", "oas", "ewma"]
 ReturnEstimator = Literal["hist", "ewma", "capm"]
 RiskModelName = Literal["sample", "factor"]
@@ -116,6 +117,11 @@ class PolicyOverrides(BaseModel):
     cvar_confidence: float | None = Field(
         None, gt=0.5, lt=1, description="cvar only: confidence level of the daily CVaR minimized."
     )
+    min_acceptable_return: float | None = Field(
+        None, ge=-0.5, le=1, exclude_if=_unset,
+        description="max_sortino only: annual minimum acceptable return as a decimal (0.05 = 5%); the "
+        "downside deviation counts daily returns below it / annualization days. Default: risk_free_rate.",
+    )
     target_weights_pct: dict[str, float] | None = Field(
         None,
         description="target only: weights {symbol: %} to move toward (the rest of 100% is cash); "
@@ -206,6 +212,7 @@ class Policy(BaseModel):
     expected_return_estimator: ReturnEstimator = "hist"
     ewma_decay: float = 0.94
     cvar_confidence: float = 0.95
+    min_acceptable_return: float | None = Field(None, exclude_if=_unset)
     annualization_days: int = 252
     target_weights_pct: dict[str, float] | None = None
     approval_threshold: Decimal = Decimal("10000")
