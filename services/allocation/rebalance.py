@@ -16,6 +16,7 @@ import numpy as np
 from services.allocation.costs import cents, to_decimal, trade_cost
 from services.allocation.optimization import AllocationProblem, SectorCap, solve
 from services.allocation.proposal import (
+    BlackLittermanInfo,
     ConstraintCheck,
     EstimationInfo,
     RiskModelInfo,
@@ -36,6 +37,7 @@ from services.data.models import PricingPack
 from services.data.policy import Policy
 from services.errors import InfeasibleError, InputError
 from services.estimation import riskfolio_adapter
+from services.estimation.black_litterman import ViewRow, implied_risk_aversion, posterior
 from services.estimation.cache import EstimateCache
 from services.estimation.estimators import Estimates, estimate_for_policy
 from services.estimation.risk_models import (
@@ -136,6 +138,10 @@ def propose_trades(
     factor = risk.factor
     bench_vec = _vector(bench, est.symbols) if bench else None
     offset = factor @ bench_vec if bench_vec is not None else None
+    bl_info = None
+    if policy.method == "black_litterman" and not est.too_short:
+        # The posterior replaces the expected returns everywhere: objective and reported figures.
+        est, bl_info = black_litterman(est, risk, policy, bench_vec)
 
     setup = _plan_setup(pack, holdings, policy, choice, plan_symbols, prices, factor, est, offset)
     if no_buy or fixed:
@@ -205,9 +211,59 @@ def propose_trades(
             solve=risk.solve, solves=solves,
         )
     # Report the method that produced the weights: the policy's, unless the engine fell back.
-    method = fallback or (policy.method if allocation.objective == "track" else allocation.objective)
+    method = fallback or (policy.method if allocation.objective in ("track", _objective(policy))
+                          else allocation.objective)
     return _report(pack, holdings, policy, choice, setup, est, factor, bench_vec, benchmark_name,
-                   binding, method, optimal, shares, notes, warnings, fallback, info)
+                   binding, method, optimal, shares, notes, warnings, fallback, info, bl_info)
+
+
+def _objective(policy: Policy) -> str:
+    """The optimizer objective of ``policy.method`` (black_litterman: its ``bl_objective``)."""
+    if policy.method == "black_litterman":
+        return policy.bl_objective or "max_sharpe"
+    return policy.method
+
+
+def black_litterman(est: Estimates, risk: RiskSetup, policy: Policy,
+                    bench_vec: np.ndarray | None) -> tuple[Estimates, BlackLittermanInfo]:
+    """``est`` with its expected returns replaced by the Black–Litterman posterior, and the report.
+
+    The prior rf + δΣw_b is implied by the benchmark under the policy's risk model; δ is the policy's
+    ``market_risk_aversion`` or else the benchmark's historical excess return over its variance.
+    """
+    if bench_vec is None:
+        raise InputError(
+            "policy.benchmark: method black_litterman implies its prior returns from a benchmark; name one "
+            "(an index symbol, a named benchmark such as DEMO_20, or weights)",
+            details={"field": "policy.benchmark", "value": None, "method": "black_litterman"},
+        )
+    cov = risk.factor.T @ risk.factor
+    tau = 0.05 if policy.bl_tau is None else policy.bl_tau
+    source = "policy"
+    delta = policy.market_risk_aversion
+    if delta is None:
+        source = "benchmark"
+        daily = est.returns.to_numpy() @ bench_vec
+        delta = implied_risk_aversion(daily, float(bench_vec @ cov @ bench_vec), policy.risk_free_rate,
+                                      policy.annualization_days)
+        if not delta > 0:
+            raise InputError(
+                f"policy.market_risk_aversion: the benchmark's historical return over the lookback is not above "
+                f"the risk-free rate (implied risk aversion {delta:.4g}), so it implies no positive prior; "
+                "set market_risk_aversion (e.g. 2.5)",
+                details={"field": "policy.market_risk_aversion", "implied": delta},
+            )
+    views = [ViewRow(v.asset, v.return_pct / 100.0, v.confidence, v.versus) for v in policy.views or []]
+    post = posterior(est.symbols, cov, bench_vec, delta, tau, views, policy.risk_free_rate)
+    order = sorted(range(len(est.symbols)), key=lambda i: est.symbols[i])
+    info = BlackLittermanInfo(
+        risk_aversion=ratio(delta, 6), risk_aversion_source=source, tau=tau, views=len(views),
+        symbols=[est.symbols[i] for i in order],
+        prior_returns_pct=[pct(post.prior[i]) for i in order],
+        posterior_returns_pct=[pct(post.mu[i]) for i in order],
+        posterior_covariance=[[ratio(post.cov[i, j], 10) for j in order] for i in order],
+    )
+    return replace(est, mu=post.mu), info
 
 
 def risk_setup(pack: PricingPack, est: Estimates, policy: Policy, n_assets: int) -> RiskSetup:
@@ -597,7 +653,7 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskS
     current = np.array([weights_now[plan_pos[s]] for s in choice.eligible])
     forced_weight = float(sum(weights_now[plan_pos[s]] for s in choice.forced))
     invested = 1.0 - policy.cash_buffer_pct / 100.0
-    objective, target, fallback = policy.method, None, None
+    objective, target, fallback = _objective(policy), None, None
     if est.too_short:
         objective, target, fallback = "track_euclidean", np.full(n, invested / n), "equal_weight"
         warnings.append(
@@ -676,7 +732,8 @@ def _risk_return(est: Estimates, factor: np.ndarray, weights_by_symbol: dict[str
 
 
 def _report(pack, holdings, policy, choice, setup: PlanSetup, est, factor, bench_vec, benchmark_name,
-            binding, method, optimal, shares, notes, warnings, fallback, risk_info=None) -> TradeProposal:
+            binding, method, optimal, shares, notes, warnings, fallback, risk_info=None,
+            bl_info=None) -> TradeProposal:
     price_dec = [to_decimal(float(p)) for p in setup.prices]
     qty = [int(s - c) for s, c in zip(shares, setup.current, strict=True)]
     values = [cents(q * p) for q, p in zip(qty, price_dec, strict=True)]
@@ -748,6 +805,7 @@ def _report(pack, holdings, policy, choice, setup: PlanSetup, est, factor, bench
             fallback=fallback,
             risk=risk_info,
         ),
+        black_litterman=bl_info,
         warnings=warnings,
     )
 
