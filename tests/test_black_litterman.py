@@ -157,3 +157,12 @@ def test_bad_inputs_are_named(agent, policy, field) -> None:
 def test_malformed_views_are_refused(agent, view) -> None:
     with pytest.raises(InputError, match="views"):
         _propose(agent, benchmark="DEMO_20", views=[view])
+
+
+def test_views_under_another_method_are_ignored_with_a_warning(agent) -> None:
+    result = agent.execute("optimizer.propose_trades", {
+        "pricing_pack_id": PACK, "portfolio_id": "demo_diversified",
+        "policy": {"method": "min_variance", "views": VIEWS, "bl_tau": 0.1}})
+    assert "views is set but only black_litterman uses it; ignored under method min_variance" in result["warnings"]
+    assert "bl_tau is set but only black_litterman uses it; ignored under method min_variance" in result["warnings"]
+    assert "black_litterman" not in result

@@ -113,7 +113,7 @@ def propose_trades(
     prices = pack.last_prices()
     validate_holdings(pack, holdings)
     validate_sector_limits(pack, policy)
-    warnings = policy.suspicious_values()
+    warnings = policy.suspicious_values() + _unused_method_fields(policy)
     if cash_flow:
         holdings, note = with_cash_flow(holdings, cash_flow, prices, policy)
         warnings.append(note)
@@ -545,6 +545,22 @@ def validate_holdings(pack: PricingPack, holdings: Holdings) -> None:
         problems.append(f"cash: negative ({holdings.cash})")
     if problems:
         raise InputError("portfolio: " + "; ".join(problems), details={"field": "portfolio", "problems": problems})
+
+
+METHOD_FIELDS = {
+    "min_acceptable_return": ("max_sortino",),
+    "views": ("black_litterman",),
+    "bl_objective": ("black_litterman",),
+    "bl_tau": ("black_litterman",),
+    "market_risk_aversion": ("black_litterman",),
+}
+
+
+def _unused_method_fields(policy: Policy) -> list[str]:
+    """Warnings for fields set for a method the policy does not use (views under max_sharpe)."""
+    return [f"{name} is set but only {' or '.join(methods)} uses it; ignored under method {policy.method}"
+            for name, methods in METHOD_FIELDS.items()
+            if getattr(policy, name) is not None and policy.method not in methods]
 
 
 def holdable_sectors(pack: PricingPack) -> list[str]:
