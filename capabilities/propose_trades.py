@@ -19,7 +19,7 @@ from capabilities.common import PortfolioRequest, resolve_holdings
 from capabilities.views import Summary, proposal_id
 from services.allocation.optimization import SOLVER, SOLVER_SETTINGS
 from services.allocation.proposal import RiskReturn, TradeProposal
-from services.allocation.rebalance import Holdings, propose_trades
+from services.allocation.rebalance import Holdings, propose_trades, validate_ratings
 from services.data.bounds import MAX_AMOUNT
 from services.data.models import PricingPack
 from services.data.policy import Policy, PolicyOverrides, resolve_policy
@@ -86,6 +86,8 @@ def resolve(request: ProposeTradesInput, services: Services) -> ProposalInputs:
     if policy.method == "target" and policy.target_weights_pct is None and request.portfolio_id is not None:
         stored = services.store.get_target(request.portfolio_id)["weights_pct"]
         policy = policy.model_copy(update={"target_weights_pct": stored})
+    if request.ratings is not None:
+        validate_ratings(pack, request.ratings)
     ratings = request.ratings if request.ratings is not None else services.store.get_ratings()
     return ProposalInputs(pack, holdings, policy, ratings, services.benchmarks, request.cash_flow)
 

@@ -34,7 +34,8 @@ portfolios = st.fixed_dictionaries({
     "cash": st.decimals(0, 200000, places=2),
 })
 policies = st.fixed_dictionaries({
-    "method": st.sampled_from(["max_sharpe", "min_variance", "mean_variance", "risk_parity", "cvar", "hrp"]),
+    "method": st.sampled_from(["max_sharpe", "min_variance", "mean_variance", "risk_parity", "cvar", "hrp",
+                               "max_sortino", "max_information_ratio", "black_litterman"]),
     "universe": st.sampled_from(["holdings", "pack", "pack"]),
     "max_single_position_pct": st.floats(12, 60),
     "max_sector_pct": st.floats(30, 70),
@@ -49,7 +50,8 @@ policies = st.fixed_dictionaries({
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(portfolio=portfolios, fields=policies)
 def test_every_hard_constraint_holds_after_rounding(pack, portfolio, fields) -> None:
-    fields = dict(fields, benchmark="DEMO_20" if fields["max_tracking_error_pct"] else None)
+    needs_benchmark = fields["max_tracking_error_pct"] or fields["method"] in ("max_information_ratio", "black_litterman")
+    fields = dict(fields, benchmark="DEMO_20" if needs_benchmark else None)
     policy = resolve_policy(load_constraint_defaults(), None, parse_overrides(fields), policy_id=None)
     holdings = Holdings(None, dict(sorted(portfolio["positions"].items())), portfolio["cash"])
     ratings = {"AAPL": 9.2, "XOM": 4.5, "JNJ": 9.0, "RRC": 3.5, "AMD": 6.5, "BAC": 7.0}

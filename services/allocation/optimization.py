@@ -72,6 +72,15 @@ class AllocationProblem:
         invested: the fraction to invest (1 − cash buffer).
         caps: per-asset upper bounds.
         floors: per-asset lower bounds, or None (a frozen holding has floor = cap = its weight).
+        min_acceptable_return: max_sortino's annual minimum acceptable return (decimal); the
+            daily threshold is it divided by ``annualization_days``.
+        benchmark_return: max_information_ratio's annualized expected return of the benchmark.
+        benchmark_weights: the benchmark's weights on the decision assets when it holds nothing
+            else (it may then be a feasible portfolio itself); None otherwise.
+        cap_limits: per asset, the policy field that set its cap (``max_single_position_pct``,
+            ``restricted_symbols``) or None for a cap nobody set (the implicit 100%, a frozen
+            weight); only named caps are reported as binding. None: every cap is the policy's
+            ``max_single_position_pct``.
     """
 
     symbols: tuple[str, ...]
@@ -94,6 +103,11 @@ class AllocationProblem:
     offset_residual: float = 0.0
     floors: np.ndarray | None = None
     specific: np.ndarray | None = None
+    cap_limits: tuple[str | None, ...] | None = None
+    min_acceptable_return: float = 0.0
+    benchmark_return: float = 0.0
+    benchmark_weights: np.ndarray | None = None
+    annualization_days: int = 252
 
     @property
     def n(self) -> int:
@@ -131,7 +145,11 @@ def solve(problem: AllocationProblem, *, te_margin: float = 0.0) -> Allocation:
     weights, status = None, "not_solved"
     if objective == "max_sharpe" and np.any(problem.mu > problem.risk_free_rate):
         weights, status = _solve_max_sharpe(problem, te_margin)
-    if objective == "max_sharpe" and weights is None and status != "optimal_inaccurate":
+    if objective in RATIO_FALLBACKS:
+        weights, status, objective, note = _solve_ratio_or_fallback(problem, objective, te_margin)
+        if note:
+            warnings.append(note)
+    elif objective == "max_sharpe" and weights is None and status != "optimal_inaccurate":
         # Either no asset beats the risk-free rate, or no portfolio the constraints allow does
         # (the Charnes-Cooper problem is then infeasible although the policy is not): the
         # Sharpe ratio has no positive maximum, so minimize variance instead, and say so.
@@ -164,6 +182,99 @@ def solve(problem: AllocationProblem, *, te_margin: float = 0.0) -> Allocation:
     )
 
 
+# The ratio objectives beyond max_sharpe, and what each falls back to when no portfolio the
+# constraints allow has a positive numerator (the ratio then has no positive maximum).
+RATIO_FALLBACKS = {"max_sortino": "min_variance", "max_information_ratio": "min_tracking_error"}
+
+
+def _solve_ratio_or_fallback(p: AllocationProblem, objective: str, te_margin: float) -> tuple[np.ndarray | None, str, str, str | None]:
+    """Solve a ratio objective, or its fallback (with the note saying so) when the ratio has no
+    positive maximum under the constraints."""
+    if objective == "max_sortino":
+        excess, floor, what = p.mu - p.min_acceptable_return, -_sortino_cash_excess(p), (
+            f"the minimum acceptable return ({p.min_acceptable_return:.2%})")
+    else:
+        excess, floor, what = p.mu, p.benchmark_return - (1.0 - p.invested) * p.risk_free_rate, (
+            f"the benchmark's expected return ({p.benchmark_return:.2%})")
+    weights, status = None, "not_solved"
+    if np.any(excess * p.invested > floor):
+        weights, status = _solve_ratio(p, objective, te_margin)
+    if weights is not None or status == "optimal_inaccurate":
+        return weights, status, objective, None
+    fallback = RATIO_FALLBACKS[objective]
+    weights, status = _solve_convex(p, fallback, te_margin)
+    note = (f"{objective}: no portfolio the constraints allow has expected return above {what}; "
+            f"fell back to {fallback}")
+    return weights, status, fallback, note if weights is not None else None
+
+
+def _sortino_cash_excess(p: AllocationProblem) -> float:
+    """The cash buffer's annual return above the minimum acceptable return, per unit of value."""
+    return (1.0 - p.invested) * (p.risk_free_rate - p.min_acceptable_return)
+
+
+def _solve_ratio(p: AllocationProblem, objective: str, te_margin: float) -> tuple[np.ndarray | None, str]:
+    """max_sortino or max_information_ratio, exactly, by Charnes–Cooper like ``_solve_max_sharpe``.
+
+    With v = κw (κ > 0) the ratio's numerator, affine in w, is fixed at 1 and its denominator, a
+    convex norm positively homogeneous in (w, κ), is minimized; every limit scales by κ.
+
+    - Sortino: (μ − MAR)ᵀw + cash·(rf − MAR) over the downside deviation
+      sqrt(days/T · Σₜ max(0, MAR/days − rₜᵀw − cash·rf/days)²) of the historical daily returns rₜ.
+    - Information ratio: μᵀw + cash·rf − μ_b over the ex-ante tracking error ‖G w − G w_b‖.
+    """
+    import cvxpy as cp
+
+    v = cp.Variable(p.n, nonneg=True)
+    kappa = cp.Variable(nonneg=True)
+    risk, constraints = _risk_variable(p, v)
+    constraints += _constraints(p, v, risk, kappa, te_margin)
+    cash = 1.0 - p.invested
+    if objective == "max_sortino":
+        assert p.scenarios is not None
+        daily_floor = (p.min_acceptable_return - cash * p.risk_free_rate) / p.annualization_days
+        shortfall = cp.Variable(p.scenarios.shape[0], nonneg=True)
+        constraints += [shortfall >= kappa * daily_floor - p.scenarios @ v,
+                        (p.mu - p.min_acceptable_return) @ v + kappa * _sortino_cash_excess(p) == 1]
+        goal = cp.Minimize(cp.sum_squares(shortfall))
+    else:
+        assert p.benchmark_offset is not None
+        constraints.append(p.mu @ v + kappa * (cash * p.risk_free_rate - p.benchmark_return) == 1)
+        goal = cp.Minimize(_active_risk(p, risk, kappa))
+    weights, status = _run(cp.Problem(goal, constraints), v)
+    if weights is None or kappa.value is None or kappa.value <= 1e-12:
+        return None, status
+    kappa_value = float(kappa.value)
+    if objective == "max_information_ratio" and p.benchmark_weights is not None and p.invested == 1.0:
+        weights, kappa_value = _most_active(p, weights, kappa_value, te_margin)
+    return weights / kappa_value, status
+
+
+def _most_active(p: AllocationProblem, v: np.ndarray, kappa: float, te_margin: float) -> tuple[np.ndarray, float]:
+    """Among the portfolios of highest information ratio, the most active one the limits allow.
+
+    When the benchmark is a portfolio of the decision assets and everything is invested, every
+    mix w_b + λ(w − w_b) has the information ratio of w: the Charnes–Cooper optimum is a segment
+    (v + s·w_b, κ + s), along which active return 1 and tracking error stay fixed, and the
+    solver would stop anywhere on it. The smallest κ + s is the largest active return: the bets
+    scaled up until a limit (tracking error, a cap, turnover, long only) stops them, as a manager
+    scales active risk to the budget. One scalar, so the choice is exact.
+    """
+    import cvxpy as cp
+
+    assert p.benchmark_weights is not None
+    s = cp.Variable()
+    scaled = v + s * p.benchmark_weights
+    exposure = p.factor @ scaled
+    if p.specific is not None:
+        exposure = cp.hstack([exposure, cp.multiply(p.specific, scaled)])
+    constraints = [scaled >= 0, *_constraints(p, scaled, exposure, kappa + s, te_margin)]
+    step, _ = _run(cp.Problem(cp.Minimize(s), constraints), s)
+    if step is None or float(step) >= 0.0:
+        return v, kappa
+    return v + float(step) * p.benchmark_weights, kappa + float(step)
+
+
 def warm_up() -> None:
     """Import cvxpy and Clarabel and solve a two-asset problem once.
 
@@ -187,6 +298,8 @@ def _solve_convex(p: AllocationProblem, objective: str, te_margin: float) -> tup
     elif objective == "cvar":
         goal, extra = _cvar_objective(p, w)
         constraints += extra
+    elif objective == "min_tracking_error":
+        goal = cp.Minimize(_active_risk(p, risk, 1.0))
     elif objective == "track":
         assert p.target is not None
         goal = cp.Minimize(cp.sum_squares(risk - p.exposure(p.target)) + 1e-6 * cp.sum_squares(w - p.target))
@@ -360,8 +473,14 @@ def discretionary_turnover(p: AllocationProblem, w: np.ndarray) -> float:
 
 
 def binding_constraints(p: AllocationProblem, w: np.ndarray) -> tuple[str, ...]:
-    """Names of the constraints that hold with (near) equality at ``w``."""
-    out = [f"max_single_position_pct:{s}" for s, wi, c in zip(p.symbols, w, p.caps, strict=True) if wi >= c - 1e-6]
+    """Names of the limits set by the policy that hold with (near) equality at ``w``.
+
+    A cap nobody set (``cap_limits`` None for the asset) is never named: a 100% weight without
+    a position limit is the objective's choice, not a limit's.
+    """
+    labels = p.cap_limits if p.cap_limits is not None else ("max_single_position_pct",) * p.n
+    out = [f"{label}:{s}" for s, wi, c, label in zip(p.symbols, w, p.caps, labels, strict=True)
+           if label is not None and wi >= c - 1e-6]
     out += [f"sector_limit:{s.name}" for s in p.sectors if w[s.members].sum() >= s.limit - 1e-6]
     te_limit = p.max_tracking_error
     if te_limit is not None and p.benchmark_offset is not None and tracking_error(p, w) >= te_limit * 0.98:

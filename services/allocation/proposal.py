@@ -91,6 +91,23 @@ class EstimationInfo(BaseModel):
         "was solved exactly (the default up to 200 assets).")
 
 
+class BlackLittermanInfo(BaseModel):
+    """The Black–Litterman prior and posterior a proposal was optimized on (annualized)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    risk_aversion: float = Field(description="δ of the prior π = rf + δΣw_b.")
+    risk_aversion_source: Literal["policy", "benchmark"] = Field(
+        description="policy: market_risk_aversion; benchmark: its historical excess return over its variance.")
+    tau: float
+    views: int = Field(description="Views blended into the prior.")
+    symbols: list[str] = Field(description="The order of the returns and of the covariance's rows and columns.")
+    prior_returns_pct: list[float] = Field(description="Market-implied returns π = rf + δΣw_b, % a year.")
+    posterior_returns_pct: list[float] = Field(description="Posterior returns, % a year; the proposal's "
+                                               "objective and expected returns use them.")
+    posterior_covariance: list[list[float]] = Field(description="Posterior covariance Σ + M (annualized, decimal).")
+
+
 class TradeProposal(BaseModel):
     """A constrained, costed, whole-share rebalance proposal."""
 
@@ -122,4 +139,7 @@ class TradeProposal(BaseModel):
     constraints: list[ConstraintCheck]
     constraints_met: bool
     estimation: EstimationInfo | None
+    black_litterman: BlackLittermanInfo | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="black_litterman only: prior, posterior returns and posterior covariance.")
     warnings: list[str]

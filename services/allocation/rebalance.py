@@ -16,6 +16,7 @@ import numpy as np
 from services.allocation.costs import cents, to_decimal, trade_cost
 from services.allocation.optimization import AllocationProblem, SectorCap, solve
 from services.allocation.proposal import (
+    BlackLittermanInfo,
     ConstraintCheck,
     EstimationInfo,
     RiskModelInfo,
@@ -36,6 +37,7 @@ from services.data.models import PricingPack
 from services.data.policy import Policy
 from services.errors import InfeasibleError, InputError
 from services.estimation import riskfolio_adapter
+from services.estimation.black_litterman import ViewRow, implied_risk_aversion, posterior
 from services.estimation.cache import EstimateCache
 from services.estimation.estimators import Estimates, estimate_for_policy
 from services.estimation.risk_models import (
@@ -110,7 +112,8 @@ def propose_trades(
     """
     prices = pack.last_prices()
     validate_holdings(pack, holdings)
-    warnings = policy.suspicious_values()
+    validate_sector_limits(pack, policy)
+    warnings = policy.suspicious_values() + _unused_method_fields(policy)
     if cash_flow:
         holdings, note = with_cash_flow(holdings, cash_flow, prices, policy)
         warnings.append(note)
@@ -135,6 +138,10 @@ def propose_trades(
     factor = risk.factor
     bench_vec = _vector(bench, est.symbols) if bench else None
     offset = factor @ bench_vec if bench_vec is not None else None
+    bl_info = None
+    if policy.method == "black_litterman" and not est.too_short:
+        # The posterior replaces the expected returns everywhere: objective and reported figures.
+        est, bl_info = black_litterman(est, risk, policy, bench_vec)
 
     setup = _plan_setup(pack, holdings, policy, choice, plan_symbols, prices, factor, est, offset)
     if no_buy or fixed:
@@ -204,9 +211,59 @@ def propose_trades(
             solve=risk.solve, solves=solves,
         )
     # Report the method that produced the weights: the policy's, unless the engine fell back.
-    method = fallback or (policy.method if allocation.objective == "track" else allocation.objective)
+    method = fallback or (policy.method if allocation.objective in ("track", _objective(policy))
+                          else allocation.objective)
     return _report(pack, holdings, policy, choice, setup, est, factor, bench_vec, benchmark_name,
-                   binding, method, optimal, shares, notes, warnings, fallback, info)
+                   binding, method, optimal, shares, notes, warnings, fallback, info, bl_info)
+
+
+def _objective(policy: Policy) -> str:
+    """The optimizer objective of ``policy.method`` (black_litterman: its ``bl_objective``)."""
+    if policy.method == "black_litterman":
+        return policy.bl_objective or "max_sharpe"
+    return policy.method
+
+
+def black_litterman(est: Estimates, risk: RiskSetup, policy: Policy,
+                    bench_vec: np.ndarray | None) -> tuple[Estimates, BlackLittermanInfo]:
+    """``est`` with its expected returns replaced by the Black–Litterman posterior, and the report.
+
+    The prior rf + δΣw_b is implied by the benchmark under the policy's risk model; δ is the policy's
+    ``market_risk_aversion`` or else the benchmark's historical excess return over its variance.
+    """
+    if bench_vec is None:
+        raise InputError(
+            "policy.benchmark: method black_litterman implies its prior returns from a benchmark; name one "
+            "(an index symbol, a named benchmark such as DEMO_20, or weights)",
+            details={"field": "policy.benchmark", "value": None, "method": "black_litterman"},
+        )
+    cov = risk.factor.T @ risk.factor
+    tau = 0.05 if policy.bl_tau is None else policy.bl_tau
+    source = "policy"
+    delta = policy.market_risk_aversion
+    if delta is None:
+        source = "benchmark"
+        daily = est.returns.to_numpy() @ bench_vec
+        delta = implied_risk_aversion(daily, float(bench_vec @ cov @ bench_vec), policy.risk_free_rate,
+                                      policy.annualization_days)
+        if not delta > 0:
+            raise InputError(
+                f"policy.market_risk_aversion: the benchmark's historical return over the lookback is not above "
+                f"the risk-free rate (implied risk aversion {delta:.4g}), so it implies no positive prior; "
+                "set market_risk_aversion (e.g. 2.5)",
+                details={"field": "policy.market_risk_aversion", "implied": delta},
+            )
+    views = [ViewRow(v.asset, v.return_pct / 100.0, v.confidence, v.versus) for v in policy.views or []]
+    post = posterior(est.symbols, cov, bench_vec, delta, tau, views, policy.risk_free_rate)
+    order = sorted(range(len(est.symbols)), key=lambda i: est.symbols[i])
+    info = BlackLittermanInfo(
+        risk_aversion=ratio(delta, 6), risk_aversion_source=source, tau=tau, views=len(views),
+        symbols=[est.symbols[i] for i in order],
+        prior_returns_pct=[pct(post.prior[i]) for i in order],
+        posterior_returns_pct=[pct(post.mu[i]) for i in order],
+        posterior_covariance=[[ratio(post.cov[i, j], 10) for j in order] for i in order],
+    )
+    return replace(est, mu=post.mu), info
 
 
 def risk_setup(pack: PricingPack, est: Estimates, policy: Policy, n_assets: int) -> RiskSetup:
@@ -281,15 +338,23 @@ def trading_restrictions(
 
 
 def _restricted_problem(problem: AllocationProblem, no_buy: set[str], fixed: set[str]) -> AllocationProblem:
-    """Restricted holdings capped at their weight; frozen and halted ones held at exactly it."""
+    """Restricted holdings capped at their weight; frozen and halted ones held at exactly it.
+
+    A restricted holding's cap is reported as ``restricted_symbols`` when it is below the
+    position cap; a frozen or halted weight is not a limit the optimizer pushes against, so it is
+    never reported as binding.
+    """
     caps = problem.caps.copy()
     floors = np.zeros(problem.n)
+    labels = list(problem.cap_limits or ("max_single_position_pct",) * problem.n)
     for i, sym in enumerate(problem.symbols):
         if sym in fixed:
             caps[i] = floors[i] = problem.current[i]
-        elif sym in no_buy:
-            caps[i] = min(caps[i], problem.current[i])
-    return replace(problem, caps=caps, floors=floors if fixed else None)
+            labels[i] = None
+        elif sym in no_buy and problem.current[i] < caps[i]:
+            caps[i] = problem.current[i]
+            labels[i] = "restricted_symbols"
+    return replace(problem, caps=caps, floors=floors if fixed else None, cap_limits=tuple(labels))
 
 
 def with_cash_flow(
@@ -338,6 +403,7 @@ def estimation_symbols(
     estimation (cash flow, eligibility, trading restrictions), so the two cannot disagree.
     """
     validate_holdings(pack, holdings)
+    validate_sector_limits(pack, policy)
     if cash_flow:
         holdings, _ = with_cash_flow(holdings, cash_flow, pack.last_prices(), policy)
     choice = eligibility(pack, holdings, policy, ratings)
@@ -481,6 +547,54 @@ def validate_holdings(pack: PricingPack, holdings: Holdings) -> None:
         raise InputError("portfolio: " + "; ".join(problems), details={"field": "portfolio", "problems": problems})
 
 
+METHOD_FIELDS = {
+    "min_acceptable_return": ("max_sortino",),
+    "views": ("black_litterman",),
+    "bl_objective": ("black_litterman",),
+    "bl_tau": ("black_litterman",),
+    "market_risk_aversion": ("black_litterman",),
+}
+
+
+def _unused_method_fields(policy: Policy) -> list[str]:
+    """Warnings for fields set for a method the policy does not use (views under max_sharpe)."""
+    return [f"{name} is set but only {' or '.join(methods)} uses it; ignored under method {policy.method}"
+            for name, methods in METHOD_FIELDS.items()
+            if getattr(policy, name) is not None and policy.method not in methods]
+
+
+def holdable_sectors(pack: PricingPack) -> list[str]:
+    """The sectors of the securities of ``pack`` that can be held, sorted."""
+    return sorted({s.sector for s in pack.securities if s.asset_class not in NOT_HOLDABLE})
+
+
+def validate_sector_limits(pack: PricingPack, policy: Policy) -> None:
+    """Every ``sector_limits_pct`` key is a sector of ``pack``'s holdable securities.
+
+    A misspelt sector (``Enrgy``) would otherwise be a limit on nothing, silently.
+    """
+    sectors = holdable_sectors(pack)
+    unknown = sorted(set(policy.sector_limits_pct) - set(sectors))
+    if unknown:
+        raise InputError(
+            f"policy.sector_limits_pct: {', '.join(repr(k) for k in unknown)} "
+            f"{'is not a sector' if len(unknown) == 1 else 'are not sectors'} of pack {pack.id}; "
+            f"its sectors are: {', '.join(sectors)}",
+            details={"field": "policy.sector_limits_pct", "invalid": unknown, "allowed": sectors},
+        )
+
+
+def validate_ratings(pack: PricingPack, ratings: dict[str, float]) -> None:
+    """Every symbol a request rates is a symbol of ``pack`` (a typo would rate nothing, silently)."""
+    unknown = sorted(set(ratings) - set(pack.symbols))
+    if unknown:
+        raise InputError(
+            f"ratings: {', '.join(unknown)} not in pricing pack {pack.id}; rate symbols of the pack "
+            f"({', '.join(sorted(pack.symbols))})",
+            details={"field": "ratings", "invalid": unknown, "allowed": sorted(pack.symbols)},
+        )
+
+
 def _vector(values: dict[str, float], symbols: tuple[str, ...] | list[str]) -> np.ndarray:
     return np.array([values.get(s, 0.0) for s in symbols], dtype=float)
 
@@ -555,7 +669,7 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskS
     current = np.array([weights_now[plan_pos[s]] for s in choice.eligible])
     forced_weight = float(sum(weights_now[plan_pos[s]] for s in choice.forced))
     invested = 1.0 - policy.cash_buffer_pct / 100.0
-    objective, target, fallback = policy.method, None, None
+    objective, target, fallback = _objective(policy), None, None
     if est.too_short:
         objective, target, fallback = "track_euclidean", np.full(n, invested / n), "equal_weight"
         warnings.append(
@@ -568,6 +682,12 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskS
         target = np.array([weights.get(s, 0.0) / 100.0 for s in choice.eligible])
         invested = min(invested, float(target.sum()))
         objective = "track"
+    elif policy.method == "max_information_ratio" and bench_vec is None:
+        raise InputError(
+            "policy.benchmark: method max_information_ratio measures active return and tracking error "
+            "against a benchmark; name one (an index symbol, a named benchmark such as DEMO_20, or weights)",
+            details={"field": "policy.benchmark", "value": None, "method": "max_information_ratio"},
+        )
     elif policy.method in ("risk_parity", "hrp") and n > 0:
         returns = est.returns[list(choice.eligible)]
         # The targets use the risk model's covariance (the sample one unless a factor model is asked for).
@@ -587,6 +707,7 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskS
         current=current,
         invested=invested,
         caps=setup.caps[[plan_pos[s] for s in choice.eligible]] if n else np.zeros(0),
+        cap_limits=(("max_single_position_pct" if policy.max_single_position_pct is not None else None),) * n,
         sectors=sectors,
         benchmark_offset=offset,
         max_tracking_error=setup.max_tracking_error,
@@ -595,10 +716,23 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskS
         risk_free_rate=policy.risk_free_rate,
         risk_aversion=policy.risk_aversion,
         target=target,
-        scenarios=est.returns[list(choice.eligible)].to_numpy() if policy.method == "cvar" else None,
+        scenarios=est.returns[list(choice.eligible)].to_numpy() if policy.method in ("cvar", "max_sortino") else None,
         cvar_confidence=policy.cvar_confidence,
+        min_acceptable_return=(policy.risk_free_rate if policy.min_acceptable_return is None
+                               else policy.min_acceptable_return),
+        benchmark_return=float(est.mu @ bench_vec) if bench_vec is not None else 0.0,
+        benchmark_weights=_decision_benchmark(bench_vec, idx),
+        annualization_days=policy.annualization_days,
     )
     return problem, fallback
+
+
+def _decision_benchmark(bench_vec: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
+    """The benchmark's weights on the decision assets ``idx``, if it holds nothing else."""
+    if bench_vec is None or len(idx) == 0:
+        return None
+    inside = bench_vec[idx]
+    return inside if abs(float(inside.sum()) - float(bench_vec.sum())) < 1e-12 else None
 
 
 def _risk_return(est: Estimates, factor: np.ndarray, weights_by_symbol: dict[str, float], rf: float) -> RiskReturn:
@@ -614,7 +748,8 @@ def _risk_return(est: Estimates, factor: np.ndarray, weights_by_symbol: dict[str
 
 
 def _report(pack, holdings, policy, choice, setup: PlanSetup, est, factor, bench_vec, benchmark_name,
-            binding, method, optimal, shares, notes, warnings, fallback, risk_info=None) -> TradeProposal:
+            binding, method, optimal, shares, notes, warnings, fallback, risk_info=None,
+            bl_info=None) -> TradeProposal:
     price_dec = [to_decimal(float(p)) for p in setup.prices]
     qty = [int(s - c) for s, c in zip(shares, setup.current, strict=True)]
     values = [cents(q * p) for q, p in zip(qty, price_dec, strict=True)]
@@ -686,6 +821,7 @@ def _report(pack, holdings, policy, choice, setup: PlanSetup, est, factor, bench
             fallback=fallback,
             risk=risk_info,
         ),
+        black_litterman=bl_info,
         warnings=warnings,
     )
 

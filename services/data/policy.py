@@ -22,7 +22,9 @@ from pydantic import (
 from services.data.bounds import MAX_AMOUNT, MAX_COMMISSION, MAX_RISK_AVERSION
 from services.errors import InputError
 
-Method = Literal["mean_variance", "max_sharpe", "min_variance", "risk_parity", "cvar", "hrp", "target"]
+Method = Literal["mean_variance", "max_sharpe", "min_variance", "risk_parity", "cvar", "hrp", "target",
+                 "max_sortino", "max_information_ratio", "black_litterman"]
+BlackLittermanObjective = Literal["max_sharpe", "mean_variance"]
 CovarianceEstimator = Literal["hist", "ledoit", "oas", "ewma"]
 ReturnEstimator = Literal["hist", "ewma", "capm"]
 RiskModelName = Literal["sample", "factor"]
@@ -41,6 +43,23 @@ def _unset(value: Any) -> bool:
 ADDED_FIELDS = (
     "target_weights_pct", "approval_threshold", "restricted_symbols", "frozen_symbols", "min_position_pct"
 )
+
+
+class View(BaseModel):
+    """A Black–Litterman view: ``asset`` returns ``return_pct`` a year, or, with ``versus``,
+    outperforms ``versus`` by ``return_pct`` a year."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True, frozen=True)
+
+    asset: str = Field(min_length=1, description="The symbol the view is about.")
+    versus: str | None = Field(
+        None, min_length=1, exclude_if=_unset,
+        description="Relative view: the symbol ``asset`` outperforms by return_pct; absent for an absolute view.",
+    )
+    return_pct: float = Field(
+        ge=-100, le=100, description="Annual expected return (absolute) or outperformance (relative), in % (8.0 = 8%).")
+    confidence: float = Field(
+        gt=0, le=1, description="Confidence in the view, (0, 1]: 0.5 weighs it like the prior, 1 holds it exactly.")
 
 
 class PolicyOverrides(BaseModel):
@@ -71,8 +90,9 @@ class PolicyOverrides(BaseModel):
     max_sector_pct: float | None = Field(
         None, gt=0, le=100, description="Largest weight of any one sector, % of portfolio value."
     )
-    sector_limits_pct: dict[str, Annotated[float, Field(gt=0, le=100)]] | None = Field(
-        None, description="Per-sector caps in %, overriding max_sector_pct for the sectors named."
+    sector_limits_pct: dict[str, Annotated[float, Field(ge=0, le=100)]] | None = Field(
+        None, description="Per-sector caps in % (0 excludes the sector), overriding max_sector_pct for the "
+        "sectors named; each key must be a sector of the pricing pack."
     )
     max_tracking_error_pct: float | None = Field(
         None, gt=0, le=100, description="Ex-ante annualized tracking error limit vs benchmark, in %."
@@ -114,6 +134,30 @@ class PolicyOverrides(BaseModel):
     )
     cvar_confidence: float | None = Field(
         None, gt=0.5, lt=1, description="cvar only: confidence level of the daily CVaR minimized."
+    )
+    views: list[View] | None = Field(
+        None, max_length=100, exclude_if=_unset,
+        description="black_litterman only: views on annual returns, absolute {asset, return_pct, confidence} "
+        "or relative {asset, versus, return_pct, confidence}.",
+    )
+    bl_objective: BlackLittermanObjective | None = Field(
+        None, exclude_if=_unset,
+        description="black_litterman only: the objective over the posterior returns, max_sharpe (default) "
+        "or mean_variance (with risk_aversion).",
+    )
+    bl_tau: float | None = Field(
+        None, gt=0, le=1, exclude_if=_unset,
+        description="black_litterman only: τ, the uncertainty of the prior relative to the covariance (default 0.05).",
+    )
+    market_risk_aversion: float | None = Field(
+        None, gt=0, le=MAX_RISK_AVERSION, exclude_if=_unset,
+        description="black_litterman only: δ of the market-implied prior π = δΣw_b; default the benchmark's "
+        "historical excess return over its variance.",
+    )
+    min_acceptable_return: float | None = Field(
+        None, ge=-0.5, le=1, exclude_if=_unset,
+        description="max_sortino only: annual minimum acceptable return as a decimal (0.05 = 5%); the "
+        "downside deviation counts daily returns below it / annualization days. Default: risk_free_rate.",
     )
     target_weights_pct: dict[str, float] | None = Field(
         None,
@@ -205,6 +249,11 @@ class Policy(BaseModel):
     expected_return_estimator: ReturnEstimator = "hist"
     ewma_decay: float = 0.94
     cvar_confidence: float = 0.95
+    min_acceptable_return: float | None = Field(None, exclude_if=_unset)
+    views: list[View] | None = Field(None, exclude_if=_unset)
+    bl_objective: BlackLittermanObjective | None = Field(None, exclude_if=_unset)
+    bl_tau: float | None = Field(None, exclude_if=_unset)
+    market_risk_aversion: float | None = Field(None, exclude_if=_unset)
     annualization_days: int = 252
     target_weights_pct: dict[str, float] | None = None
     approval_threshold: Decimal = Decimal("10000")
