@@ -210,6 +210,33 @@ def test_phone_layout_fits_and_tables_scroll(served: Served, browser: Any) -> No
     wrap = page.locator("#drift .table-wrap").first
     assert wrap.evaluate("e => getComputedStyle(e).overflowX") == "auto"
 
+    page.goto(served.server.url + "/#/optimize/demo_diversified")
+    page.wait_for_selector("#optimize-form")
+    page.select_option("#policy_id", "quality_focused")
+    page.fill("#max_turnover_pct", "30")
+    page.click("#optimize-form button[type=submit]")
+    page.wait_for_selector("#risk-return-chart .main-svg")
+    trades = page.locator("#trades .table-wrap")
+    # The trades table is wider than a phone: it scrolls inside its box, the page does not.
+    assert trades.evaluate("e => e.scrollWidth > e.clientWidth")
+    _fits(page, "phone-proposal", served)
+
+
+def test_an_infeasible_policy_shows_the_apis_message(served: Served, browser: Any) -> None:
+    page = _page(browser, DESKTOP)
+    _sign_in(page, served, served.demo_key)
+    page.goto(served.server.url + "/#/optimize/demo_quality")
+    page.wait_for_selector("#optimize-form")
+    page.select_option("#policy_id", "quality_focused")
+    page.click("#optimize-form button[type=submit]")
+    alert = page.wait_for_selector("#result [role=alert]")
+    with client(served.server, served.demo_key) as demo:
+        answer = demo.post("/v1/execute", json={"capability": "optimizer.propose_trades", "request": {
+            "portfolio_id": "demo_quality", "pricing_pack_id": PACK, "policy_id": "quality_focused",
+            "policy": {}}})
+    assert answer.status_code == 422
+    assert alert.inner_text() == as_json(answer)["message"]
+
 
 def test_a_bad_key_shows_the_apis_message(served: Served, browser: Any) -> None:
     page = _page(browser, PHONE)

@@ -164,7 +164,7 @@ async function portfolioPage(id) {
       el("p", { id: "verdict", class: drift.rebalance_due ? "due" : "ok" },
         drift.rebalance_due ? "Rebalance due" : "No rebalance due"),
       el("p", {}, drift.explanation),
-      drift.rebalance_due ? rebalanceButton(id, pack.id, detail.target.policy_id) : null,
+      drift.rebalance_due ? rebalanceButton(id, pack.id, detail.target.policy_id) : "",
       chartWithTable("drift-chart", [
         { type: "bar", name: "Current", x: drift.drifts.map((d) => d.symbol), y: drift.drifts.map((d) => d.current_weight_pct) },
         { type: "bar", name: "Target", x: drift.drifts.map((d) => d.symbol), y: drift.drifts.map((d) => d.target_weight_pct) },
