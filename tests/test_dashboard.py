@@ -7,6 +7,7 @@ where a missing browser fails the run. The read endpoints the pages use are test
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -132,10 +133,10 @@ def _sign_in(page: Any, served: Served, key: str) -> None:
     assert page.evaluate("sessionStorage.getItem('optimizer.apiKey')") == key
 
 
-def _fits(page: Any, name: str, served: Served) -> None:
+def _fits(page: Any, name: str, shots: Path) -> None:
     """A screenshot, and nothing wider than the viewport (wide tables scroll inside their box)."""
-    served.shots.mkdir(exist_ok=True)
-    page.screenshot(path=str(served.shots / f"{name}.png"), full_page=True)
+    shots.mkdir(exist_ok=True)
+    page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
     width, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
     assert width <= inner, f"{name}: page is {width}px wide in a {inner}px viewport"
 
@@ -156,7 +157,7 @@ def test_a_manager_reviews_optimizes_approves_and_finds_it_in_the_history(
     xom = page.locator("#drift table tbody tr", has_text="XOM").inner_text()
     assert "6.93%" in xom  # the target weight of the file
     page.wait_for_selector("#sector-chart .main-svg")
-    _fits(page, "desktop-portfolio", served)
+    _fits(page, "desktop-portfolio", served.shots)
 
     page.click("a:has-text('Optimize this portfolio')")
     page.wait_for_selector("#optimize-form")
@@ -169,7 +170,7 @@ def test_a_manager_reviews_optimizes_approves_and_finds_it_in_the_history(
     assert "Turnover" in page.inner_text("#summary")
     turnover = float(page.inner_text("#summary dd >> nth=4").rstrip("%"))
     assert turnover <= 30 + 1e-6
-    _fits(page, "desktop-proposal", served)
+    _fits(page, "desktop-proposal", served.shots)
 
     # Rebalancing back to the target waits for approval; approving books it.
     page.goto(served.server.url + "/#/portfolio/demo_diversified")
@@ -203,10 +204,10 @@ def test_another_users_portfolio_is_not_reachable_by_url(served: Served, browser
 def test_phone_layout_fits_and_tables_scroll(served: Served, browser: Any) -> None:
     page = _page(browser, PHONE)
     _sign_in(page, served, served.demo_key)
-    _fits(page, "phone-portfolios", served)
+    _fits(page, "phone-portfolios", served.shots)
     page.goto(served.server.url + "/#/portfolio/demo_diversified")
     page.wait_for_selector("#drift-chart .main-svg")
-    _fits(page, "phone-portfolio", served)
+    _fits(page, "phone-portfolio", served.shots)
     wrap = page.locator("#drift .table-wrap").first
     assert wrap.evaluate("e => getComputedStyle(e).overflowX") == "auto"
 
@@ -219,7 +220,7 @@ def test_phone_layout_fits_and_tables_scroll(served: Served, browser: Any) -> No
     trades = page.locator("#trades .table-wrap")
     # The trades table is wider than a phone: it scrolls inside its box, the page does not.
     assert trades.evaluate("e => e.scrollWidth > e.clientWidth")
-    _fits(page, "phone-proposal", served)
+    _fits(page, "phone-proposal", served.shots)
 
 
 def test_an_infeasible_policy_shows_the_apis_message(served: Served, browser: Any) -> None:
@@ -245,3 +246,64 @@ def test_a_bad_key_shows_the_apis_message(served: Served, browser: Any) -> None:
     page.click("button[type=submit]")
     alert = page.wait_for_selector("[role=alert]")
     assert "a valid API key is required" in alert.inner_text()
+
+
+# --- optimizer report PROPOSAL_ID --html FILE ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], dict[str, Any], Path]:
+    """A fresh home with one recorded proposal (id 1, the spec's quality example) and its report."""
+    directory = tmp_path_factory.mktemp("report")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIMIZER_")}
+    env["OPTIMIZER_HOME"] = str(directory / "home")
+    assert cli("seed", env=env).returncode == 0
+    add_user("demo", env)
+    add_user("eve", env)
+    case = Path(__file__).resolve().parent / "golden" / "optimizer" / "quality_xom_sold" / "case.json"
+    request = directory / "request.json"
+    request.write_text(json.dumps(json.loads(case.read_text())["request"]), encoding="utf-8")
+    called = cli("call", "optimizer.propose_trades", "--input", str(request), "--user", "demo", env=env)
+    assert called.returncode == 0, called.stderr
+    page = directory / "proposal-1.html"
+    done = cli("report", "1", "--html", str(page), "--user", "demo", env=env)
+    assert done.returncode == 0, done.stderr
+    return env, json.loads(called.stdout), page
+
+
+def test_report_embeds_the_recorded_proposal_and_nothing_from_outside(
+    reported: tuple[dict[str, str], dict[str, Any], Path],
+) -> None:
+    _, proposal, page = reported
+    text = page.read_text(encoding="utf-8")
+    embedded = text.split('<script type="application/json" id="proposal">', 1)[1].split("</script>", 1)[0]
+    assert json.loads(embedded.replace("<\\/", "</")) == proposal
+    assert "<script src=" not in text and "<link" not in text
+
+
+def test_report_of_someone_elses_proposal_is_not_found(
+    reported: tuple[dict[str, str], dict[str, Any], Path], tmp_path: Path,
+) -> None:
+    env = reported[0]
+    theirs = cli("report", "1", "--html", str(tmp_path / "a.html"), "--user", "eve", env=env)
+    missing = cli("report", "99", "--html", str(tmp_path / "b.html"), env=env)
+    assert theirs.returncode == missing.returncode == 3
+    assert json.loads(theirs.stderr)["message"] == "proposal 1 not found"
+    assert json.loads(missing.stderr)["message"] == "proposal 99 not found"
+    assert not (tmp_path / "a.html").exists()
+
+
+def test_report_opens_offline_with_its_chart_and_trades(
+    reported: tuple[dict[str, str], dict[str, Any], Path], browser: Any, tmp_path: Path,
+) -> None:
+    _, proposal, page_file = reported
+    context = browser.new_context(viewport=PHONE)
+    requested: list[str] = []
+    context.route("http*://**", lambda route: (requested.append(route.request.url), route.abort()))
+    page = context.new_page()
+    page.goto(page_file.as_uri())
+    page.wait_for_selector("#risk-return-chart .main-svg")
+    assert page.locator("#trades tbody tr").count() == proposal["trade_count"] == 3
+    assert "Binding (at their limit): max single position pct for AAPL; sector limit for Information Technology." \
+        in page.inner_text("#constraints")
+    assert requested == []
+    _fits(page, "phone-report", tmp_path)
