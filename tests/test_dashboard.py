@@ -7,6 +7,7 @@ where a missing browser fails the run. The read endpoints the pages use are test
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Iterator
@@ -96,19 +97,38 @@ def test_the_page_and_plotly_are_served_without_a_key(served: Served) -> None:
 
 # --- the browser ------------------------------------------------------------------------------
 
+def missing_browser(chromium: Path) -> str | None:
+    """Why the browser tests cannot run here (with how to fix it), or None when they can."""
+    if importlib.util.find_spec("playwright") is None:
+        return "Playwright for Python is not installed: pip install -e '.[dev]'"
+    if not chromium.is_file():
+        return f"no Chromium at {chromium}: install it with `apt-get install chromium`"
+    return None
+
+
+def skip_or_fail(missing: str, environ: dict[str, str]) -> None:
+    """Under CI (CI=true) a missing browser fails the run; elsewhere the browser tests skip."""
+    if environ.get("CI") == "true":
+        pytest.fail(f"browser tests need a browser under CI: {missing}")
+    pytest.skip(f"browser tests skipped: {missing}")
+
+
+def test_a_missing_browser_skips_with_advice_and_fails_under_ci(tmp_path: Path) -> None:
+    missing = missing_browser(tmp_path / "chromium")
+    assert missing is not None and "apt-get install chromium" in missing
+    with pytest.raises(pytest.skip.Exception, match="apt-get install chromium"):
+        skip_or_fail(missing, {})
+    with pytest.raises(pytest.fail.Exception, match="under CI"):
+        skip_or_fail(missing, {"CI": "true"})
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    missing = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing = "Playwright for Python is not installed: pip install -e '.[dev]'"
-    if missing is None and not CHROMIUM.exists():
-        missing = f"no Chromium at {CHROMIUM}: install it with `apt-get install chromium`"
+    missing = missing_browser(CHROMIUM)
     if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"browser tests need a browser under CI: {missing}")
-        pytest.skip(f"browser tests skipped: {missing}")
+        skip_or_fail(missing, dict(os.environ))
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
