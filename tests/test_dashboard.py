@@ -201,6 +201,7 @@ def test_a_manager_reviews_optimizes_approves_and_finds_it_in_the_history(
     card.locator("textarea").fill("back to target, checked by PM")
     card.locator("button:has-text('Approve')").click()
     page.wait_for_selector("section.approval .result :text('completed')")
+    assert "booked as version 2" in page.inner_text("section.approval .result")
 
     page.goto(served.server.url + "/#/portfolio/demo_diversified")
     page.wait_for_selector("#history h3")

@@ -271,8 +271,14 @@ async function approvalsPage() {
       try {
         const after = await api("POST", `/v1/runs/${encodeURIComponent(run.run_id)}/${verb}`, { note: note.value || null });
         buttons.remove();
+        // A booking step (drift_rebalance) says what became of the trades: booked or rejected.
+        const booking = after.outputs && after.outputs.booking;
+        const booked = booking && booking.status
+          ? `; ${booking.status}${booking.version_after ? ` as version ${booking.version_after}` : ""}`
+            + `${booking.rebalance_id ? ` (rebalance #${booking.rebalance_id})` : ""}`
+          : "";
         result.replaceChildren(el("p", { class: after.status === "rejected" ? "due" : "ok" },
-          `Run ${run.run_id}: ${after.status.replaceAll("_", " ")}`));
+          `Run ${run.run_id}: ${after.status.replaceAll("_", " ")}${booked}`));
       } catch (err) {
         result.replaceChildren(errorBox(err));
         buttons.querySelectorAll("button").forEach((b) => { b.disabled = false; });
