@@ -59,6 +59,7 @@ function chartWithTable(id, traces, layout, dataTable) {
     window.Plotly.newPlot(chart, traces, {
       margin: { l: 50, r: 10, t: 40, b: 60 }, legend: { orientation: "h" }, autosize: true, ...layout,
       title: { text: layout.title, font: { size: 14 } },
+      xaxis: { automargin: true, ...layout.xaxis }, yaxis: { automargin: true, ...layout.yaxis },
     }, { responsive: true, displayModeBar: false });
   });
   return pair;
