@@ -29,7 +29,6 @@ async function api(method, path, body) {
 
 const execute = (capability, request) => api("POST", "/v1/execute", { capability, request });
 
-
 function setPage(title, ...children) {
   document.title = `${title} · Optimizer`;
   main.replaceChildren(el("h1", {}, title), ...children);
