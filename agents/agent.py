@@ -201,6 +201,39 @@ class OptimizerAgent:
         """
         self.store.get_portfolio(portfolio_id, user=(ctx or RequestContext()).user)
 
+    def portfolio_detail(self, portfolio_id: str, ctx: RequestContext | None = None) -> dict[str, Any]:
+        """A portfolio the caller may read: cash, shares per symbol, current target, restrictions.
+
+        ``target`` is null when none is set (``optimizer targets set``); prices and weights come
+        from ``optimizer.check_drift`` on a pack, not from here.
+
+        Raises:
+            NotFoundError: no such portfolio, or someone else's (one message for both).
+        """
+        portfolio = self.store.get_portfolio(portfolio_id, user=(ctx or RequestContext()).user)
+        targets = self.store.list_targets(portfolio.id)
+        return {
+            "id": portfolio.id,
+            "cash": float(portfolio.cash),
+            "version": self.store.portfolio_version(portfolio.id),
+            "positions": [{"symbol": s, "shares": n} for s, n in portfolio.positions().items()],
+            "target": targets[-1] if targets else None,
+            "restrictions": self.store.get_restrictions(portfolio.id),
+        }
+
+    def portfolio_history(self, portfolio_id: str, ctx: RequestContext | None = None) -> list[dict[str, Any]]:
+        """Booked and rejected rebalances of a portfolio the caller may read, oldest first.
+
+        One row per rebalance with the weights before and after (``services.lifecycle.history``).
+
+        Raises:
+            NotFoundError: no such portfolio, or someone else's (one message for both).
+        """
+        from services.lifecycle.history import summary_rows
+
+        self.check_portfolio_access(portfolio_id, ctx)
+        return summary_rows(self.store.list_rebalances(portfolio_id))
+
     def list_policies(self) -> list[dict[str, Any]]:
         """The policy templates, by id."""
         return self.store.list_policies()

@@ -30,14 +30,25 @@ from uuid import uuid4
 
 import structlog
 
-from agents.cli import batch, call, data, lifecycle, mcp, patterns, runs, serve, users
+from agents.cli import (
+    batch,
+    call,
+    data,
+    lifecycle,
+    mcp,
+    patterns,
+    proposal_report,
+    runs,
+    serve,
+    users,
+)
 from agents.cli.common import HelpFormatter, fail
 from agents.logging import configure_logging
 from services.errors import DomainError, InputError, OptimizerError
 
 log = structlog.get_logger()
 
-GROUPS = (data, call, patterns, runs, lifecycle, batch, users, serve, mcp)
+GROUPS = (data, call, patterns, runs, lifecycle, batch, users, serve, mcp, proposal_report)
 
 # What a shell reports for a process killed by SIGPIPE (128 + 13).
 BROKEN_PIPE_EXIT = 141

@@ -21,7 +21,8 @@ def register(commands: Any) -> None:
         summary="serve the HTTP API (FastAPI under uvicorn)",
         description="Serve the optimizer over HTTP on the store of this home ($OPTIMIZER_HOME, or "
         "$OPTIMIZER_DB_URL for PostgreSQL). Every endpoint but /healthz needs `Authorization: Bearer "
-        "KEY`, a key from `optimizer users add NAME`. OpenAPI at /openapi.json, docs at /docs. "
+        "KEY`, a key from `optimizer users add NAME`. OpenAPI at /openapi.json, docs at /docs; "
+        "the dashboard at / (sign in there with the same key). "
         "Errors are JSON {code, message, details} with 400/401/404/409/413/422; a body over "
         "--max-body-bytes is refused with 413 before it is parsed. Logs go to stderr. Stop with "
         "Ctrl-C (SIGINT) or SIGTERM: requests in flight finish first.",

@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agents.agent import OptimizerAgent
+from agents.dashboard import mount_dashboard
 from agents.optimization import BatchItem, OptimizeRequest, OptimizeResult
 from agents.output import pretty_json
 from capabilities.base import RequestContext
@@ -214,6 +215,16 @@ def create_app(agent: OptimizerAgent, *, max_body_bytes: int = DEFAULT_MAX_BODY_
         """The portfolios you may read."""
         return agent.list_portfolios(ctx)
 
+    @app.get("/v1/portfolios/{portfolio_id}", tags=["data"])
+    def portfolio(portfolio_id: str, ctx: Caller) -> dict[str, Any]:
+        """One of your portfolios: cash, shares per symbol, current target, restrictions."""
+        return agent.portfolio_detail(portfolio_id, ctx)
+
+    @app.get("/v1/portfolios/{portfolio_id}/history", tags=["data"])
+    def portfolio_history(portfolio_id: str, ctx: Caller) -> list[dict[str, Any]]:
+        """Booked and rejected rebalances of one of your portfolios, with weights before and after."""
+        return agent.portfolio_history(portfolio_id, ctx)
+
     @app.get("/v1/policies", tags=["data"])
     def policies(ctx: Caller) -> list[dict[str, Any]]:
         """The policy templates."""
@@ -224,6 +235,7 @@ def create_app(agent: OptimizerAgent, *, max_body_bytes: int = DEFAULT_MAX_BODY_
         """One policy template."""
         return agent.policy(policy_id)
 
+    mount_dashboard(app)
     _install_error_handlers(app)
     app.openapi = _openapi_with_capabilities(app, agent)  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
