@@ -7,6 +7,7 @@ that survive a restart, and hands the capabilities to an LLM as LangChain tools.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -18,7 +19,7 @@ from uuid import uuid4
 
 import structlog
 
-from agents.logging import configure_logging
+from agents.logging import LEVEL_ENV, configure_logging
 from agents.optimization import latest as recorded_optimization
 from agents.optimization import optimize as optimize_contract
 from agents.optimization import optimize_item as optimize_contract_item
@@ -77,6 +78,11 @@ class OptimizerAgent:
         cache: ResultCache | None = None,
         run_log: RunLog | None = None,
     ):
+        if not structlog.is_configured():
+            # An application that set structlog up keeps its setup; otherwise the agent's log
+            # lines go to stderr, never stdout (stdout carries results and, over MCP, protocol),
+            # one line per call (INFO) unless $OPTIMIZER_LOG_LEVEL says otherwise.
+            configure_logging(level=os.environ.get(LEVEL_ENV) or "INFO")
         if store is None:
             store = open_store(home)
             seed_if_empty(store)

@@ -5,6 +5,9 @@ cache (with a fake clock), and pattern runs that stop at a gate and resume after
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -368,3 +371,18 @@ def test_a_limit_removed_with_null_is_not_the_same_request_as_one_kept(agent) ->
         "universe": "pack", "max_turnover_pct": None, "max_tracking_error_pct": None}})
     assert again["_metadata"]["cached"] is True
     assert again["_metadata"]["inputs_hash"] == removed["_metadata"]["inputs_hash"]
+
+
+def test_an_embedded_agent_logs_to_stderr_never_stdout(seeded_home: Path) -> None:
+    # A host that never configured structlog: the agent's log lines must not reach stdout.
+    script = (
+        "from agents import OptimizerAgent\n"
+        "OptimizerAgent().execute('optimizer.propose_trades', {'portfolio_id': 'demo_diversified', "
+        "'pricing_pack_id': 'PP_2022-12-28', 'policy_id': 'quality_focused'})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1],
+                          env={**os.environ, "OPTIMIZER_HOME": str(seeded_home)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert '"event": "capability_call"' in done.stderr
