@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     Field,
-    SerializerFunctionWrapHandler,
     create_model,
-    model_serializer,
     model_validator,
 )
 
@@ -21,7 +19,7 @@ from services.allocation.proposal import Trade
 from services.analytics.impact import ImpactReport, TradeOrder, analyze_impact
 from services.analytics.risk import VAR_CONFIDENCE
 from services.data.bounds import MAX_AMOUNT, MAX_CLOSE, MAX_COMMISSION, MAX_SHARES, MIN_CLOSE
-from services.data.policy import PolicyOverrides, resolve_policy
+from services.data.policy import PolicyOverrides, omit_if_null, resolve_policy
 from services.errors import InputError, NotFoundError
 
 _USED = ("symbol", "action", "quantity", "price", "current_shares")
@@ -71,6 +69,7 @@ class AnalyzeImpactInput(PortfolioRequest):
     proposal_id: str | None = Field(
         None,
         pattern=PROPOSAL_ID.pattern,
+        exclude_if=omit_if_null,
         description="Id of a proposal you made with optimizer.propose_trades ('prop_' and 16 hex "
         "digits, its 'proposal_id'); its trades are applied. Give this or 'proposed_trades'.",
     )
@@ -88,21 +87,10 @@ class AnalyzeImpactInput(PortfolioRequest):
         None, ge=0, le=1000, description="Market impact in basis points of trade value; defaults to 15."
     )
     cash_flow: Decimal | None = Field(
-        None, allow_inf_nan=False, ge=-MAX_AMOUNT, le=MAX_AMOUNT, strict=False,
+        None, allow_inf_nan=False, ge=-MAX_AMOUNT, le=MAX_AMOUNT, strict=False, exclude_if=omit_if_null,
         description="A deposit (positive, in the cash before trading) or withdrawal (negative, taken from "
         "the cash after trading) that the trades invest or raise.",
     )
-
-    @model_serializer(mode="wrap")
-    def _omit_unset_cash_flow(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Left out while unset, so requests made before the field existed keep their inputs hash.
-        data = handler(self)
-        if data.get("cash_flow") is None:
-            data.pop("cash_flow", None)
-        return data
-
-
-    hash_omits_when_null: ClassVar[tuple[str, ...]] = ("proposal_id",)
 
     @model_validator(mode="after")
     def _one_trade_source(self) -> AnalyzeImpactInput:

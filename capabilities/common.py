@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -56,10 +55,6 @@ class PortfolioRequest(BaseModel):
         min_length=1, description="Pricing pack to price and estimate from, e.g. 'PP_2022-12-28'."
     )
     detail: Detail = Field("full", description=DETAIL_DESCRIPTION)
-
-    # Optional fields added after results were first hashed: left out of the inputs hash while
-    # they are null, so a request that does not use them keeps its hash (and golden results).
-    hash_omits_when_null: ClassVar[tuple[str, ...]] = ()
 
     @model_validator(mode="after")
     def _one_portfolio(self) -> PortfolioRequest:

@@ -9,8 +9,6 @@ from typing import Annotated, Any
 from pydantic import (
     BaseModel,
     Field,
-    SerializerFunctionWrapHandler,
-    model_serializer,
     model_validator,
 )
 
@@ -22,7 +20,7 @@ from services.allocation.proposal import RiskReturn, TradeProposal
 from services.allocation.rebalance import Holdings, propose_trades, validate_ratings
 from services.data.bounds import MAX_AMOUNT
 from services.data.models import PricingPack
-from services.data.policy import Policy, PolicyOverrides, resolve_policy
+from services.data.policy import Policy, PolicyOverrides, omit_if_null, resolve_policy
 
 
 class ProposeTradesInput(PortfolioRequest):
@@ -40,18 +38,10 @@ class ProposeTradesInput(PortfolioRequest):
         None, description="Quality scores {symbol: 0-10}; defaults to the stored ratings."
     )
     cash_flow: Decimal | None = Field(
-        None, allow_inf_nan=False, ge=-MAX_AMOUNT, le=MAX_AMOUNT, strict=False,
+        None, allow_inf_nan=False, ge=-MAX_AMOUNT, le=MAX_AMOUNT, strict=False, exclude_if=omit_if_null,
         description="A deposit (positive) to invest or a withdrawal (negative) to raise, in the portfolio "
         "currency; a withdrawal larger than cash plus all holdings after costs is an error naming the shortfall.",
     )
-
-    @model_serializer(mode="wrap")
-    def _omit_unset_cash_flow(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Left out while unset, so requests made before the field existed keep their inputs hash.
-        data = handler(self)
-        if data.get("cash_flow") is None:
-            data.pop("cash_flow", None)
-        return data
 
 
 @dataclass(frozen=True)

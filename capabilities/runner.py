@@ -212,14 +212,11 @@ class CapabilityRunner:
     def _inputs_hash(self, capability: Capability, request: BaseModel, pack_id: str) -> str:
         """SHA-256 of the capability, the canonical request and the pack's content hash.
 
-        The view selector ``detail`` is not hashed (it does not change the computation), nor are
-        the model's ``hash_omits_when_null`` fields while null.
+        The view selector ``detail`` is not hashed (it does not change the computation); fields
+        added after results were first hashed are left out while null (``omit_if_null``).
         """
         pack = self.services.store.get_pack(pack_id)
         hashed = request.model_dump(mode="json", exclude={DETAIL_FIELD})
-        for name in getattr(request, "hash_omits_when_null", ()):
-            if hashed.get(name) is None:
-                hashed.pop(name, None)
         # In a policy, null removes a template's limit while an omitted field keeps it: the two
         # dump alike, so the fields set to null are hashed by name (only when there are any, so
         # every other request keeps its hash).

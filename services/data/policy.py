@@ -13,10 +13,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
-    model_serializer,
 )
 
 from services.data.bounds import MAX_AMOUNT, MAX_COMMISSION, MAX_RISK_AVERSION
@@ -33,16 +31,11 @@ SolveMode = Literal["exact", "fast", "auto"]
 FAST_ABOVE_ASSETS = 200  # solve "auto": exact up to this many decision assets, fast above
 
 
-def _unset(value: Any) -> bool:
-    """Left out of dumps when not given, so requests and results that never name the risk-model
-    fields hash and serialize exactly as before those fields existed."""
+def omit_if_null(value: Any) -> bool:
+    """``exclude_if`` of an optional field added after results were first hashed: left out of
+    dumps while null, so requests and results that never name it hash and serialize exactly as
+    before the field existed (a cache key, and an inputs hash recorded in golden files)."""
     return value is None
-
-
-# Policy fields added after release 0.1 (see PolicyOverrides._omit_unset_added_fields).
-ADDED_FIELDS = (
-    "target_weights_pct", "approval_threshold", "restricted_symbols", "frozen_symbols", "min_position_pct"
-)
 
 
 class View(BaseModel):
@@ -53,7 +46,7 @@ class View(BaseModel):
 
     asset: str = Field(min_length=1, description="The symbol the view is about.")
     versus: str | None = Field(
-        None, min_length=1, exclude_if=_unset,
+        None, min_length=1, exclude_if=omit_if_null,
         description="Relative view: the symbol ``asset`` outperforms by return_pct; absent for an absolute view.",
     )
     return_pct: float = Field(
@@ -136,83 +129,73 @@ class PolicyOverrides(BaseModel):
         None, gt=0.5, lt=1, description="cvar only: confidence level of the daily CVaR minimized."
     )
     views: list[View] | None = Field(
-        None, max_length=100, exclude_if=_unset,
+        None, max_length=100, exclude_if=omit_if_null,
         description="black_litterman only: views on annual returns, absolute {asset, return_pct, confidence} "
         "or relative {asset, versus, return_pct, confidence}.",
     )
     bl_objective: BlackLittermanObjective | None = Field(
-        None, exclude_if=_unset,
+        None, exclude_if=omit_if_null,
         description="black_litterman only: the objective over the posterior returns, max_sharpe (default) "
         "or mean_variance (with risk_aversion).",
     )
     bl_tau: float | None = Field(
-        None, gt=0, le=1, exclude_if=_unset,
+        None, gt=0, le=1, exclude_if=omit_if_null,
         description="black_litterman only: τ, the uncertainty of the prior relative to the covariance (default 0.05).",
     )
     market_risk_aversion: float | None = Field(
-        None, gt=0, le=MAX_RISK_AVERSION, exclude_if=_unset,
+        None, gt=0, le=MAX_RISK_AVERSION, exclude_if=omit_if_null,
         description="black_litterman only: δ of the market-implied prior π = δΣw_b; default the benchmark's "
         "historical excess return over its variance.",
     )
     min_acceptable_return: float | None = Field(
-        None, ge=-0.5, le=1, exclude_if=_unset,
+        None, ge=-0.5, le=1, exclude_if=omit_if_null,
         description="max_sortino only: annual minimum acceptable return as a decimal (0.05 = 5%); the "
         "downside deviation counts daily returns below it / annualization days. Default: risk_free_rate.",
     )
     target_weights_pct: dict[str, float] | None = Field(
-        None,
+        None, exclude_if=omit_if_null,
         description="target only: weights {symbol: %} to move toward (the rest of 100% is cash); "
         "by default the portfolio's stored target (`optimizer targets set`).",
     )
     approval_threshold: Decimal | None = Field(
-        None, ge=0, description="Total trade value above which a person must approve before booking."
+        None, exclude_if=omit_if_null, ge=0, description="Total trade value above which a person must approve before booking."
     )
     min_position_pct: float | None = Field(
-        None, gt=0, le=100, description="No position smaller than this % of value after trading, other than zero."
+        None, exclude_if=omit_if_null, gt=0, le=100, description="No position smaller than this % of value after trading, other than zero."
     )
     restricted_symbols: list[str] | None = Field(
-        None, description="Never bought (a holding may be kept or sold), e.g. the client's employer."
+        None, exclude_if=omit_if_null, description="Never bought (a holding may be kept or sold), e.g. the client's employer."
     )
     frozen_symbols: list[str] | None = Field(
-        None, description="Never traded: neither bought nor sold (pledged or employee-restricted shares)."
+        None, exclude_if=omit_if_null, description="Never traded: neither bought nor sold (pledged or employee-restricted shares)."
     )
 
     risk_model: RiskModelName | None = Field(
-        None, exclude_if=_unset,
+        None, exclude_if=omit_if_null,
         description="The risk model every figure and limit uses: 'sample' (the covariance estimator's "
         "full matrix, default) or 'factor' (a k-factor model with diagonal specific risk, see factor_model).",
     )
     factor_model: FactorModel | None = Field(
-        None, exclude_if=_unset,
+        None, exclude_if=omit_if_null,
         description="risk_model 'factor' only: 'statistical' (k principal components of the estimated "
         "covariance, default) or 'fundamental' (regression on factor series of the pack).",
     )
     factor_count: int | None = Field(
-        None, ge=1, le=50, exclude_if=_unset,
+        None, ge=1, le=50, exclude_if=omit_if_null,
         description="Statistical factors k (1-50); default ceil(sqrt(assets)), at most 50. Also the k "
         "of solve 'fast'.",
     )
     factor_symbols: list[str] | None = Field(
-        None, min_length=1, max_length=50, exclude_if=_unset,
+        None, min_length=1, max_length=50, exclude_if=omit_if_null,
         description="factor_model 'fundamental' only: the pack series used as factors; default every "
         "index and ETF series of the pack.",
     )
     solve: SolveMode | None = Field(
-        None, exclude_if=_unset,
+        None, exclude_if=omit_if_null,
         description="'exact' solves with the full covariance; 'fast' with a k-factor approximation of "
         f"it, then checks every limit under the full covariance; 'auto' (default) is exact up to "
         f"{FAST_ABOVE_ASSETS} assets and fast above.",
     )
-
-    @model_serializer(mode="wrap")
-    def _omit_unset_added_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Fields added after 0.1 are left out of the canonical form while unset, so a request's
-        # inputs hash (a cache key, recorded in golden files) does not change when fields are added.
-        data = handler(self)
-        for name in ADDED_FIELDS:
-            if data.get(name) is None:
-                data.pop(name, None)
-        return data
 
     @field_validator("universe")
     @classmethod
@@ -249,22 +232,22 @@ class Policy(BaseModel):
     expected_return_estimator: ReturnEstimator = "hist"
     ewma_decay: float = 0.94
     cvar_confidence: float = 0.95
-    min_acceptable_return: float | None = Field(None, exclude_if=_unset)
-    views: list[View] | None = Field(None, exclude_if=_unset)
-    bl_objective: BlackLittermanObjective | None = Field(None, exclude_if=_unset)
-    bl_tau: float | None = Field(None, exclude_if=_unset)
-    market_risk_aversion: float | None = Field(None, exclude_if=_unset)
+    min_acceptable_return: float | None = Field(None, exclude_if=omit_if_null)
+    views: list[View] | None = Field(None, exclude_if=omit_if_null)
+    bl_objective: BlackLittermanObjective | None = Field(None, exclude_if=omit_if_null)
+    bl_tau: float | None = Field(None, exclude_if=omit_if_null)
+    market_risk_aversion: float | None = Field(None, exclude_if=omit_if_null)
     annualization_days: int = 252
     target_weights_pct: dict[str, float] | None = None
     approval_threshold: Decimal = Decimal("10000")
     min_position_pct: float | None = None
     restricted_symbols: list[str] = Field(default_factory=list)
     frozen_symbols: list[str] = Field(default_factory=list)
-    risk_model: RiskModelName | None = Field(None, exclude_if=_unset)
-    factor_model: FactorModel | None = Field(None, exclude_if=_unset)
-    factor_count: int | None = Field(None, ge=1, le=50, exclude_if=_unset)
-    factor_symbols: list[str] | None = Field(None, exclude_if=_unset)
-    solve: SolveMode | None = Field(None, exclude_if=_unset)
+    risk_model: RiskModelName | None = Field(None, exclude_if=omit_if_null)
+    factor_model: FactorModel | None = Field(None, exclude_if=omit_if_null)
+    factor_count: int | None = Field(None, ge=1, le=50, exclude_if=omit_if_null)
+    factor_symbols: list[str] | None = Field(None, exclude_if=omit_if_null)
+    solve: SolveMode | None = Field(None, exclude_if=omit_if_null)
 
     def solve_mode(self, n_assets: int) -> Literal["exact", "fast"]:
         """The solve used for ``n_assets`` decision assets: a factor risk model is solved exactly
