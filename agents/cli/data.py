@@ -317,16 +317,7 @@ def _cmd_portfolios_show(args: argparse.Namespace, store: Store) -> int:
                 "cash": str(portfolio.cash),
                 "positions": positions,
                 "owner_changes": store.portfolio_owner_changes(portfolio.id),
-                "lots": [
-                    {
-                        "lot_no": i,
-                        "symbol": lot.symbol,
-                        "shares": lot.shares,
-                        "cost_basis": None if lot.cost_basis is None else str(lot.cost_basis),
-                        "acquired": None if lot.acquired is None else lot.acquired.isoformat(),
-                    }
-                    for i, lot in enumerate(portfolio.lots, start=1)
-                ],
+                "lots": [{"lot_no": i, **lot.to_json()} for i, lot in enumerate(portfolio.lots, start=1)],
             }
         )
         return 0

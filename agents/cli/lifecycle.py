@@ -212,9 +212,7 @@ def _cmd_history(args: argparse.Namespace, store: Store) -> int:
 
 def _print_version(args: argparse.Namespace, store: Store) -> int:
     portfolio = store.get_portfolio_version(args.portfolio, args.version)
-    lots = [{"symbol": lot.symbol, "shares": lot.shares,
-             "cost_basis": None if lot.cost_basis is None else str(lot.cost_basis),
-             "acquired": None if lot.acquired is None else lot.acquired.isoformat()} for lot in portfolio.lots]
+    lots = [lot.to_json() for lot in portfolio.lots]
     if args.json:
         print_json({"portfolio_id": portfolio.id, "version": args.version, "cash": str(portfolio.cash),
                     "positions": portfolio.positions(), "lots": lots})

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from services.errors import InputError
 
@@ -111,6 +111,25 @@ class Lot:
     shares: int
     cost_basis: Decimal | None = None
     acquired: date | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The lot as JSON: basis as an exact decimal string, date as ISO, unknowns as null."""
+        return {
+            "symbol": self.symbol,
+            "shares": self.shares,
+            "cost_basis": None if self.cost_basis is None else str(self.cost_basis),
+            "acquired": None if self.acquired is None else self.acquired.isoformat(),
+        }
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> Lot:
+        """The inverse of ``to_json``."""
+        return cls(
+            symbol=item["symbol"],
+            shares=item["shares"],
+            cost_basis=None if item["cost_basis"] is None else Decimal(item["cost_basis"]),
+            acquired=None if item["acquired"] is None else date.fromisoformat(item["acquired"]),
+        )
 
 
 @dataclass(frozen=True)

@@ -571,20 +571,8 @@ class Store:
             head = conn.execute(select(portfolios).where(portfolios.c.id == portfolio_id)).first()
             if head is None or (user is not None and head.owner != user):
                 raise portfolio_not_found(portfolio_id)
-            rows = conn.execute(
-                select(lots.c.symbol, lots.c.shares, lots.c.cost_basis, lots.c.acquired)
-                .where(lots.c.portfolio_id == portfolio_id)
-                .order_by(lots.c.lot_no)
-            ).all()
-        return Portfolio(
-            id=head.id,
-            cash=head.cash,
-            lots=tuple(
-                Lot(symbol=r.symbol, shares=r.shares, cost_basis=r.cost_basis, acquired=r.acquired)
-                for r in rows
-            ),
-            owner=head.owner,
-        )
+            held = _read_lots(conn, portfolio_id)
+        return Portfolio(id=head.id, cash=head.cash, lots=tuple(held), owner=head.owner)
 
     def portfolio_owner(self, portfolio_id: str) -> str | None:
         """The owner of a stored portfolio (None: the operator's). For the operator only.
@@ -1352,29 +1340,11 @@ def _read_lots(conn: Connection, portfolio_id: str) -> list[Lot]:
 
 
 def _lots_json(portfolio: Portfolio) -> str:
-    return json.dumps(
-        [
-            {
-                "symbol": lot.symbol,
-                "shares": lot.shares,
-                "cost_basis": None if lot.cost_basis is None else str(lot.cost_basis),
-                "acquired": None if lot.acquired is None else lot.acquired.isoformat(),
-            }
-            for lot in portfolio.lots
-        ]
-    )
+    return json.dumps([lot.to_json() for lot in portfolio.lots])
 
 
 def _lots_from_json(text: str) -> tuple[Lot, ...]:
-    return tuple(
-        Lot(
-            symbol=item["symbol"],
-            shares=item["shares"],
-            cost_basis=None if item["cost_basis"] is None else Decimal(item["cost_basis"]),
-            acquired=None if item["acquired"] is None else date.fromisoformat(item["acquired"]),
-        )
-        for item in json.loads(text)
-    )
+    return tuple(Lot.from_json(item) for item in json.loads(text))
 
 
 def _keep_version(
