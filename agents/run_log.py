@@ -129,48 +129,26 @@ class RunLog:
         Returns False when another caller decided first (or the run no longer waits).
         """
         now = self._clock()
-        with write_transaction(self.engine) as conn:
-            done = conn.execute(
-                update(pattern_runs)
-                .where(
-                    pattern_runs.c.run_id == run_id,
-                    pattern_runs.c.status == "waiting_for_approval",
-                )
-                .values(
-                    status="running",
-                    decision=json.dumps(decision, sort_keys=True),
-                    lease_owner=lease_owner,
-                    lease_expires_at=now + LEASE,
-                    updated_at=now,
-                )
-            ).rowcount
-        return bool(done)
+        return self._update_if(
+            run_id,
+            pattern_runs.c.status == "waiting_for_approval",
+            status="running",
+            decision=json.dumps(decision, sort_keys=True),
+            lease_owner=lease_owner,
+            lease_expires_at=now + LEASE,
+            updated_at=now,
+        )
 
     def claim_orphan(self, run_id: str, lease_owner: str) -> bool:
         """Take over a ``running`` run whose lease has lapsed; False if it is not orphaned."""
         now = self._clock()
-        with write_transaction(self.engine) as conn:
-            done = conn.execute(
-                update(pattern_runs)
-                .where(pattern_runs.c.run_id == run_id, _orphaned(now))
-                .values(lease_owner=lease_owner, lease_expires_at=now + LEASE, updated_at=now)
-            ).rowcount
-        return bool(done)
+        return self._update_if(
+            run_id, _orphaned(now), lease_owner=lease_owner, lease_expires_at=now + LEASE, updated_at=now
+        )
 
     def renew(self, run_id: str, lease_owner: str) -> bool:
         """Extend ``lease_owner``'s lease on a running run; False if it no longer holds it."""
-        now = self._clock()
-        with write_transaction(self.engine) as conn:
-            done = conn.execute(
-                update(pattern_runs)
-                .where(
-                    pattern_runs.c.run_id == run_id,
-                    pattern_runs.c.status == "running",
-                    pattern_runs.c.lease_owner == lease_owner,
-                )
-                .values(lease_expires_at=now + LEASE)
-            ).rowcount
-        return bool(done)
+        return self._update_if(run_id, _held_by(lease_owner), lease_expires_at=self._clock() + LEASE)
 
     def finish(
         self,
@@ -197,38 +175,29 @@ class RunLog:
             values["report"] = json.dumps(report)
         if error is not None:
             values["error"] = json.dumps(error, sort_keys=True)
-        with write_transaction(self.engine) as conn:
-            done = conn.execute(
-                update(pattern_runs)
-                .where(
-                    pattern_runs.c.run_id == run_id,
-                    pattern_runs.c.status == "running",
-                    pattern_runs.c.lease_owner == lease_owner,
-                )
-                .values(**values)
-            ).rowcount
-        return bool(done)
+        return self._update_if(run_id, _held_by(lease_owner), **values)
 
     def cancel(self, run_id: str, by: str | None) -> bool:
         """Cancel a run that waits at a gate or is running; False if it had already ended."""
-        now = self._clock()
+        return self._update_if(
+            run_id,
+            pattern_runs.c.status.in_(("running", "waiting_for_approval")),
+            status="cancelled",
+            error=json.dumps(
+                {"code": "cancelled", "message": f"cancelled by {by or 'the operator'}"}, sort_keys=True
+            ),
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=self._clock(),
+        )
+
+    def _update_if(self, run_id: str, condition: Any, **values: Any) -> bool:
+        """Compare-and-set: write ``values`` to the run if ``condition`` holds; whether it did."""
         with write_transaction(self.engine) as conn:
             done = conn.execute(
                 update(pattern_runs)
-                .where(
-                    pattern_runs.c.run_id == run_id,
-                    pattern_runs.c.status.in_(("running", "waiting_for_approval")),
-                )
-                .values(
-                    status="cancelled",
-                    error=json.dumps(
-                        {"code": "cancelled", "message": f"cancelled by {by or 'the operator'}"},
-                        sort_keys=True,
-                    ),
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    updated_at=now,
-                )
+                .where(pattern_runs.c.run_id == run_id, condition)
+                .values(**values)
             ).rowcount
         return bool(done)
 
@@ -275,6 +244,11 @@ class RunLog:
         with self.engine.connect() as conn:
             rows = conn.execute(query.limit(limit)).all()
         return [_decode(r._mapping) for r in rows]
+
+
+def _held_by(lease_owner: str) -> Any:
+    """The run is running under ``lease_owner``'s lease."""
+    return (pattern_runs.c.status == "running") & (pattern_runs.c.lease_owner == lease_owner)
 
 
 def _orphaned(now: datetime) -> Any:
