@@ -24,12 +24,10 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import httpx
-from sqlalchemy import create_engine, make_url
 
-from benchmarks.http_load import READS, Call, request_mix, run_load
+from benchmarks.http_load import READS, Call, request_mix, run_load, throwaway_postgres_database
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,21 +39,6 @@ def _cli(env: dict[str, str], *args: str) -> str:
 
 
 @contextmanager
-def _postgres_database(server_url: str) -> Iterator[str]:
-    server = make_url(server_url)
-    name = f"opt_bench_{uuid4().hex[:12]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-@contextmanager
 def _server(backend: str, workers: int) -> Iterator[tuple[str, str]]:
     """A seeded store and a server on it: (base URL, an API key)."""
     with tempfile.TemporaryDirectory() as home, ExitStack() as stack:
@@ -63,7 +46,7 @@ def _server(backend: str, workers: int) -> Iterator[tuple[str, str]]:
         env["OPTIMIZER_HOME"] = home
         if backend == "postgresql":
             env["OPTIMIZER_DB_URL"] = stack.enter_context(
-                _postgres_database(os.environ["OPTIMIZER_TEST_PG_URL"]))
+                throwaway_postgres_database(os.environ["OPTIMIZER_TEST_PG_URL"], "opt_bench"))
         _cli(env, "seed")
         key = _cli(env, "users", "add", "demo")
         with socket.socket() as s:

@@ -1,16 +1,20 @@
-"""The request mix the HTTP load test and the HTTP benchmark send: propose_trades calls, reads
-and pattern runs, every computation distinct so that none is served from the result cache (a
-cached result says so in its metadata, which would differ between two orders of arrival)."""
+"""What the HTTP load test and the HTTP benchmark share: the request mix they send
+(propose_trades calls, reads and pattern runs, every computation distinct so that none is served
+from the result cache: a cached result says so in its metadata, which would differ between two
+orders of arrival), and a throwaway PostgreSQL database to run a server on."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from uuid import uuid4
 
 import httpx
+from sqlalchemy import create_engine, make_url
 
 PACK = "PP_2022-12-28"
 PORTFOLIOS = ("demo_concentrated", "demo_diversified", "demo_quality")
@@ -76,3 +80,20 @@ def comparable(call: Call, content: bytes) -> bytes:
         value["optimization_metadata"].pop("optimization_time_ms", None)
         return json.dumps(value, sort_keys=True, indent=2).encode()
     return content
+
+
+@contextmanager
+def throwaway_postgres_database(server_url: str, prefix: str) -> Iterator[str]:
+    """A new, empty database ``<prefix>_<random>`` on the server at ``server_url``, dropped
+    afterwards (connections and all); yields its SQLAlchemy URL."""
+    server = make_url(server_url)
+    name = f"{prefix}_{uuid4().hex[:16]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()

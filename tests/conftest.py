@@ -6,15 +6,15 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
-from uuid import uuid4
 
 import pytest
 import structlog
-from sqlalchemy import create_engine, func, make_url, select
+from sqlalchemy import func, select
 
 from agents.wiring import DB_FILENAME, open_store
+from benchmarks.http_load import throwaway_postgres_database
 from services.data.seeds import seed
 from services.data.store import Store, metadata
 
@@ -263,20 +263,9 @@ def _postgres_server_url() -> str:
     pytest.skip(message)
 
 
-@contextmanager
-def fresh_postgres_database() -> Iterator[str]:
+def fresh_postgres_database() -> AbstractContextManager[str]:
     """A new, empty database on the test server (dropped afterwards); yields its SQLAlchemy URL."""
-    server = make_url(_postgres_server_url())
-    name = f"opt_test_{uuid4().hex[:16]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    return throwaway_postgres_database(_postgres_server_url(), "opt_test")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
