@@ -8,11 +8,13 @@ import shutil
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
 from sqlalchemy import func, select
 
+from agents.cli import main
 from agents.wiring import DB_FILENAME, open_store
 from benchmarks.http_load import throwaway_postgres_database
 from services.data.seeds import seed
@@ -49,6 +51,18 @@ AAA,100,9.50,2021-03-01
 BBB,20,,
 AAA,50,11.25,2021-09-15
 """
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run the CLI in-process; return exit code, stdout, stderr."""
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_of(err: str) -> dict[str, Any]:
+    """The JSON error object: the last line on stderr (a log line with a traceback may precede it)."""
+    return json.loads(err.strip().splitlines()[-1])
 
 
 def _write(path: Path, text: str) -> Path:

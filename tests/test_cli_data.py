@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import error_of, run
 
 from agents.cli import data as cli_data
-from agents.cli import main
 from agents.wiring import DB_FILENAME, open_store
 from services.data.store import Store
 
@@ -21,18 +21,6 @@ Counts = Callable[[], dict[str, int]]
 
 DEMO_PACK = "PP_2022-12-28"
 DEMO_PORTFOLIOS = ["demo_concentrated", "demo_diversified", "demo_quality"]
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run the CLI in-process; return exit code, stdout, stderr."""
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def error_of(err: str) -> dict[str, Any]:
-    """The JSON error object: the last line on stderr (a log line with a traceback may precede it)."""
-    return json.loads(err.strip().splitlines()[-1])
 
 
 @pytest.fixture

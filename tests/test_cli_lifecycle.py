@@ -10,18 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run
 
-from agents.cli import main
 from patterns.loader import PATTERN_DIR
 
 EXAMPLES = PATTERN_DIR / "examples"
 TARGETS = EXAMPLES / "targets_demo_diversified.csv"
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("path", [["targets", "set"], ["targets", "show"], ["history"], ["orders"]])

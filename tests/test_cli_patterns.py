@@ -11,17 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run
 
-from agents.cli import main
 from patterns.loader import PATTERN_DIR
 
 EXAMPLE = PATTERN_DIR / "examples" / "policy_rebalance.json"
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def small_pattern(tmp_path: Path) -> Path:

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import error_of, run
 from sqlalchemy import event
 from store_hash import table_hashes
 
-from agents.cli import BROKEN_PIPE_EXIT, main
+from agents.cli import BROKEN_PIPE_EXIT
 from agents.cli import data as cli_data
 from agents.wiring import DB_FILENAME, open_store
 from services.data.importers import read_pack
@@ -32,16 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACK = "PP_2022-12-28"
 DEMO_PACK_DIR = ROOT / "seeds" / "optimizer" / "packs" / PACK
 REQUEST = ROOT / "seeds" / "optimizer" / "requests" / "propose_trades_demo.json"
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def error_of(err: str) -> dict[str, Any]:
-    return json.loads(err.strip().splitlines()[-1])
 
 
 # --- the store -----------------------------------------------------------------------------------

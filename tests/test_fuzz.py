@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from store_hash import table_hashes
 
-from agents.cli import main
 from agents.wiring import open_store
 from services.data.store import Store
 
@@ -50,12 +50,6 @@ JSON_SCALARS = (
     st.none() | st.booleans() | st.integers(min_value=-(2**80), max_value=2**80)
     | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12) | NASTY
 )
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import error_of, run
 from store_hash import table_hashes
 
 from agents.agent import OptimizerAgent
-from agents.cli import main
 from agents.wiring import open_store
 from capabilities.base import RequestContext
 from services.errors import NotFoundError
@@ -23,16 +23,6 @@ from services.errors import NotFoundError
 PACK = "PP_2022-12-28"
 USERS = ("alice", "bob", "carol")
 OWNED = {"alice": "alice_pf", "bob": "bob_pf"}  # carol owns nothing
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def error_of(err: str) -> dict[str, Any]:
-    return json.loads(err.strip().splitlines()[-1])
 
 
 @pytest.fixture
