@@ -184,17 +184,6 @@ class OptimizerAgent:
         """The stored pricing packs, by id (packs are shared by everyone)."""
         return self.store.list_packs()
 
-    def latest_pack_id(self) -> str:
-        """The id of the pack with the latest asof (ties: the greatest id).
-
-        Raises:
-            NotFoundError: no pack is stored.
-        """
-        packs = self.store.list_packs()
-        if not packs:
-            raise NotFoundError("no pricing pack is stored; import one with `optimizer packs import`")
-        return max(packs, key=lambda p: (p["asof"], p["id"]))["id"]
-
     def list_portfolios(self, ctx: RequestContext | None = None) -> list[dict[str, Any]]:
         """The portfolios ``ctx``'s user may use (the operator: all), by id."""
         return self.store.list_portfolios(user=(ctx or RequestContext()).user)

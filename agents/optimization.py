@@ -29,8 +29,6 @@ class Optimizer(Protocol):
 
     def execute(self, name: str, request: Any, ctx: RequestContext | None = None) -> dict[str, Any]: ...
 
-    def latest_pack_id(self) -> str: ...
-
     def check_portfolio_access(self, portfolio_id: str, ctx: RequestContext | None = None) -> None: ...
 
 # The history rows of this contract, beside the proposals' own rows.
@@ -257,7 +255,7 @@ def optimize(agent: Optimizer, payload: Any, ctx: RequestContext) -> dict[str, A
     """Run one optimization for ``ctx``'s user, record it, and return it JSON-ready."""
     started = time.perf_counter()
     request = validate_request(payload)
-    engine_method, proposal_request = engine_request(request, agent.latest_pack_id())
+    engine_method, proposal_request = engine_request(request, agent.store.latest_pack_id())
     proposal = agent.execute("optimizer.propose_trades", proposal_request, ctx)
     objective = request.objective or DEFAULT_OBJECTIVE.get(request.method, "RISK_PARITY")
     after = proposal["after"]

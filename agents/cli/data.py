@@ -253,7 +253,7 @@ def _cmd_portfolios_import(args: argparse.Namespace, store: Store) -> int:
             owner = store.portfolio_owner(args.id)
         except NotFoundError:
             owner = None
-    pack_id = args.pack or _latest_pack_id(store)
+    pack_id = args.pack or store.latest_pack_id()
     pack = store.get_pack(pack_id)
     from services.data.importers import import_portfolio
 
@@ -264,15 +264,6 @@ def _cmd_portfolios_import(args: argparse.Namespace, store: Store) -> int:
         f"{len(portfolio.positions())} symbols, cash {portfolio.cash} (symbols checked against pack {pack.id})"
     )
     return 0
-
-
-def _latest_pack_id(store: Store) -> str:
-    packs = store.list_packs()
-    if not packs:
-        raise NotFoundError(
-            "the store has no pricing pack; import one with `optimizer packs import` or run `optimizer seed`"
-        )
-    return max(packs, key=lambda p: (p["asof"], p["id"]))["id"]
 
 
 def _cmd_portfolios_list(args: argparse.Namespace, store: Store) -> int:

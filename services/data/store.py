@@ -482,6 +482,20 @@ class Store:
             for r in rows
         ]
 
+    def latest_pack_id(self) -> str:
+        """The id of the pack with the latest asof (ties: the greatest id).
+
+        Raises:
+            NotFoundError: no pack is stored.
+        """
+        packs = self.list_packs()
+        if not packs:
+            raise NotFoundError(
+                "the store has no pricing pack; import one with `optimizer packs import` or run "
+                "`optimizer seed`"
+            )
+        return max(packs, key=lambda p: (p["asof"], p["id"]))["id"]
+
     # --- portfolios ----------------------------------------------------------------------------
 
     def put_portfolio(
