@@ -9,11 +9,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+from conftest import fresh_postgres_database
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,3 +101,18 @@ def client(server: Server, key: str | None) -> httpx.Client:
 
 def as_json(response: httpx.Response) -> Any:
     return json.loads(response.content)
+
+
+@contextmanager
+def seeded_environment(directory: Path, backend: str) -> Iterator[tuple[dict[str, str], str]]:
+    """An environment for processes on a seeded store under ``directory``: SQLite, or a fresh
+    PostgreSQL database for ``backend == "postgresql"`` (dropped afterwards). Yields the
+    environment and the store's URL."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIMIZER_")}
+    env["OPTIMIZER_HOME"] = str(directory / "home")
+    url = f"sqlite:///{directory / 'home' / 'optimizer.db'}"
+    with ExitStack() as stack:
+        if backend == "postgresql":
+            url = env["OPTIMIZER_DB_URL"] = stack.enter_context(fresh_postgres_database())
+        assert cli("seed", env=env).returncode == 0
+        yield env, url

@@ -4,7 +4,6 @@ SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -13,8 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import fresh_postgres_database
-from serving import Server, add_user, as_json, cli, client
+from serving import Server, add_user, as_json, cli, client, seeded_environment
 
 from agents.output import pretty_json
 
@@ -33,13 +31,8 @@ class Served:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    directory = tmp_path_factory.mktemp("served")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIMIZER_")}
-    env["OPTIMIZER_HOME"] = str(directory / "home")
     with ExitStack() as stack:
-        if request.param == "postgresql":
-            env["OPTIMIZER_DB_URL"] = stack.enter_context(fresh_postgres_database())
-        assert cli("seed", env=env).returncode == 0
+        env, _ = stack.enter_context(seeded_environment(tmp_path_factory.mktemp("served"), request.param))
         demo_key, mallory_key = add_user("demo", env), add_user("mallory", env)
         server = Server(env)
         stack.callback(server.stop)

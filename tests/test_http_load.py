@@ -5,15 +5,13 @@ same request sent sequentially to a fresh server. (Requests per second: benchmar
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import fresh_postgres_database
-from serving import Server, add_user, cli
+from serving import Server, add_user, seeded_environment
 from sqlalchemy import create_engine, text
 
 from benchmarks.http_load import comparable, request_mix, run_load
@@ -22,13 +20,8 @@ from benchmarks.http_load import comparable, request_mix, run_load
 @contextmanager
 def fresh_server(directory: Path, backend: str) -> Iterator[tuple[Server, str, str]]:
     """A seeded store and a server on it: (server, demo's key, the store's URL)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIMIZER_")}
-    env["OPTIMIZER_HOME"] = str(directory / "home")
     with ExitStack() as stack:
-        url = f"sqlite:///{directory / 'home' / 'optimizer.db'}"
-        if backend == "postgresql":
-            url = env["OPTIMIZER_DB_URL"] = stack.enter_context(fresh_postgres_database())
-        assert cli("seed", env=env).returncode == 0
+        env, url = stack.enter_context(seeded_environment(directory, backend))
         key = add_user("demo", env)
         server = Server(env)
         stack.callback(server.stop)

@@ -3,18 +3,15 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import ExitStack
-from pathlib import Path
 
 import pytest
 import schemathesis
-from conftest import fresh_postgres_database
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
-from serving import Server, add_user, cli
+from serving import Server, add_user, seeded_environment
 
 # Bounded so the suite stays quick; the slow endpoints (optimizations, runs) get fewer.
 EXAMPLES = {"default": 12, "slow": 4}
@@ -23,13 +20,8 @@ SLOW = ("/api/v1/optimize", "/api/v1/optimize/batch", "/v1/runs", "/v1/execute")
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, str]]:
-    directory: Path = tmp_path_factory.mktemp("schema")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIMIZER_")}
-    env["OPTIMIZER_HOME"] = str(directory / "home")
     with ExitStack() as stack:
-        if request.param == "postgresql":
-            env["OPTIMIZER_DB_URL"] = stack.enter_context(fresh_postgres_database())
-        assert cli("seed", env=env).returncode == 0
+        env, _ = stack.enter_context(seeded_environment(tmp_path_factory.mktemp("schema"), request.param))
         key = add_user("demo", env)
         server = Server(env)
         stack.callback(server.stop)
