@@ -14,18 +14,15 @@ from __future__ import annotations
 import difflib
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from agent_loop import ScriptedChatModel, tool_calling_agent
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from langchain_core.tools import BaseTool
 from langchain_mcp_adapters.tools import load_mcp_tools
-from langgraph.graph import START, MessagesState, StateGraph
-from langgraph.prebuilt import ToolNode, tools_condition
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp_support import PACK, ROOT, cli, seeded_home, server_env
@@ -37,12 +34,6 @@ TOOL = "optimizer__propose_trades"
 ASK = {"portfolio_id": "demo_diversified", "pricing_pack_id": PACK, "policy_id": "quality_focussed",
        "policy": {"max_tracking_error_pct": 0.5, "max_turnover_pct": None}}
 
-
-class ScriptedChatModel(GenericFakeChatModel):
-    """A fake chat model that accepts tools the way a provider's model does (it ignores them)."""
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:
-        return self
 
 
 def payload(message: BaseMessage) -> dict[str, Any]:
@@ -74,22 +65,6 @@ def script(seen: list[list[BaseMessage]]) -> Iterator[AIMessage]:
     raise AssertionError("no answer after five turns")
 
 
-def graph_for(tools: list[BaseTool], seen: list[list[BaseMessage]]) -> Any:
-    """The usual LangGraph loop: the model speaks, tools run its calls, until it answers in text."""
-    model = ScriptedChatModel(messages=script(seen)).bind_tools(tools)
-
-    def call_model(state: MessagesState) -> dict[str, Any]:
-        seen.append(list(state["messages"]))
-        return {"messages": [model.invoke(state["messages"])]}
-
-    graph = StateGraph(MessagesState)
-    graph.add_node("model", call_model)
-    graph.add_node("tools", ToolNode(tools))
-    graph.add_edge(START, "model")
-    graph.add_conditional_edges("model", tools_condition)
-    graph.add_edge("tools", "model")
-    return graph.compile()
-
 
 QUESTION = {"messages": [HumanMessage("rebalance demo_diversified with quality_focussed, tracking error under "
                                        "0.5%, any turnover")]}
@@ -112,7 +87,7 @@ def check(final: dict[str, Any]) -> None:
 def test_the_langchain_tools_recover(module_store: Store, tmp_path: Path) -> None:
     agent = OptimizerAgent(module_store, home=tmp_path / "home")
     seen: list[list[BaseMessage]] = []
-    check(graph_for(agent.as_langchain_tools(), seen).invoke(QUESTION))
+    check(tool_calling_agent(ScriptedChatModel(messages=script(seen)), agent.as_langchain_tools(), seen).invoke(QUESTION))
 
 
 async def _over_mcp(home: Path) -> dict[str, Any]:
@@ -122,7 +97,7 @@ async def _over_mcp(home: Path) -> dict[str, Any]:
         await session.initialize()
         tools = await load_mcp_tools(session)
         seen: list[list[BaseMessage]] = []
-        return await graph_for(tools, seen).ainvoke(QUESTION)
+        return await tool_calling_agent(ScriptedChatModel(messages=script(seen)), tools, seen).ainvoke(QUESTION)
 
 
 @pytest.mark.slow

@@ -5,16 +5,13 @@ a scripted fake from langchain_core: no network, no LLM.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from agent_loop import ScriptedChatModel, tool_calling_agent
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from langchain_core.tools import BaseTool
-from langgraph.graph import START, MessagesState, StateGraph
-from langgraph.prebuilt import ToolNode, tools_condition
 
 from agents.agent import OptimizerAgent
 from agents.tool_names import TOOL_NAME, TOOL_NAMINGS, capability_name, tool_name
@@ -30,35 +27,11 @@ PROPOSE = {
 }
 
 
-class ScriptedChatModel(GenericFakeChatModel):
-    """A fake chat model that accepts tools the way a provider's model does (it ignores them)."""
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:
-        return self
-
 
 @pytest.fixture
 def agent(module_store: Store, tmp_path: Path) -> OptimizerAgent:
     return OptimizerAgent(module_store, home=tmp_path / "home")
 
-
-def tool_calling_agent(
-    model: ScriptedChatModel, tools: list[BaseTool], seen: list[list[BaseMessage]]
-) -> Any:
-    """The usual LangGraph loop: the model speaks, tools run its calls, until it answers in text."""
-    bound = model.bind_tools(tools)
-
-    def call_model(state: MessagesState) -> dict[str, Any]:
-        seen.append(list(state["messages"]))
-        return {"messages": [bound.invoke(state["messages"])]}
-
-    graph = StateGraph(MessagesState)
-    graph.add_node("model", call_model)
-    graph.add_node("tools", ToolNode(tools))
-    graph.add_edge(START, "model")
-    graph.add_conditional_edges("model", tools_condition)
-    graph.add_edge("tools", "model")
-    return graph.compile()
 
 
 def script(seen: list[list[BaseMessage]]) -> Iterator[AIMessage]:
