@@ -194,7 +194,7 @@ class OptimizerAgent:
         To a named user, someone else's portfolio and a missing one give the same error, which
         lists nothing.
         """
-        self.store.get_portfolio(portfolio_id, user=(ctx or RequestContext()).user)
+        self.store.check_portfolio_access(portfolio_id, user=(ctx or RequestContext()).user)
 
     def portfolio_detail(self, portfolio_id: str, ctx: RequestContext | None = None) -> dict[str, Any]:
         """A portfolio the caller may read: cash, shares per symbol, current target, restrictions.

@@ -155,7 +155,7 @@ class CapabilityRunner:
         """
         portfolio_id = getattr(request, "portfolio_id", None)
         if portfolio_id is not None:
-            self.services.store.get_portfolio(portfolio_id, user=ctx.user)
+            self.services.store.check_portfolio_access(portfolio_id, user=ctx.user)
 
     def _record(
         self, capability: Capability, request: BaseModel, body: dict[str, Any], ctx: RequestContext

@@ -135,7 +135,7 @@ def register(commands: Any) -> None:
 
 
 def _cmd_set(args: argparse.Namespace, store: Store) -> int:
-    store.get_portfolio(args.portfolio, user=acting_user(args))
+    store.check_portfolio_access(args.portfolio, user=acting_user(args))
     if args.weights is not None:
         weights, policy_id, source = parse_weights_csv(args.weights), args.policy, f"file:{args.weights.name}"
     else:
@@ -148,7 +148,7 @@ def _cmd_set(args: argparse.Namespace, store: Store) -> int:
 
 
 def _cmd_show(args: argparse.Namespace, store: Store) -> int:
-    store.get_portfolio(args.portfolio, user=acting_user(args))
+    store.check_portfolio_access(args.portfolio, user=acting_user(args))
     found = store.list_targets(args.portfolio) if args.all else [store.get_target(args.portfolio)]
     if args.all and not found:
         store.get_target(args.portfolio)  # raises the not-found error with its advice
@@ -169,13 +169,13 @@ def _symbols(text: str) -> list[str]:
 
 
 def _cmd_set_restrictions(args: argparse.Namespace, store: Store) -> int:
-    store.get_portfolio(args.portfolio, user=acting_user(args))
+    store.check_portfolio_access(args.portfolio, user=acting_user(args))
     store.set_restrictions(args.portfolio, restricted=_symbols(args.restricted), frozen=_symbols(args.frozen))
     return _cmd_show_restrictions(argparse.Namespace(portfolio=args.portfolio, json=False, user=args.user), store)
 
 
 def _cmd_show_restrictions(args: argparse.Namespace, store: Store) -> int:
-    store.get_portfolio(args.portfolio, user=acting_user(args))
+    store.check_portfolio_access(args.portfolio, user=acting_user(args))
     found = store.get_restrictions(args.portfolio)
     if args.json:
         print_json(found)
@@ -186,7 +186,7 @@ def _cmd_show_restrictions(args: argparse.Namespace, store: Store) -> int:
 
 
 def _cmd_history(args: argparse.Namespace, store: Store) -> int:
-    store.get_portfolio(args.portfolio, user=acting_user(args))
+    store.check_portfolio_access(args.portfolio, user=acting_user(args))
     if args.version is not None:
         return _print_version(args, store)
     rows = summary_rows(store.list_rebalances(args.portfolio))

@@ -43,7 +43,7 @@ def _cmd_report(args: argparse.Namespace, store: Store) -> int:
     readable = user is None  # an inline portfolio's proposal: the operator's only
     if row["portfolio_id"] is not None:
         try:
-            store.get_portfolio(row["portfolio_id"], user=user)
+            store.check_portfolio_access(row["portfolio_id"], user=user)
             readable = True
         except NotFoundError:
             readable = False

@@ -583,10 +583,18 @@ class Store:
         """
         with self.engine.connect() as conn:
             head = conn.execute(select(portfolios).where(portfolios.c.id == portfolio_id)).first()
-            if head is None or (user is not None and head.owner != user):
-                raise portfolio_not_found(portfolio_id)
+            _check_usable(head, portfolio_id, user)
             held = _read_lots(conn, portfolio_id)
         return Portfolio(id=head.id, cash=head.cash, lots=tuple(held), owner=head.owner)
+
+    def check_portfolio_access(self, portfolio_id: str, *, user: str | None) -> None:
+        """``get_portfolio``'s access rule without reading the lots: the same NotFoundError for a
+        missing portfolio and (to a named user) someone else's."""
+        with self.engine.connect() as conn:
+            head = conn.execute(
+                select(portfolios.c.owner).where(portfolios.c.id == portfolio_id)
+            ).first()
+        _check_usable(head, portfolio_id, user)
 
     def portfolio_owner(self, portfolio_id: str) -> str | None:
         """The owner of a stored portfolio (None: the operator's). For the operator only.
@@ -1342,6 +1350,12 @@ def _current_version(conn: Connection, portfolio_id: str) -> int:
         )
     ).scalar_one()
     return last or 1
+
+
+def _check_usable(head: Any, portfolio_id: str, user: str | None) -> None:
+    """A portfolio row is usable by its owner; the local operator (``user=None``) uses any."""
+    if head is None or (user is not None and head.owner != user):
+        raise portfolio_not_found(portfolio_id)
 
 
 def _read_lots(conn: Connection, portfolio_id: str) -> list[Lot]:
