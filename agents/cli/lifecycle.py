@@ -169,8 +169,12 @@ def _symbols(text: str) -> list[str]:
 
 
 def _cmd_set_restrictions(args: argparse.Namespace, store: Store) -> int:
-    store.check_portfolio_access(args.portfolio, user=acting_user(args))
-    store.set_restrictions(args.portfolio, restricted=_symbols(args.restricted), frozen=_symbols(args.frozen))
+    from services.lifecycle import preferences
+
+    # Restrictions are part of the preferences: the change is recorded as a preferences version.
+    preferences.write(store, args.portfolio, {"restricted_symbols": _symbols(args.restricted),
+                                              "frozen_symbols": _symbols(args.frozen)},
+                      user=acting_user(args), merge=True)
     return _cmd_show_restrictions(argparse.Namespace(portfolio=args.portfolio, json=False, user=args.user), store)
 
 
