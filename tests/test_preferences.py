@@ -204,3 +204,24 @@ def test_the_first_layer_that_sets_a_value_wins(stored_band, stored_rel, stored_
     policy = Policy(approval_threshold=requested if requested is not None else template)
     expected = requested if requested is not None else stored_threshold if stored_threshold is not None else template
     assert preferences.with_approval_threshold(policy, prefs, overrides).approval_threshold == Decimal(expected)
+
+
+async def _mcp_call(agent, user: str, arguments: dict[str, object]):
+    from mcp.shared.memory import create_connected_server_and_client_session
+
+    from agents.mcp.server import build_server
+
+    server = build_server(agent, lambda: RequestContext(user=user), "capability")
+    async with create_connected_server_and_client_session(server) as client:
+        return await client.call_tool("optimizer.show_preferences", arguments)
+
+
+def test_mcp_shows_them_read_only_to_the_owner(agent) -> None:
+    import anyio
+
+    preferences.write(agent.store, PID, {"schedule": "weekly"}, user="demo", merge=True)
+    mine = anyio.run(_mcp_call, agent, "demo", {"portfolio_id": PID})
+    assert not mine.isError and mine.structuredContent["version"] == 1
+    assert mine.structuredContent["preferences"]["schedule"] == "weekly"
+    theirs = anyio.run(_mcp_call, agent, "mallory", {"portfolio_id": PID})
+    assert theirs.isError and "not found" in theirs.content[0].text
