@@ -161,6 +161,8 @@ def test_the_cli_shows_sets_and_refuses_with_the_field(capsys, seeded_home: Path
                        "--approval-threshold", "25000", "--restricted", "XOM, CVX", "--user", "demo")
     assert code == 0 and "version 1, set by demo" in out
     assert "approval_threshold  25,000.00  portfolio" in out and "restricted_symbols  CVX, XOM   portfolio" in out
+    code, _, err = run(capsys, "preferences", "set", PID)
+    assert code == 2 and "give at least one setting to change" in error_of(err)["message"]
     code, _, err = run(capsys, "preferences", "set", PID, "--band-pct", "-1", "--schedule", "yearly")
     error = error_of(err)
     assert code == 2 and error["code"] == "invalid_input"

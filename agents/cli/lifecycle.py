@@ -81,7 +81,8 @@ def register(commands: Any) -> None:
         "set",
         summary="replace a portfolio's restrictions",
         description="Replace PORTFOLIO's restrictions with the symbols given (comma-separated); "
-        "give neither option to clear them.",
+        "give neither option to clear them. They are part of the portfolio's rebalancing preferences: "
+        "the change is recorded as a new preferences version (`optimizer preferences show PORTFOLIO --all`).",
         examples=["optimizer restrictions set demo_diversified --restricted XOM,CVX --frozen AMD",
                   "optimizer restrictions set demo_diversified"],
         func=_cmd_set_restrictions,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from agents.cli.common import acting_user, command, group, print_json, user_option
 from agents.cli.report import table
+from services.errors import InputError
 
 if TYPE_CHECKING:  # the store (SQLAlchemy) loads when a command runs, not for --help
     from services.data.store import Store
@@ -121,6 +122,13 @@ def _cmd_set(args: argparse.Namespace, store: Store) -> int:
         value = getattr(args, option)
         if value is not None:
             changes[f"{option}_symbols"] = [s.strip() for s in value.split(",") if s.strip()]
+    if not changes:
+        raise InputError(
+            "preferences set: give at least one setting to change (--band-pct, --relative-band-pct, --schedule, "
+            "--approval-threshold, --restricted, --frozen); `optimizer preferences show` prints the current ones",
+            details={"field": "options", "allowed": ["band_pct", "relative_band_pct", "schedule",
+                                                     "approval_threshold", "restricted", "frozen"]},
+        )
     found = preferences.write(store, args.portfolio, changes, user=acting_user(args), merge=True)
     if args.json:
         print_json(found)
