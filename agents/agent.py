@@ -229,6 +229,60 @@ class OptimizerAgent:
         self.check_portfolio_access(portfolio_id, ctx)
         return summary_rows(self.store.list_rebalances(portfolio_id))
 
+    def portfolio_preferences(self, portfolio_id: str, ctx: RequestContext | None = None) -> dict[str, Any]:
+        """A portfolio's rebalancing preferences (``services.lifecycle.preferences.read``).
+
+        Raises:
+            NotFoundError: no such portfolio, or someone else's (one message for both).
+        """
+        from services.lifecycle import preferences
+
+        return preferences.read(self.store, portfolio_id, user=(ctx or RequestContext()).user)
+
+    def portfolio_preferences_history(
+        self, portfolio_id: str, ctx: RequestContext | None = None
+    ) -> list[dict[str, Any]]:
+        """Every version of a portfolio's rebalancing preferences, oldest first.
+
+        Raises:
+            NotFoundError: no such portfolio, or someone else's (one message for both).
+        """
+        from services.lifecycle import preferences
+
+        return preferences.history(self.store, portfolio_id, user=(ctx or RequestContext()).user)
+
+    def set_portfolio_preferences(
+        self, portfolio_id: str, values: Any, ctx: RequestContext | None = None
+    ) -> dict[str, Any]:
+        """Replace a portfolio's rebalancing preferences with ``values`` (omitted fields: defaults).
+
+        Raises:
+            NotFoundError: no such portfolio, or someone else's (one message for both).
+            InputError: a bad field, named with its value and what is allowed; nothing is written.
+        """
+        from services.lifecycle import preferences
+
+        found = preferences.write(self.store, portfolio_id, values, user=(ctx or RequestContext()).user)
+        # Proposals read the restrictions from the store, which their cache key does not cover.
+        if self.runner.cache is not None:
+            self.runner.cache.clear()
+        return found
+
+    def portfolio_mix(
+        self, portfolio_id: str, pricing_pack_id: str | None = None, ctx: RequestContext | None = None
+    ) -> dict[str, Any]:
+        """A portfolio's asset-class and sector mix at a pack's closes (default: the latest pack).
+
+        Raises:
+            NotFoundError: no such portfolio (or someone else's), or no such pack.
+            InputError: the pack does not price a holding.
+        """
+        from services.analytics.mix import allocation_mix
+
+        portfolio = self.store.get_portfolio(portfolio_id, user=(ctx or RequestContext()).user)
+        pack = self.store.get_pack(pricing_pack_id or self.store.latest_pack_id())
+        return allocation_mix(pack, portfolio.id, portfolio.positions(), portfolio.cash).model_dump(mode="json")
+
     def list_policies(self) -> list[dict[str, Any]]:
         """The policy templates, by id."""
         return self.store.list_policies()

@@ -14,6 +14,7 @@ from services.allocation.proposal import Money
 from services.data.bounds import MAX_AMOUNT
 from services.data.policy import PolicyOverrides, resolve_policy
 from services.errors import InputError
+from services.lifecycle import preferences
 from services.lifecycle.booking import BookedTrade, Order, book
 
 
@@ -40,7 +41,10 @@ class BookTradesInput(BaseModel):
     trades: list[ProposedTradeIn] = Field(  # type: ignore[valid-type]
         description="The trades: a propose_trades result's 'trades' as they are, or {symbol, action, quantity}."
     )
-    policy_id: str | None = Field(None, description="Policy template (its costs price the trades; it is recorded).")
+    policy_id: str | None = Field(
+        None, description="Policy template (its costs price the trades; it is recorded). The approval threshold "
+        "is the request policy's, else the portfolio's preference, else the template's, else 10000."
+    )
     policy: PolicyOverrides | None = Field(None, description="Policy fields overriding the template.")
     cash_flow: Decimal = Field(
         Decimal("0"), allow_inf_nan=False, ge=-MAX_AMOUNT, le=MAX_AMOUNT, strict=False,
@@ -82,6 +86,7 @@ def handle(request: BookTradesInput, ctx: RequestContext, services: Services) ->
     before = services.store.get_portfolio(request.portfolio_id)
     template = services.store.get_policy_template(request.policy_id)[0] if request.policy_id else None
     policy = resolve_policy(services.constraint_defaults, template, request.policy, policy_id=request.policy_id)
+    policy = preferences.with_approval_threshold(policy, preferences.current(services.store, before.id), request.policy)
     orders = [Order(t.symbol, t.action, t.quantity) for t in request.trades if t.action != "HOLD" and t.quantity > 0]
     booking = book(pack, before, orders, policy, request.cash_flow)
     rejected = request.decision.status == "rejected"

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from capabilities.base import Capability, RequestContext, Services
 from capabilities.views import DETAIL_DESCRIPTION, Detail, Summary
 from services.data.bounds import MAX_AMOUNT
-from services.data.policy import PolicyOverrides, resolve_policy
+from services.data.policy import PolicyOverrides, omit_if_null, resolve_policy
+from services.lifecycle import preferences
 from services.lifecycle.calendar import Schedule
 from services.lifecycle.drift import DEFAULT_BAND_PCT, DriftReport, SymbolDrift, check_drift
 
@@ -26,21 +27,27 @@ class CheckDriftInput(BaseModel):
     asof: dt.date | None = Field(
         None, description="A trading date of the pack to judge on ('today'); default the pack's asof."
     )
-    band_pct: float = Field(
-        DEFAULT_BAND_PCT, gt=0, le=100,
-        description="Absolute band in percentage points: a weight more than this from its target is a breach.",
+    band_pct: float | None = Field(
+        None, gt=0, le=100, exclude_if=omit_if_null,
+        description="Absolute band in percentage points: a weight more than this from its target is a breach. "
+        f"Default: the portfolio's preference (`optimizer preferences set`), else {DEFAULT_BAND_PCT:g}.",
     )
     relative_band_pct: float | None = Field(
-        None, gt=0, description="Optional relative band, % of each target weight (25 = ±25% of the target)."
+        None, gt=0, description="Optional relative band, % of each target weight (25 = ±25% of the target). "
+        "Default: the portfolio's preference, else none."
     )
-    schedule: Schedule | None = Field(
+    schedule: Schedule | Literal["none"] | None = Field(
         None, description="Calendar schedule: daily, weekly, monthly or quarterly (first trading date of each "
-        "period on the pack's calendar, judged against the last booked rebalance)."
+        "period on the pack's calendar, judged against the last booked rebalance); 'none' for bands only. "
+        "Default: the portfolio's preference, else none."
     )
     cash_flow: Decimal = Field(
         Decimal("0"), allow_inf_nan=False, ge=-MAX_AMOUNT, le=MAX_AMOUNT, strict=False, description="Deposit (positive) or withdrawal (negative) to invest or raise."
     )
-    policy_id: str | None = Field(None, description="Policy template whose approval_threshold is reported.")
+    policy_id: str | None = Field(
+        None, description="Policy template whose approval_threshold is reported when neither the request's policy "
+        "nor the portfolio's preferences set one."
+    )
     policy: PolicyOverrides | None = Field(None, description="Policy fields overriding the template.")
     detail: Detail = Field("full", description=DETAIL_DESCRIPTION)
 
@@ -51,6 +58,11 @@ def handle(request: CheckDriftInput, ctx: RequestContext, services: Services) ->
     target = services.store.get_target(request.portfolio_id)
     template = services.store.get_policy_template(request.policy_id)[0] if request.policy_id else None
     policy = resolve_policy(services.constraint_defaults, template, request.policy, policy_id=request.policy_id)
+    prefs = preferences.current(services.store, portfolio.id)
+    policy = preferences.with_approval_threshold(policy, prefs, request.policy)
+    band_pct, relative_band_pct, schedule = preferences.drift_settings(
+        prefs, band_pct=request.band_pct, relative_band_pct=request.relative_band_pct, schedule=request.schedule
+    )
     return check_drift(
         pack,
         portfolio_id=portfolio.id,
@@ -58,9 +70,9 @@ def handle(request: CheckDriftInput, ctx: RequestContext, services: Services) ->
         cash=portfolio.cash,
         target=target,
         asof=request.asof,
-        band_pct=request.band_pct,
-        relative_band_pct=request.relative_band_pct,
-        schedule=request.schedule,
+        band_pct=band_pct,
+        relative_band_pct=relative_band_pct,
+        schedule=schedule,
         last_rebalance=services.store.last_booked_asof(portfolio.id),
         cash_flow=request.cash_flow,
         approval_threshold=policy.approval_threshold,

@@ -22,7 +22,7 @@ EXPECTED = [
     "optimizer.analyze_impact", "optimizer.check_drift", "optimizer.propose_trades",
     "optimizer.suggest_deleveraging_hedges",
     "optimizer.suggest_hedges", "optimizer.list_packs", "optimizer.list_portfolios",
-    "optimizer.list_policies", "optimizer.show_policy", "optimizer.list_scenarios", "optimizer.list_regimes",
+    "optimizer.show_preferences", "optimizer.list_policies", "optimizer.show_policy", "optimizer.list_scenarios", "optimizer.list_regimes",
     "optimizer.list_patterns", "optimizer.list_runs", "optimizer.run_pattern", "optimizer.get_run",
     "optimizer.approve_run", "optimizer.reject_run",
 ]

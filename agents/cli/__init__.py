@@ -8,6 +8,7 @@
 - ``serve``: serve (the HTTP API);
 - ``mcp``: mcp (the Model Context Protocol server, stdio or streamable HTTP);
 - ``lifecycle``: targets set|show, restrictions set|show, history, orders;
+- ``preferences``: preferences show|set (a portfolio's rebalancing preferences);
 - ``batch``: batch (many propose_trades requests on a Dask cluster).
 
 Each group module has ``register(commands)``; each command is a handler ``(args, store) -> int``
@@ -37,6 +38,7 @@ from agents.cli import (
     lifecycle,
     mcp,
     patterns,
+    preferences,
     proposal_report,
     runs,
     serve,
@@ -48,7 +50,7 @@ from services.errors import DomainError, InputError, OptimizerError
 
 log = structlog.get_logger()
 
-GROUPS = (data, call, patterns, runs, lifecycle, batch, users, serve, mcp, proposal_report)
+GROUPS = (data, call, patterns, runs, lifecycle, batch, users, serve, mcp, proposal_report, preferences)
 
 # What a shell reports for a process killed by SIGPIPE (128 + 13).
 BROKEN_PIPE_EXIT = 141

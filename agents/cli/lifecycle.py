@@ -81,7 +81,8 @@ def register(commands: Any) -> None:
         "set",
         summary="replace a portfolio's restrictions",
         description="Replace PORTFOLIO's restrictions with the symbols given (comma-separated); "
-        "give neither option to clear them.",
+        "give neither option to clear them. They are part of the portfolio's rebalancing preferences: "
+        "the change is recorded as a new preferences version (`optimizer preferences show PORTFOLIO --all`).",
         examples=["optimizer restrictions set demo_diversified --restricted XOM,CVX --frozen AMD",
                   "optimizer restrictions set demo_diversified"],
         func=_cmd_set_restrictions,
@@ -169,8 +170,12 @@ def _symbols(text: str) -> list[str]:
 
 
 def _cmd_set_restrictions(args: argparse.Namespace, store: Store) -> int:
-    store.check_portfolio_access(args.portfolio, user=acting_user(args))
-    store.set_restrictions(args.portfolio, restricted=_symbols(args.restricted), frozen=_symbols(args.frozen))
+    from services.lifecycle import preferences
+
+    # Restrictions are part of the preferences: the change is recorded as a preferences version.
+    preferences.write(store, args.portfolio, {"restricted_symbols": _symbols(args.restricted),
+                                              "frozen_symbols": _symbols(args.frozen)},
+                      user=acting_user(args), merge=True)
     return _cmd_show_restrictions(argparse.Namespace(portfolio=args.portfolio, json=False, user=args.user), store)
 
 

@@ -38,6 +38,7 @@ from services.errors import (
     NotFoundError,
     OptimizerError,
 )
+from services.lifecycle.preferences import RebalancingPreferences
 
 MAX_BODY_ENV = "OPTIMIZER_MAX_BODY_BYTES"
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
@@ -224,6 +225,34 @@ def create_app(agent: OptimizerAgent, *, max_body_bytes: int = DEFAULT_MAX_BODY_
     def portfolio_history(portfolio_id: str, ctx: Caller) -> list[dict[str, Any]]:
         """Booked and rejected rebalances of one of your portfolios, with weights before and after."""
         return agent.portfolio_history(portfolio_id, ctx)
+
+    @app.get("/v1/portfolios/{portfolio_id}/preferences", tags=["preferences"])
+    def portfolio_preferences(portfolio_id: str, ctx: Caller) -> dict[str, Any]:
+        """One of your portfolios' rebalancing preferences (version 0: never set, all defaults)."""
+        return agent.portfolio_preferences(portfolio_id, ctx)
+
+    @app.put("/v1/portfolios/{portfolio_id}/preferences", tags=["preferences"],
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": RebalancingPreferences.model_json_schema()}}}})
+    def put_portfolio_preferences(
+        portfolio_id: str, ctx: Caller, body: Annotated[Any, Body()]
+    ) -> dict[str, Any]:
+        """Replace your portfolio's rebalancing preferences (a new version; omitted fields take their
+        defaults). A bad field is a 422 naming the field, the value and what is allowed."""
+        return agent.set_portfolio_preferences(portfolio_id, body, ctx)
+
+    @app.get("/v1/portfolios/{portfolio_id}/preferences/history", tags=["preferences"])
+    def portfolio_preferences_history(portfolio_id: str, ctx: Caller) -> list[dict[str, Any]]:
+        """Every version of your portfolio's rebalancing preferences, oldest first."""
+        return agent.portfolio_preferences_history(portfolio_id, ctx)
+
+    @app.get("/v1/portfolios/{portfolio_id}/mix", tags=["data"])
+    def portfolio_mix(
+        portfolio_id: str, ctx: Caller,
+        pricing_pack_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    ) -> dict[str, Any]:
+        """One of your portfolios by asset class and by sector, % of value with cash (default: latest pack)."""
+        return agent.portfolio_mix(portfolio_id, pricing_pack_id, ctx)
 
     @app.get("/v1/policies", tags=["data"])
     def policies(ctx: Caller) -> list[dict[str, Any]]:

@@ -76,6 +76,30 @@ class DecisionArgs(_Args):
     detail: Detail = Field("summary", description="'summary' or 'full' (every step's request and output).")
 
 
+class PortfolioArgs(_Args):
+    portfolio_id: str = Field(min_length=1, description="A stored portfolio id, as list_portfolios gives it.")
+
+
+class PreferenceValues(BaseModel):
+    band_pct: float = Field(description="Drift threshold in percentage points.")
+    relative_band_pct: float | None = Field(description="Relative band, % of each target weight; null: none.")
+    schedule: str = Field(description="none, daily, weekly, monthly or quarterly.")
+    approval_threshold: float | None = Field(
+        description="Trades worth more need a person's approval; null: the policy template's, else 10000."
+    )
+    restricted_symbols: list[str] = Field(description="Never bought.")
+    frozen_symbols: list[str] = Field(description="Never traded.")
+
+
+class PreferencesInfo(BaseModel):
+    portfolio_id: str
+    version: int = Field(description="0 while never set (every value is its default).")
+    changed_by: str | None
+    changed_at: str | None
+    preferences: PreferenceValues
+    defaults: PreferenceValues
+
+
 class ListRunsArgs(_Args):
     limit: int = Field(20, ge=1, le=200, description="How many of the latest runs.")
 
@@ -238,6 +262,10 @@ def _discovery_tools(agent: OptimizerAgent, name: Callable[[str], str]) -> list[
              lambda a, ctx: {"packs": agent.list_packs()}),
         read("list_portfolios", "Portfolios", "List the stored portfolios you may use as portfolio_id (yours and "
              "shared ones).", NoArgs, Portfolios, lambda a, ctx: {"portfolios": agent.list_portfolios(ctx)}),
+        read("show_preferences", "Rebalancing preferences", "Show a portfolio's rebalancing preferences: drift "
+             "band, schedule, approval threshold, restricted and frozen symbols. check_drift and booking use them "
+             "when a request does not set its own.", PortfolioArgs, PreferencesInfo,
+             lambda a, ctx: agent.portfolio_preferences(a.portfolio_id, ctx)),
         read("list_policies", "Policy templates", f"List the policy templates (policy_id of "
              f"{name('propose_trades')}) with their limits.", NoArgs, Policies,
              lambda a, ctx: {"policies": agent.list_policies()}),

@@ -158,7 +158,7 @@ class PolicyOverrides(BaseModel):
         "by default the portfolio's stored target (`optimizer targets set`).",
     )
     approval_threshold: Decimal | None = Field(
-        None, exclude_if=omit_if_null, ge=0, description="Total trade value above which a person must approve before booking."
+        None, exclude_if=omit_if_null, ge=0, le=MAX_AMOUNT, strict=False, description="Total trade value above which a person must approve before booking."
     )
     min_position_pct: float | None = Field(
         None, exclude_if=omit_if_null, gt=0, le=100, description="No position smaller than this % of value after trading, other than zero."

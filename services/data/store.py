@@ -243,6 +243,17 @@ portfolio_restrictions = Table(
     Column("kind", String(16), nullable=False),
 )
 
+portfolio_preferences = Table(
+    "portfolio_preferences",
+    metadata,
+    Column("portfolio_id", String(64), ForeignKey("portfolios.id"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    # The whole set as validated by services.lifecycle.preferences, canonical JSON.
+    Column("preferences_json", Text, nullable=False),
+    Column("changed_by", String(128), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
 API_KEY_PREFIX = "opt_"
 # Any fixed 64-bit number; it names the store's setup lock among PostgreSQL advisory locks.
 SETUP_LOCK_KEY = 7_426_517_001
@@ -481,6 +492,17 @@ class Store:
             }
             for r in rows
         ]
+
+    def unknown_symbols(self, symbols: Sequence[str]) -> list[str]:
+        """The ``symbols`` that no stored pack lists in its security master, sorted."""
+        wanted = sorted(set(symbols))
+        if not wanted:
+            return []
+        with self.engine.connect() as conn:
+            known = set(conn.execute(
+                select(pack_securities.c.symbol).where(pack_securities.c.symbol.in_(wanted)).distinct()
+            ).scalars())
+        return [s for s in wanted if s not in known]
 
     def latest_pack_id(self) -> str:
         """The id of the pack with the latest asof (ties: the greatest id).
@@ -1148,12 +1170,8 @@ class Store:
                 "means never traded)",
                 details={"field": "restrictions", "both": both},
             )
-        rows = [{"portfolio_id": portfolio_id, "symbol": s, "kind": "restricted"} for s in sorted(set(restricted))]
-        rows += [{"portfolio_id": portfolio_id, "symbol": s, "kind": "frozen"} for s in sorted(set(frozen))]
         with write_transaction(self.engine) as conn:
-            conn.execute(delete(portfolio_restrictions).where(portfolio_restrictions.c.portfolio_id == portfolio_id))
-            if rows:
-                conn.execute(portfolio_restrictions.insert(), rows)
+            _replace_restrictions(conn, portfolio_id, restricted, frozen)
 
     def get_restrictions(self, portfolio_id: str) -> dict[str, list[str]]:
         """A portfolio's restrictions: {"restricted": [...], "frozen": [...]}, symbols sorted."""
@@ -1164,6 +1182,62 @@ class Store:
                 .order_by(portfolio_restrictions.c.symbol)
             ).all()
         return {kind: [r.symbol for r in rows if r.kind == kind] for kind in ("restricted", "frozen")}
+
+    def put_preferences(
+        self, portfolio_id: str, preferences: dict[str, Any], *, changed_by: str | None
+    ) -> int:
+        """Store a portfolio's rebalancing preferences as their next version (1, 2, ...).
+
+        ``preferences`` is the whole validated set; its ``restricted_symbols`` and
+        ``frozen_symbols`` replace the portfolio's restrictions in the same transaction.
+
+        Raises:
+            NotFoundError: no such portfolio.
+        """
+        self.check_portfolio_access(portfolio_id, user=None)
+        with write_transaction(self.engine) as conn:
+            last = conn.execute(
+                select(func.max(portfolio_preferences.c.version)).where(
+                    portfolio_preferences.c.portfolio_id == portfolio_id
+                )
+            ).scalar_one()
+            version = (last or 0) + 1
+            conn.execute(
+                portfolio_preferences.insert().values(
+                    portfolio_id=portfolio_id,
+                    version=version,
+                    preferences_json=json.dumps(preferences, sort_keys=True),
+                    changed_by=changed_by,
+                    created_at=datetime.now(UTC),
+                )
+            )
+            _replace_restrictions(conn, portfolio_id, preferences["restricted_symbols"],
+                                  preferences["frozen_symbols"])
+        return version
+
+    def get_preferences(self, portfolio_id: str) -> dict[str, Any] | None:
+        """The latest preferences version of a portfolio ({version, preferences, changed_by,
+        changed_at}), or None when none was ever stored."""
+        found = self._preference_rows(portfolio_id, latest=True)
+        return found[0] if found else None
+
+    def list_preferences(self, portfolio_id: str) -> list[dict[str, Any]]:
+        """Every preferences version of a portfolio, oldest first."""
+        return self._preference_rows(portfolio_id, latest=False)
+
+    def _preference_rows(self, portfolio_id: str, *, latest: bool) -> list[dict[str, Any]]:
+        query = select(portfolio_preferences).where(portfolio_preferences.c.portfolio_id == portfolio_id)
+        if latest:
+            query = query.order_by(portfolio_preferences.c.version.desc()).limit(1)
+        else:
+            query = query.order_by(portfolio_preferences.c.version)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            {"version": r.version, "preferences": json.loads(r.preferences_json), "changed_by": r.changed_by,
+             "changed_at": _utc(r.created_at).isoformat()}
+            for r in rows
+        ]
 
     def last_booked_asof(self, portfolio_id: str) -> date | None:
         """The pack date of the portfolio's last booked rebalance, or None."""
@@ -1330,6 +1404,14 @@ def _price_rows(pack: PricingPack) -> list[dict[str, Any]]:
 def _advisory_unlock(conn: Connection) -> None:
     conn.exec_driver_sql(f"SELECT pg_advisory_unlock({SETUP_LOCK_KEY})")
     conn.commit()
+
+
+def _replace_restrictions(conn: Connection, portfolio_id: str, restricted: list[str], frozen: list[str]) -> None:
+    rows = [{"portfolio_id": portfolio_id, "symbol": s, "kind": "restricted"} for s in sorted(set(restricted))]
+    rows += [{"portfolio_id": portfolio_id, "symbol": s, "kind": "frozen"} for s in sorted(set(frozen))]
+    conn.execute(delete(portfolio_restrictions).where(portfolio_restrictions.c.portfolio_id == portfolio_id))
+    if rows:
+        conn.execute(portfolio_restrictions.insert(), rows)
 
 
 def _target_dict(row: Any) -> dict[str, Any]:

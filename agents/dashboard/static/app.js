@@ -71,12 +71,14 @@ async function portfolios() {
       ["Portfolio", (p) => el("a", { href: `#/portfolio/${encodeURIComponent(p.id)}` }, p.id)],
       ["Description", "description"], ["Holdings", "n_symbols", true], ["Cash", (p) => money(p.cash), true],
       ["", (p) => el("a", { href: `#/optimize/${encodeURIComponent(p.id)}` }, "Optimize")],
+      ["", (p) => el("a", { href: `#/preferences/${encodeURIComponent(p.id)}` }, "Preferences")],
     ], rows)
     : el("p", { class: "notice" }, "You own no portfolios yet."));
 }
 
 async function portfolioPage(id) {
-  const [detail, pack] = await Promise.all([api("GET", `/v1/portfolios/${encodeURIComponent(id)}`), latestPack()]);
+  const [detail, pack, stored] = await Promise.all([api("GET", `/v1/portfolios/${encodeURIComponent(id)}`), latestPack(),
+    api("GET", `/v1/portfolios/${encodeURIComponent(id)}/preferences`)]);
   const sections = [
     el("p", {}, `Priced on ${pack.id} (as of ${pack.asof}) · version ${detail.version} · `,
       el("a", { href: `#/optimize/${encodeURIComponent(id)}` }, "Optimize this portfolio")),
@@ -116,6 +118,20 @@ async function portfolioPage(id) {
   const mix = await execute("optimizer.analyze_impact", { portfolio_id: id, pricing_pack_id: pack.id, proposed_trades: [] })
     .catch((err) => err);
   const mixCard = el("section", { class: "card", id: "mix" }, el("h2", {}, "Sector mix"));
+  const classCard = el("section", { class: "card", id: "asset-mix" }, el("h2", {}, "Asset-class mix"));
+  const classes = await api("GET", `/v1/portfolios/${encodeURIComponent(id)}/mix?pricing_pack_id=${encodeURIComponent(pack.id)}`)
+    .catch((err) => err);
+  if (classes instanceof Error) {
+    classCard.append(errorBox(classes));
+  } else {
+    const lines = classes.asset_classes;
+    classCard.append(chartWithTable("asset-class-chart",
+      [{ type: "pie", hole: 0.45, sort: false, labels: lines.map((c) => c.name), values: lines.map((c) => c.weight_pct),
+        textinfo: "label+percent", automargin: true, hovertemplate: "%{label}: %{value:.2f}%<extra></extra>" }],
+      { title: "Asset classes, % of value (cash included)", showlegend: false, margin: { l: 30, r: 30, t: 70, b: 30 } },
+      table("Asset-class weights", [["Asset class", "name"], ["Value", (c) => money(c.value), true],
+        ["Weight", (c) => pct(c.weight_pct), true], ["Holdings", (c) => c.symbols.length, true]], lines)));
+  }
   if (mix instanceof Error) {
     mixCard.append(errorBox(mix));
   } else {
@@ -125,17 +141,11 @@ async function portfolioPage(id) {
       { title: "Sector weights, % of value", yaxis: { ticksuffix: "%" } },
       table("Sector weights", [["Sector", "sector"], ["Weight", (s) => pct(s.weight), true]], sectors)));
   }
-  sections.push(mixCard);
+  sections.push(el("div", { class: "mixes" }, mixCard, classCard));
 
   const prefs = el("section", { class: "card", id: "preferences" }, el("h2", {}, "Rebalancing preferences"));
-  prefs.append(table("Preferences", [["Setting", "name"], ["Value", "value"]], [
-    { name: "Target", value: detail.target ? `version ${detail.target.version} (${detail.target.policy_id || "no policy"}, ${detail.target.source})` : "none" },
-    { name: "Drift band", value: drift && !(drift instanceof Error) ? `±${drift.band_pct} pp` : "–" },
-    { name: "Schedule", value: drift && !(drift instanceof Error) ? drift.schedule || "none (bands only)" : "–" },
-    { name: "Approval threshold", value: drift && !(drift instanceof Error) ? money(drift.approval_threshold) : "–" },
-    { name: "Restricted (no buys)", value: detail.restrictions.restricted.join(", ") || "none" },
-    { name: "Frozen (no trades)", value: detail.restrictions.frozen.join(", ") || "none" },
-  ]));
+  prefs.append(preferencesTable(stored, detail.target),
+    el("p", {}, el("a", { href: `#/preferences/${encodeURIComponent(id)}` }, "Edit preferences")));
   sections.push(prefs);
 
   const history = await api("GET", `/v1/portfolios/${encodeURIComponent(id)}/history`);
@@ -256,6 +266,100 @@ function submitButton(request) {
     submit);
 }
 
+// A portfolio's preferences as a table (the target, when given, is shown with them).
+function preferencesTable(stored, target) {
+  const p = stored.preferences;
+  const rows = [
+    { name: "Drift band", value: `±${num(p.band_pct)} pp` },
+    { name: "Relative band", value: p.relative_band_pct === null ? "none" : `±${num(p.relative_band_pct)}% of each target` },
+    { name: "Schedule", value: p.schedule === "none" ? "none (bands only)" : p.schedule },
+    { name: "Approval threshold", value: p.approval_threshold === null ? "the policy's (else $10,000.00)" : money(p.approval_threshold) },
+    { name: "Restricted (no buys)", value: p.restricted_symbols.join(", ") || "none" },
+    { name: "Frozen (no trades)", value: p.frozen_symbols.join(", ") || "none" },
+    { name: "Version", value: stored.version ? `${stored.version}, by ${stored.changed_by || "operator"}` : "never set (defaults)" },
+  ];
+  if (target !== undefined) {
+    rows.unshift({ name: "Target", value: target ? `version ${target.version} (${target.policy_id || "no policy"}, ${target.source})` : "none" });
+  }
+  return table("Preferences", [["Setting", "name"], ["Value", "value"]], rows);
+}
+
+async function preferencesPage(id) {
+  const path = `/v1/portfolios/${encodeURIComponent(id)}/preferences`;
+  const [stored, openapi] = await Promise.all([api("GET", path), api("GET", "/openapi.json")]);
+  // The allowed values come from the API's own schema (the PUT body), not a copy here.
+  const schema = openapi.paths["/v1/portfolios/{portfolio_id}/preferences"].put.requestBody.content["application/json"].schema;
+  const p = stored.preferences;
+  const number = (name, value, hint) => el("input", { id: name, name, type: "number", step: "any", placeholder: hint,
+    value: value === null ? "" : String(value) });
+  const text = (name, values) => el("input", { id: name, name, type: "text", value: values.join(", "), placeholder: "none",
+    autocapitalize: "characters", spellcheck: "false" });
+  const fields = {
+    band_pct: number("band_pct", p.band_pct, "5"),
+    relative_band_pct: number("relative_band_pct", p.relative_band_pct, "none"),
+    schedule: el("select", { id: "schedule", name: "schedule" }, schema.properties.schedule.enum.map((o) =>
+      el("option", { value: o, selected: o === p.schedule }, o))),
+    approval_threshold: number("approval_threshold", p.approval_threshold, "the policy's"),
+    restricted_symbols: text("restricted_symbols", p.restricted_symbols),
+    frozen_symbols: text("frozen_symbols", p.frozen_symbols),
+  };
+  const labels = {
+    band_pct: "Drift band (pp)", relative_band_pct: "Relative band (% of target)", schedule: "Schedule",
+    approval_threshold: "Approval threshold ($)", restricted_symbols: "Restricted: never bought", frozen_symbols: "Frozen: never traded",
+  };
+  const status = el("div", { id: "preferences-status", "aria-live": "polite" });
+  const current = el("div", { id: "preferences-current" }, preferencesTable(stored));
+  const history = el("div", { id: "preferences-history" });
+  const showHistory = async () => {
+    const versions = await api("GET", `${path}/history`);
+    history.replaceChildren(versions.length
+      ? table("Earlier versions", [["Version", "version", true], ["By", (v) => v.changed_by || "operator"], ["At", "changed_at"],
+        ["Band", (v) => `${num(v.preferences.band_pct)} pp`], ["Schedule", (v) => v.preferences.schedule],
+        ["Approval", (v) => (v.preferences.approval_threshold === null ? "policy's" : money(v.preferences.approval_threshold))],
+        ["Restricted", (v) => v.preferences.restricted_symbols.join(", ") || "–"],
+        ["Frozen", (v) => v.preferences.frozen_symbols.join(", ") || "–"]], versions.slice().reverse())
+      : el("p", { class: "muted" }, "No change has been saved yet."));
+  };
+  const body = () => {
+    const symbols = (field) => field.value.split(",").map((v) => v.trim()).filter((v) => v);
+    const numberOrNull = (field) => (field.value.trim() === "" ? null : Number(field.value));
+    return {
+      band_pct: fields.band_pct.value.trim() === "" ? 5 : Number(fields.band_pct.value),
+      relative_band_pct: numberOrNull(fields.relative_band_pct),
+      schedule: fields.schedule.value,
+      approval_threshold: numberOrNull(fields.approval_threshold),
+      restricted_symbols: symbols(fields.restricted_symbols),
+      frozen_symbols: symbols(fields.frozen_symbols),
+    };
+  };
+  const form = el("form", { class: "grid", id: "preferences-form", novalidate: true, onsubmit: async (event) => {
+    event.preventDefault();
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    try {
+      const saved = await api("PUT", path, body());
+      status.replaceChildren(el("p", { class: "ok" }, `Saved as version ${saved.version}.`));
+      current.replaceChildren(preferencesTable(saved));
+      await showHistory();
+    } catch (err) {
+      status.replaceChildren(errorBox(err));
+    } finally {
+      button.disabled = false;
+    }
+  } },
+  Object.entries(fields).map(([name, field]) => el("label", { for: name, title: schema.properties[name].description },
+    labels[name], field)),
+  el("div", { class: "actions" }, el("button", { type: "submit" }, "Save preferences")));
+  await showHistory();
+  setPage(`Preferences of ${id}`,
+    el("p", {}, "Used by drift checks, proposals and booking when a request does not set its own: the request first, then these, "
+      + "then the policy template (approval threshold), then the defaults. ",
+      el("a", { href: `#/portfolio/${encodeURIComponent(id)}` }, "Back to the portfolio")),
+    el("section", { class: "card" }, form, status),
+    el("section", { class: "card", id: "preferences-now" }, el("h2", {}, "Now in force"), current),
+    el("section", { class: "card" }, el("h2", {}, "History"), history));
+}
+
 async function approvalsPage() {
   const runs = await api("GET", "/v1/runs?limit=100");
   const waiting = runs.filter((r) => r.status === "waiting_for_approval");
@@ -305,6 +409,7 @@ async function route() {
   try {
     if (page === "portfolio" && id) await portfolioPage(id);
     else if (page === "optimize" && id) await optimizePage(id);
+    else if (page === "preferences" && id) await preferencesPage(id);
     else if (page === "approvals") await approvalsPage();
     else await portfolios();
   } catch (err) {
