@@ -138,6 +138,23 @@ def test_cli_users_reuse_a_run_id_and_never_learn_of_each_other(
     assert json.loads(shown.stdout)["user"] == "bob"
 
 
+def test_orders_of_a_run_id_two_users_booked_under(store: Store) -> None:
+    from datetime import date
+    from decimal import Decimal
+
+    from services.data.models import Portfolio
+
+    for user in ("alice", "bob"):
+        portfolio = Portfolio(id=f"{user}_pf", cash=Decimal("100"), owner=user)
+        store.put_portfolio(portfolio, user=user)
+        store.book_rebalance(portfolio, None, {"status": "rejected", "run_id": "r1", "pricing_pack_id": PACK,
+                                               "asof": date(2022, 12, 28), "details": {}})
+    operator = cli("orders", "r1", "--csv", "-")
+    assert operator.returncode == 2 and "several users (alice, bob)" in operator.stderr
+    hers = cli("orders", "r1", "--csv", "-", "--user", "alice")
+    assert hers.returncode == 3 and "its trades were rejected" in hers.stderr
+
+
 # --- a store recorded before the scoping --------------------------------------------------------
 
 
