@@ -305,14 +305,14 @@ def trading_restrictions(
 ) -> tuple[Eligibility, set[str], set[str], dict[str, str]]:
     """Apply restricted (never buy), frozen (never trade) and halted names to the eligibility.
 
-    A security is halted when the pack has no close for it on its asof: it is neither bought
-    nor sold and is valued at its last close. A frozen or halted holding is kept even when the
+    A security is halted when the pack marks it so (``halted`` in its security master) or has
+    no close for it on its asof (``PricingPack.halted``): it is neither bought nor sold and is
+    valued at its last close. A frozen or halted holding is kept even when the
     policy would sell it. Returns the eligibility, the held names not to buy, the held names
     not to trade, and a note per such holding for its trade's rationale.
     """
-    last_row = pack.closes.iloc[-1]
     held = set(holdings.positions)
-    halted = {s for s in held | set(choice.eligible) if s in last_row.index and last_row[s] != last_row[s]}
+    halted = set(pack.halted) & (held | set(choice.eligible))
     frozen = set(policy.frozen_symbols)
     restricted = set(policy.restricted_symbols)
     fixed = (frozen | halted) & held
@@ -324,7 +324,7 @@ def trading_restrictions(
             warnings.append(f"{sym} is {'halted' if sym in halted else 'frozen'}: kept although {forced.pop(sym)}")
     for sym in sorted(halted):
         last = pack.closes[sym].last_valid_index()
-        warnings.append(f"{sym} is halted (no close on {pack.asof.isoformat()}): neither bought nor sold, "
+        warnings.append(f"{sym} is halted ({pack.halted[sym]}): neither bought nor sold, "
                         f"valued at its last close of {last.date().isoformat()}")
         if sym in held:
             notes[sym] = "halted: neither bought nor sold, valued at its last close"
