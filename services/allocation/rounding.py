@@ -51,6 +51,9 @@ class PlanSetup:
     fixed: np.ndarray | None = None
     # Smallest position other than zero, as a fraction of value; None: no minimum.
     min_position: float | None = None
+    # Holdings not to be sold when rounding (a deposit is invested before any sale is
+    # considered); a repair that a hard limit needs may still sell. None: no such names.
+    no_sell: np.ndarray | None = None
 
     @property
     def value(self) -> float:
@@ -168,6 +171,8 @@ def round_to_shares(setup: PlanSetup, optimal: np.ndarray) -> tuple[np.ndarray, 
     shares[setup.forced] = 0
     if setup.no_buy is not None:
         shares = np.where(setup.no_buy, np.minimum(shares, setup.current), shares)
+    if setup.no_sell is not None:
+        shares = np.where(setup.no_sell, np.maximum(shares, setup.current), shares)
     if setup.fixed is not None:
         shares[setup.fixed] = setup.current[setup.fixed]
 
@@ -211,6 +216,9 @@ def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: di
             assert v.index is not None
             members = setup.sectors[v.index].members
             candidates = members[(shares[members] > 0) & tradable[members]]
+            if setup.no_sell is not None and (shares[candidates] > setup.current[candidates]).any():
+                # Cut a purchase before selling a holding the deposit was meant to spare.
+                candidates = candidates[shares[candidates] > setup.current[candidates]]
             if not len(candidates):
                 raise InfeasibleError(
                     f"infeasible policy: sector {setup.sectors[v.index].name} is over its limit with frozen "
@@ -219,7 +227,8 @@ def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: di
                 )
             i = _most_overweight(snap, optimal, candidates)
             cut = max(1, math.ceil(v.amount * snap.value_after / price[i]))
-            shares[i] = max(0, int(shares[i]) - cut)
+            spared = setup.no_sell is not None and shares[i] > setup.current[i]
+            shares[i] = max(int(setup.current[i]) if spared else 0, int(shares[i]) - cut)
             notes.setdefault(setup.symbols[i], "trimmed to the sector cap after rounding to whole shares")
         elif v.kind == "cash":
             buys = np.flatnonzero(shares > setup.current)
