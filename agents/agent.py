@@ -23,8 +23,7 @@ from agents.logging import LEVEL_ENV, configure_logging
 from agents.optimization import latest as recorded_optimization
 from agents.optimization import optimize as optimize_contract
 from agents.optimization import optimize_item as optimize_contract_item
-from agents.run_log import LEASE, RunLog
-from agents.run_log import metadata as run_metadata
+from agents.run_log import LEASE, RunLog, setup
 from agents.wiring import checkpointer, open_store, resolve_home
 from capabilities.base import Capability, RequestContext, Services
 from capabilities.cache import ResultCache
@@ -393,7 +392,8 @@ class OptimizerAgent:
             name: a shipped pattern's id or a pattern file's path.
             inputs: the run's inputs, validated against the pattern's inputs schema.
             ctx: who the run acts for; its capability calls are logged under the run id.
-            run_id: the run's id (default: a random one); reusing an id is refused.
+            run_id: the run's id (default: a random one); reusing one of ``ctx.user``'s own ids
+                is refused, another user's is not (run ids are scoped per user).
             call_log: when given, each capability call is appended to it (record mode).
 
         Returns:
@@ -413,9 +413,9 @@ class OptimizerAgent:
                 details={"field": "run_id", "value": run_id},
             )
         lease = uuid4().hex
-        self.runs.create(run_id, document, ctx.user, prepared, lease)
+        thread_id = self.runs.create(run_id, document, ctx.user, prepared, lease)
         return self._drive(
-            pattern, run_id, initial_state(prepared), ctx.user, call_log, "run", lease
+            pattern, (ctx.user, run_id, thread_id), initial_state(prepared), call_log, "run", lease
         )
 
     def resume_run(
@@ -442,20 +442,21 @@ class OptimizerAgent:
         from langgraph.types import Command
 
         ctx = ctx or RequestContext()
-        row = self.run_record(run_id, ctx)
+        row = self._run_row(run_id, ctx)
+        owner = row["user"]
         if self.runs.is_orphaned(row):
-            self.recover_run(run_id, ctx)
-            row = self.run_record(run_id, ctx)
+            self._recover(row, ctx)
+            row = self._reread(row)
         if row["status"] != "waiting_for_approval":
             raise _not_waiting(row)
         gate = row["report"]["pending_approval"]["gate"]
         decision = {"approved": approve, "note": note, "by": ctx.user}
         lease = uuid4().hex
-        if not self.runs.claim_decision(run_id, {"gate": gate, **decision}, lease):
-            raise _not_waiting(self.run_record(run_id, ctx))
+        if not self.runs.claim_decision(owner, run_id, {"gate": gate, **decision}, lease):
+            raise _not_waiting(self._reread(row))
         pattern = load_pattern(row["pattern_document"], self.registry, source=f"run {run_id}")
         return self._drive(
-            pattern, run_id, Command(resume=decision), row["user"], call_log, "resume", lease
+            pattern, (owner, run_id, row["thread_id"]), Command(resume=decision), call_log, "resume", lease
         )
 
     def recover_run(self, run_id: str, ctx: RequestContext | None = None) -> dict[str, Any]:
@@ -468,15 +469,19 @@ class OptimizerAgent:
             NotFoundError: no such run, or it is not ``ctx.user``'s.
             ConflictError: the run is not orphaned (it ended, waits, or its driver is alive).
         """
+        ctx = ctx or RequestContext()
+        return self._recover(self._run_row(run_id, ctx), ctx)
+
+    def _recover(self, row: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        """``recover_run`` on a run's row (as ``_run_row`` reads it)."""
         from langgraph.types import Command
 
         from patterns.compiler import compile_pattern
 
-        ctx = ctx or RequestContext()
-        row = self.run_record(run_id, ctx)
+        owner, run_id = row["user"], row["run_id"]
         lease = uuid4().hex
-        if not self.runs.claim_orphan(run_id, lease):
-            current = self.run_record(run_id, ctx)
+        if not self.runs.claim_orphan(owner, run_id, lease):
+            current = self._reread(row)
             raise ConflictError(
                 f"run '{run_id}' is {current['status']}"
                 + (" and its process is alive" if current["status"] == "running" else "")
@@ -484,7 +489,7 @@ class OptimizerAgent:
                 details={"run_id": run_id, "status": current["status"]},
             )
         pattern = load_pattern(row["pattern_document"], self.registry, source=f"run {run_id}")
-        config = {"configurable": {"thread_id": run_id}}
+        config = {"configurable": {"thread_id": row["thread_id"]}}
         with checkpointer(self.store) as saver:
             snapshot = compile_pattern(pattern, self.runner, saver).get_state(config)
         if not snapshot.values:
@@ -492,30 +497,32 @@ class OptimizerAgent:
                 "code": "orphaned",
                 "message": f"run '{run_id}' stopped before its first checkpoint; start it again",
             }
-            self.runs.finish(run_id, "failed", lease, error=error)
-            return self.run_record(run_id, ctx)
+            self.runs.finish(owner, run_id, "failed", lease, error=error)
+            return _public(self._reread(row))
         graph_input: Any = None
         decided = row.get("decision")
         pending = [i.value.get("gate") for i in snapshot.interrupts if isinstance(i.value, dict)]
         if decided and decided.get("gate") in pending:
             graph_input = Command(resume={k: decided[k] for k in ("approved", "note", "by")})
-        self._drive(pattern, run_id, graph_input, row["user"], None, "recover", lease)
-        return self.run_record(run_id, ctx)
+        self._drive(pattern, (owner, run_id, row["thread_id"]), graph_input, None, "recover", lease)
+        return _public(self._reread(row))
 
     def recover_runs(self, ctx: RequestContext | None = None) -> list[dict[str, Any]]:
         """Recover every orphaned run ``ctx`` may see; their records, oldest first."""
         ctx = ctx or RequestContext()
         out = []
-        for run_id in self.runs.orphans():
-            row = self.runs.get(run_id)
-            if row is None or (ctx.user is not None and row["user"] != ctx.user):
+        for owner, run_id in self.runs.orphans():
+            if ctx.user is not None and owner != ctx.user:
+                continue
+            row = self.runs.get(owner, run_id)
+            if row is None:
                 continue
             try:
-                out.append(self.recover_run(run_id, ctx))
+                out.append(self._recover(row, ctx))
             except ConflictError:
                 continue  # another process recovered it first
             except OptimizerError:
-                out.append(self.run_record(run_id, ctx))
+                out.append(_public(self._reread(row)))
         return out
 
     def cancel_run(self, run_id: str, ctx: RequestContext | None = None) -> dict[str, Any]:
@@ -528,15 +535,15 @@ class OptimizerAgent:
             ConflictError: the run had already ended.
         """
         ctx = ctx or RequestContext()
-        self.run_record(run_id, ctx)
-        if not self.runs.cancel(run_id, ctx.user):
-            current = self.run_record(run_id, ctx)
+        row = self._run_row(run_id, ctx)
+        if not self.runs.cancel(row["user"], run_id, ctx.user):
+            current = self._reread(row)
             raise ConflictError(
                 f"run '{run_id}' is {current['status']}; only a running or waiting run can be "
                 "cancelled",
                 details={"run_id": run_id, "status": current["status"]},
             )
-        return self.run_record(run_id, ctx)
+        return _public(self._reread(row))
 
     def play_case(self, case: dict[str, Any]) -> dict[str, Any]:
         """Run a golden case (and resume it when it says so); returns its files by relative path.
@@ -566,17 +573,42 @@ class OptimizerAgent:
         """A run's record (pattern, status, user, timestamps, inputs, report, error).
 
         Raises:
-            NotFoundError: no such run, or it was started by another user (the same error, so
-                nothing leaks about other users' runs).
+            NotFoundError: ``ctx.user`` has no such run (another user's run of that id is never
+                seen: run ids are scoped per user).
+            InputError: the operator named a run id that several users use and they have none
+                of their own by that id.
         """
-        ctx = ctx or RequestContext()
-        row = self.runs.get(run_id)
-        if row is None or (ctx.user is not None and row["user"] != ctx.user):
+        return _public(self._run_row(run_id, ctx or RequestContext()))
+
+    def _run_row(self, run_id: str, ctx: RequestContext) -> dict[str, Any]:
+        """The run ``run_id`` of ``ctx.user``, with its thread id (see ``run_record``).
+
+        A named user reaches only their own runs. The operator, who may see every run, reaches
+        their own run of that id, else the only user's run of that id; several are ambiguous.
+        """
+        owner = ctx.user
+        if owner is None and self.runs.get(None, run_id) is None:
+            users = self.runs.users_of(run_id)
+            if len(users) > 1:
+                raise InputError(
+                    f"run id '{run_id}' is used by several users ({', '.join(sorted(map(str, users)))}); "
+                    "act as one of them with --user NAME",
+                    details={"field": "run_id", "value": run_id, "allowed": sorted(map(str, users))},
+                )
+            owner = users[0] if users else None
+        row = self.runs.get(owner, run_id)
+        if row is None:
             raise NotFoundError(
                 f"run '{run_id}' not found; `optimizer runs list` shows your runs",
                 details={"field": "run_id", "value": run_id},
             )
         return row
+
+    def _reread(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The current state of the run ``row`` was read from (its owner's run of that id)."""
+        current = self.runs.get(row["user"], row["run_id"])
+        assert current is not None, "runs are never deleted"
+        return current
 
     def run_report(self, run_id: str, ctx: RequestContext | None = None) -> dict[str, Any]:
         """A run's latest report (for a run that failed before reporting: its id, pattern, status, error).
@@ -626,18 +658,18 @@ class OptimizerAgent:
     def runs(self) -> RunLog:
         """The run log on the store's database; its tables are created on first use."""
         if self._runs is None:
-            self.store.create_schema(run_metadata)
+            setup(self.store)
             self._runs = RunLog(self.store.engine)
         return self._runs
 
     @contextmanager
-    def _lease_kept(self, run_id: str, lease: str) -> Iterator[None]:
-        """Renew ``lease`` on the run in the background while the body runs."""
+    def _lease_kept(self, owner: str | None, run_id: str, lease: str) -> Iterator[None]:
+        """Renew ``lease`` on ``owner``'s run in the background while the body runs."""
         stop = threading.Event()
 
         def renew() -> None:
             while not stop.wait(LEASE.total_seconds() / 3):
-                if not self.runs.renew(run_id, lease):
+                if not self.runs.renew(owner, run_id, lease):
                     return
 
         keeper = threading.Thread(target=renew, name=f"lease-{run_id}", daemon=True)
@@ -651,14 +683,15 @@ class OptimizerAgent:
     def _drive(
         self,
         pattern: Pattern,
-        run_id: str,
+        key: tuple[str | None, str, str],
         graph_input: Any,
-        user: str | None,
         call_log: list[dict[str, Any]] | None,
         phase: str,
         lease: str,
     ) -> dict[str, Any]:
         """Invoke the graph until it ends or interrupts; record and return the report.
+
+        ``key`` is the run's (user, run id, thread id); the run acts as its user.
 
         Raises:
             ConflictError: the run was cancelled (or taken over) while this call drove it;
@@ -670,14 +703,15 @@ class OptimizerAgent:
         caller: CapabilityCaller = (
             self.runner if call_log is None else RecordingCaller(self.runner, call_log, phase)
         )
+        user, run_id, thread_id = key
         started = time.perf_counter()
         outcome = "internal_error"
         try:
-            with checkpointer(self.store) as saver, self._lease_kept(run_id, lease):
+            with checkpointer(self.store) as saver, self._lease_kept(user, run_id, lease):
                 graph = compile_pattern(pattern, caller, saver)
                 state = graph.invoke(
                     graph_input,
-                    {"configurable": {"thread_id": run_id}},
+                    {"configurable": {"thread_id": thread_id}},
                     context=RunContext(user=user, trace_id=run_id),
                 )
             interrupts = state.pop("__interrupt__", None)
@@ -693,17 +727,18 @@ class OptimizerAgent:
                 "outputs": outputs_of(pattern, state) if interrupts else state["outputs"],
                 "pending_approval": interrupts[0].value if interrupts else None,
             }
-            if not self.runs.finish(run_id, status, lease, report=report):
+            if not self.runs.finish(user, run_id, status, lease, report=report):
                 raise _lost_lease(run_id)
             outcome = status
             return report
         except OptimizerError as err:
             outcome = err.code
             if err.code != "lease_lost":
-                self.runs.finish(run_id, "failed", lease, error=err.to_dict())
+                self.runs.finish(user, run_id, "failed", lease, error=err.to_dict())
             raise
         except Exception as exc:
             self.runs.finish(
+                user,
                 run_id,
                 "failed",
                 lease,
@@ -736,6 +771,11 @@ def _not_waiting(row: dict[str, Any]) -> ConflictError:
         message + "; nothing to resume",
         details={"run_id": row["run_id"], "status": row["status"], "decision": decided},
     )
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    """A run's row as users see it: without the checkpoint thread id (storage detail)."""
+    return {k: v for k, v in row.items() if k != "thread_id"}
 
 
 def _lost_lease(run_id: str) -> ConflictError:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agents.run_log import metadata as run_metadata
+from agents.run_log import setup as setup_runs
 from services.data.store import SQLITE_BUSY_TIMEOUT_MS, Store
 
 if TYPE_CHECKING:  # LangGraph loads only when a pattern runs
@@ -77,7 +77,7 @@ def open_store(home: Path | None = None) -> Store:
     directory.mkdir(parents=True, exist_ok=True)
     url = os.environ.get(DB_URL_ENV) or f"sqlite:///{directory / DB_FILENAME}"
     store = Store(url)
-    store.create_schema(run_metadata)
+    setup_runs(store)  # the store's tables and the run tables, older run tables migrated
     return store
 
 

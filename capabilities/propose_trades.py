@@ -42,6 +42,13 @@ class ProposeTradesInput(PortfolioRequest):
         description="A deposit (positive) to invest or a withdrawal (negative) to raise, in the portfolio "
         "currency; a withdrawal larger than cash plus all holdings after costs is an error naming the shortfall.",
     )
+    drift_band_pct: float | None = Field(
+        None, ge=0, le=100, exclude_if=omit_if_null,
+        description="With a deposit under method 'target': the largest drift from the target, in "
+        "percentage points, that investing the deposit without any sale may leave; beyond it, holdings "
+        "may be sold too. Unset: sales are considered only when the deposit alone cannot meet the "
+        "policy's limits. The drift_rebalance pattern passes its band_pct.",
+    )
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class ProposalInputs:
     ratings: dict[str, float]
     benchmarks: dict[str, dict[str, float]]
     cash_flow: Decimal | None = None
+    drift_band_pct: float | None = None
 
 
 def resolve(request: ProposeTradesInput, services: Services) -> ProposalInputs:
@@ -79,13 +87,14 @@ def resolve(request: ProposeTradesInput, services: Services) -> ProposalInputs:
     if request.ratings is not None:
         validate_ratings(pack, request.ratings)
     ratings = request.ratings if request.ratings is not None else services.store.get_ratings()
-    return ProposalInputs(pack, holdings, policy, ratings, services.benchmarks, request.cash_flow)
+    return ProposalInputs(pack, holdings, policy, ratings, services.benchmarks, request.cash_flow,
+                          request.drift_band_pct)
 
 
 def handle(request: ProposeTradesInput, ctx: RequestContext, services: Services) -> TradeProposal:
     inputs = resolve(request, services)
     return propose_trades(inputs.pack, inputs.holdings, inputs.policy, inputs.ratings, inputs.benchmarks,
-                          cash_flow=inputs.cash_flow)
+                          cash_flow=inputs.cash_flow, drift_band_pct=inputs.drift_band_pct)
 
 
 class _TradeBrief(BaseModel):

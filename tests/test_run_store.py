@@ -59,7 +59,7 @@ def checkpointed(store: Store) -> bool:
     try:
         with store.engine.connect() as conn:
             return bool(conn.exec_driver_sql(
-                "SELECT count(*) FROM checkpoints WHERE thread_id = 'doomed'").scalar())
+                "SELECT count(*) FROM checkpoints WHERE thread_id = '/doomed'").scalar())
     except DBAPIError:
         return False
 
@@ -114,7 +114,7 @@ def test_a_run_killed_while_running_is_recovered_from_its_checkpoint(
     store = open_store()  # polled directly: a CLI call takes longer than the window
     try:
         log, deadline = RunLog(store.engine), time.monotonic() + 120
-        while not (checkpointed(store) and (row := log.get("doomed")) and row["status"] == "running"):
+        while not (checkpointed(store) and (row := log.get(None, "doomed")) and row["status"] == "running"):
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.02)
     finally:

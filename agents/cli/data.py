@@ -83,7 +83,8 @@ def _add_packs(commands: Any) -> None:
         summary="import a pricing pack from CSV files",
         description="Import a pricing pack. PRICES is a long CSV with header date,symbol,close "
         "(dates YYYY-MM-DD, increasing within each symbol; .csv.gz accepted). SECURITIES has "
-        "header symbol,name,sector,asset_class. Every problem in both files is reported at once "
+        "header symbol,name,sector,asset_class[,halted] (halted: true/false, yes/no, 1/0 or "
+        "empty; a halted security is never traded). Every problem in both files is reported at once "
         "and nothing is written unless both are valid. Re-importing identical content is a "
         "no-op; different content under an existing id is refused. Packs are frozen, so what "
         "would poison one is refused: closes outside 1e-06..1e+09, dates before 1900 or in the "

@@ -231,9 +231,17 @@ def _print_version(args: argparse.Namespace, store: Store) -> int:
 
 def _cmd_orders(args: argparse.Namespace, store: Store) -> int:
     user = acting_user(args)
-    owned = {p["id"] for p in store.list_portfolios(user=user)}
+    owner_of = {p["id"]: p["owner"] for p in store.list_portfolios(user=user)}
     # Another user's run reads like one that booked nothing: the error names no other portfolio.
-    rebalances = [r for r in store.list_rebalances(run_id=args.run_id) if r["portfolio_id"] in owned]
+    rebalances = [r for r in store.list_rebalances(run_id=args.run_id) if r["portfolio_id"] in owner_of]
+    owners = sorted({str(owner_of[r["portfolio_id"]]) for r in rebalances})
+    if user is None and len(owners) > 1:
+        # Run ids are scoped per user: the operator must say whose run this is.
+        raise InputError(
+            f"run id '{args.run_id}' booked orders for several users ({', '.join(owners)}); "
+            "act as one of them with --user NAME",
+            details={"field": "run_id", "value": args.run_id, "allowed": owners},
+        )
     text = orders_csv(rebalances, args.run_id)
     if args.csv == "-":
         print(text, end="")

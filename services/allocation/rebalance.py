@@ -14,7 +14,7 @@ from decimal import Decimal
 import numpy as np
 
 from services.allocation.costs import cents, to_decimal, trade_cost
-from services.allocation.optimization import AllocationProblem, SectorCap, solve
+from services.allocation.optimization import Allocation, AllocationProblem, SectorCap, solve
 from services.allocation.proposal import (
     BlackLittermanInfo,
     ConstraintCheck,
@@ -101,12 +101,16 @@ def propose_trades(
     named_benchmarks: dict[str, dict[str, float]],
     cash_flow: Decimal | None = None,
     estimates: EstimateCache | None = None,
+    drift_band_pct: float | None = None,
 ) -> TradeProposal:
     """The best whole-share rebalance of ``holdings`` under ``policy``, priced from ``pack``.
 
     ``cash_flow`` is a deposit (positive) to invest or a withdrawal (negative) to raise: it is
     added to cash before the allocation, whose invested fraction then applies to the new value,
     and the turnover limit is widened by the flow's share of that value (see ``with_cash_flow``).
+    A deposit is invested before any sale is considered (``_deposit_first``): holdings are sold
+    only when investing it without sales cannot meet the policy's limits or, under method
+    ``target`` with ``drift_band_pct``, leaves a line further than that from its target.
     ``estimates`` shares estimation between proposals (a batch); without it every call
     estimates for itself. The result is the same either way.
     """
@@ -159,36 +163,28 @@ def propose_trades(
     if no_buy or fixed:
         problem = _restricted_problem(problem, no_buy, fixed)
 
-    shares = optimal = allocation = None
+    attempts = [(problem, setup)]
+    if cash_flow and cash_flow > 0:
+        attempts.insert(0, _deposit_first(problem, setup))
     solves = 0
-    for margin in TE_MARGINS:
-        for _ in range(FAST_RESOLVES):
-            allocation = solve(problem, te_margin=margin)
-            solves += 1
-            optimal = _vector(dict(zip(problem.symbols, allocation.weights, strict=True)), plan_symbols)
-            understated = _understated_te(risk, setup, optimal, margin)
-            if understated is None:
-                break
-            # The approximation understated tracking error: tighten its limit by the ratio and re-solve.
-            assert problem.max_tracking_error is not None
-            problem = replace(problem, max_tracking_error=problem.max_tracking_error * understated)
-        shares, notes = round_to_shares(setup, optimal)
-        notes.update(held_notes)
-        rounded = evaluate(setup, shares)
-        if tracking_error_ok(setup, rounded):
-            break
-    else:
-        # Whole shares are too coarse for this portfolio's size: a discrete conflict, not a solver fault.
-        raise InfeasibleError(
-            f"infeasible policy: in whole shares, a portfolio worth ${setup.value:,.2f} cannot hold the "
-            f"optimal weights closely enough to keep tracking error within {policy.max_tracking_error_pct:g}%: "
-            f"the rounded portfolio reaches {rounded.tracking_error * 100:.2f}% even when solved with a "
-            f"{TE_MARGINS[-1]:.0%} margin. Raise max_tracking_error_pct, add cash, or narrow the universe.",
-            details={"conflicts": ["max_tracking_error_pct", "whole shares", "portfolio value"],
-                     "portfolio_value": round(setup.value, 2),
-                     "rounded_tracking_error_pct": round(rounded.tracking_error * 100, 4),
-                     "smallest_relaxation": {"max_tracking_error_pct": math.ceil(rounded.tracking_error * 1e4) / 100}},
-        )
+    for n, (candidate, candidate_setup) in enumerate(attempts):
+        try:
+            shares, optimal, allocation, notes, problem, used = _solve_and_round(
+                candidate, candidate_setup, risk, policy)
+        except InfeasibleError as err:
+            if n == len(attempts) - 1:
+                raise
+            warnings.append(f"cash flow: the deposit alone cannot meet every limit without selling "
+                            f"({err.message}); holdings may be sold")
+            solves += len(TE_MARGINS)
+            continue
+        solves += used
+        if n < len(attempts) - 1 and (why := _outside_band(policy, candidate_setup, shares, drift_band_pct)):
+            warnings.append(f"cash flow: investing the deposit without selling leaves {why}; holdings may be sold")
+            continue
+        setup = candidate_setup
+        break
+    notes.update(held_notes)
     assert shares is not None and optimal is not None and allocation is not None
     warnings += allocation.warnings
     binding = allocation.binding
@@ -215,6 +211,80 @@ def propose_trades(
                           else allocation.objective)
     return _report(pack, holdings, policy, choice, setup, est, factor, bench_vec, benchmark_name,
                    binding, method, optimal, shares, notes, warnings, fallback, info, bl_info)
+
+
+def _solve_and_round(
+    problem: AllocationProblem, setup: PlanSetup, risk: RiskSetup, policy: Policy
+) -> tuple[np.ndarray, np.ndarray, Allocation, dict[str, str], AllocationProblem, int]:
+    """Solve, round to whole shares, and re-solve with a tighter tracking-error margin while the
+    rounded portfolio breaks the limit; (shares, optimal, allocation, notes, problem, solves).
+
+    Raises:
+        InfeasibleError: the problem is infeasible, or whole shares cannot keep tracking error
+            within the limit even at the largest margin.
+    """
+    solves = 0
+    for margin in TE_MARGINS:
+        for _ in range(FAST_RESOLVES):
+            allocation = solve(problem, te_margin=margin)
+            solves += 1
+            optimal = _vector(dict(zip(problem.symbols, allocation.weights, strict=True)), setup.symbols)
+            understated = _understated_te(risk, setup, optimal, margin)
+            if understated is None:
+                break
+            # The approximation understated tracking error: tighten its limit by the ratio and re-solve.
+            assert problem.max_tracking_error is not None
+            problem = replace(problem, max_tracking_error=problem.max_tracking_error * understated)
+        shares, notes = round_to_shares(setup, optimal)
+        rounded = evaluate(setup, shares)
+        if tracking_error_ok(setup, rounded):
+            return shares, optimal, allocation, notes, problem, solves
+    # Whole shares are too coarse for this portfolio's size: a discrete conflict, not a solver fault.
+    raise InfeasibleError(
+        f"infeasible policy: in whole shares, a portfolio worth ${setup.value:,.2f} cannot hold the "
+        f"optimal weights closely enough to keep tracking error within {policy.max_tracking_error_pct:g}%: "
+        f"the rounded portfolio reaches {rounded.tracking_error * 100:.2f}% even when solved with a "
+        f"{TE_MARGINS[-1]:.0%} margin. Raise max_tracking_error_pct, add cash, or narrow the universe.",
+        details={"conflicts": ["max_tracking_error_pct", "whole shares", "portfolio value"],
+                 "portfolio_value": round(setup.value, 2),
+                 "rounded_tracking_error_pct": round(rounded.tracking_error * 100, 4),
+                 "smallest_relaxation": {"max_tracking_error_pct": math.ceil(rounded.tracking_error * 1e4) / 100}},
+    )
+
+
+def _deposit_first(problem: AllocationProblem, setup: PlanSetup) -> tuple[AllocationProblem, PlanSetup]:
+    """``problem`` and ``setup`` under which a deposit is invested before any sale is considered.
+
+    Every eligible holding keeps at least its current weight (of the value after the deposit),
+    or its cap when it is over the cap even so: the only sales left are those the policy forces
+    whatever the cash (ineligible names, positions over their cap). Rounding then sells none of
+    the spared holdings unless a hard limit needs it. The caller falls back to the problem
+    without these floors when they make it infeasible (a sector, tracking-error, turnover or
+    cash limit the deposit alone cannot meet), and says so.
+    """
+    base = problem.floors if problem.floors is not None else np.zeros(problem.n)
+    floors = np.maximum(base, np.minimum(problem.current, problem.caps))
+    weight = setup.current * setup.prices / setup.value
+    no_sell = (setup.current > 0) & ~setup.forced & (weight <= setup.caps)
+    return replace(problem, floors=floors), replace(setup, no_sell=no_sell)
+
+
+def _outside_band(policy: Policy, setup: PlanSetup, shares: np.ndarray, band_pct: float | None) -> str | None:
+    """Under method ``target``, the largest drift from the target beyond ``band_pct`` points that
+    holding ``shares`` leaves, described; None when every line is within the band (or no band).
+
+    Drift is judged as ``check_drift`` judges it: at 4 decimals, strictly beyond the band.
+    """
+    if band_pct is None or policy.method != "target" or policy.target_weights_pct is None:
+        return None
+    weights = evaluate(setup, shares).weights * 100.0
+    after = dict(zip(setup.symbols, weights, strict=True))
+    target = policy.target_weights_pct
+    drifts = {s: round(after.get(s, 0.0) - target.get(s, 0.0), 4) for s in sorted(set(after) | set(target))}
+    worst = max(drifts, key=lambda s: (abs(drifts[s]), s))
+    if abs(drifts[worst]) <= band_pct:
+        return None
+    return f"{worst} {drifts[worst]:+.4f} points from its target, outside the {band_pct:g}-point band"
 
 
 def _objective(policy: Policy) -> str:
@@ -305,14 +375,14 @@ def trading_restrictions(
 ) -> tuple[Eligibility, set[str], set[str], dict[str, str]]:
     """Apply restricted (never buy), frozen (never trade) and halted names to the eligibility.
 
-    A security is halted when the pack has no close for it on its asof: it is neither bought
-    nor sold and is valued at its last close. A frozen or halted holding is kept even when the
+    A security is halted when the pack marks it so (``halted`` in its security master) or has
+    no close for it on its asof (``PricingPack.halted``): it is neither bought nor sold and is
+    valued at its last close. A frozen or halted holding is kept even when the
     policy would sell it. Returns the eligibility, the held names not to buy, the held names
     not to trade, and a note per such holding for its trade's rationale.
     """
-    last_row = pack.closes.iloc[-1]
     held = set(holdings.positions)
-    halted = {s for s in held | set(choice.eligible) if s in last_row.index and last_row[s] != last_row[s]}
+    halted = set(pack.halted) & (held | set(choice.eligible))
     frozen = set(policy.frozen_symbols)
     restricted = set(policy.restricted_symbols)
     fixed = (frozen | halted) & held
@@ -324,7 +394,7 @@ def trading_restrictions(
             warnings.append(f"{sym} is {'halted' if sym in halted else 'frozen'}: kept although {forced.pop(sym)}")
     for sym in sorted(halted):
         last = pack.closes[sym].last_valid_index()
-        warnings.append(f"{sym} is halted (no close on {pack.asof.isoformat()}): neither bought nor sold, "
+        warnings.append(f"{sym} is halted ({pack.halted[sym]}): neither bought nor sold, "
                         f"valued at its last close of {last.date().isoformat()}")
         if sym in held:
             notes[sym] = "halted: neither bought nor sold, valued at its last close"

@@ -11,7 +11,11 @@ the names rounding left furthest below their optimal weight.
 from __future__ import annotations
 
 import math
+import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -19,8 +23,12 @@ from services.allocation.optimization import SectorCap
 from services.errors import InfeasibleError
 
 EPS = 1e-9
+T = TypeVar("T")
 # Below this an optimal weight is solver noise: the report prints it as 0.0000%, so it is zero.
 ZERO_WEIGHT = 5e-7
+# A bound on the whole-share MILP's branch-and-bound nodes (see ``whole_shares_milp``); a node
+# count, not a time limit, so that the result does not depend on the machine's speed.
+MILP_NODES = 20_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,6 +59,9 @@ class PlanSetup:
     fixed: np.ndarray | None = None
     # Smallest position other than zero, as a fraction of value; None: no minimum.
     min_position: float | None = None
+    # Holdings not to be sold when rounding (a deposit is invested before any sale is
+    # considered); a repair that a hard limit needs may still sell. None: no such names.
+    no_sell: np.ndarray | None = None
 
     @property
     def value(self) -> float:
@@ -155,7 +166,7 @@ def round_to_shares(setup: PlanSetup, optimal: np.ndarray) -> tuple[np.ndarray, 
     Returns the shares and a note per symbol whose trade was changed by rounding rules.
     """
     notes: dict[str, str] = {}
-    optimal = np.where(optimal < ZERO_WEIGHT, 0.0, optimal)
+    optimal = unadjusted = np.where(optimal < ZERO_WEIGHT, 0.0, optimal)
     if setup.min_position is not None:
         optimal = _without_small_positions(setup, optimal)
     desired = optimal * setup.value / setup.prices
@@ -168,6 +179,8 @@ def round_to_shares(setup: PlanSetup, optimal: np.ndarray) -> tuple[np.ndarray, 
     shares[setup.forced] = 0
     if setup.no_buy is not None:
         shares = np.where(setup.no_buy, np.minimum(shares, setup.current), shares)
+    if setup.no_sell is not None:
+        shares = np.where(setup.no_sell, np.maximum(shares, setup.current), shares)
     if setup.fixed is not None:
         shares[setup.fixed] = setup.current[setup.fixed]
 
@@ -188,7 +201,169 @@ def round_to_shares(setup: PlanSetup, optimal: np.ndarray) -> tuple[np.ndarray, 
             shares = _repair(setup, _minimum_positions(setup, shares, optimal, notes), optimal, notes)
             if np.array_equal(shares, before):
                 break
+        if _below_minimum(setup, evaluate(setup, shares)).any():
+            # The greedy rounds could not settle it (typically a binding turnover limit: closing or
+            # topping up a small position costs turnover): solve for the shares exactly.
+            # Nearest the optimizer's own weights: a small position may be topped up rather than
+            # closed when that costs less turnover (the greedy pass had aimed at closing it).
+            exact = whole_shares_milp(setup, unadjusted)
+            for i in np.flatnonzero(exact != shares):
+                notes[setup.symbols[i]] = (
+                    f"closed: below the minimum position of {setup.min_position * 100:g}%" if exact[i] == 0
+                    else "set by the whole-share solve that keeps every position at or above the minimum")
+            shares = exact
     return shares, notes
+
+
+def _below_minimum(setup: PlanSetup, snap: Snapshot) -> np.ndarray:
+    """Positions (other than frozen or halted ones) held below the minimum position."""
+    assert setup.min_position is not None
+    fixed = setup.fixed if setup.fixed is not None else np.zeros(len(snap.shares), dtype=bool)
+    return (snap.shares > 0) & ~fixed & (snap.weights < setup.min_position - EPS)
+
+
+def whole_shares_milp(setup: PlanSetup, optimal: np.ndarray) -> np.ndarray:
+    """The whole-share holdings nearest ``optimal`` (in value, L1) that meet every hard limit and
+    the minimum position, by a mixed-integer linear program (HiGHS through SciPy's ``milp``, in
+    a child process: see ``_without_stdout``).
+
+    Exact in the quantities ``evaluate`` and ``violations`` use: costs per trade (commission,
+    market impact and the half-cent margin), cash and its buffer, caps and sector limits on the
+    value after costs, discretionary turnover with the forced-sale exemption, and
+    ``min_trade_value`` (a trade is zero or at least the minimum, except a sale that closes a
+    position). The minimum position is imposed on the value before costs, which is larger, so a
+    position at it is at or above it after costs too. Tracking error (a norm) is not in the
+    program; the caller checks it. Frozen, halted, restricted and forced names keep their rules.
+
+    Raises:
+        InfeasibleError: no whole-share portfolio meets the minimum position and the limits
+            together; the message names the limits in conflict.
+    """
+    assert setup.min_position is not None
+    n, price, current, value = len(setup.symbols), setup.prices, setup.current.astype(float), setup.value
+    minimum = setup.min_position
+    fixed = setup.fixed if setup.fixed is not None else np.zeros(n, dtype=bool)
+    upper = np.floor(setup.caps * value / price + 1e-9)
+    upper = np.where(setup.no_buy if setup.no_buy is not None else False, np.minimum(upper, current), upper)
+    upper = np.maximum(np.where(fixed, current, upper), 0.0)
+    upper[setup.forced] = 0.0
+    lower = np.where(fixed, current, 0.0)
+    for safety in (0.0, 0.01):  # exact first; a cent of room if the solver's tolerance showed
+        out = _without_stdout(_min_position_program, setup, optimal, upper, lower, safety)
+        if out is None:
+            break
+        snap = evaluate(setup, out)
+        if not violations(setup, snap) and not _below_minimum(setup, snap).any():
+            return out
+    conflicts = ["min_position_pct", *(["max_turnover_pct"] if setup.max_turnover is not None else []),
+                 "max_single_position_pct", "cash_buffer_pct", "min_trade_value"]
+    raise InfeasibleError(
+        f"infeasible policy: no whole-share portfolio keeps every position at or above "
+        f"min_position_pct {minimum * 100:g}% (or closed) while meeting "
+        + ("max_turnover_pct, " if setup.max_turnover is not None else "")
+        + "the position and sector caps, the cash buffer and min_trade_value; lower "
+        "min_position_pct" + (" or raise max_turnover_pct" if setup.max_turnover is not None else ""),
+        details={"conflicts": conflicts, "min_position_pct": minimum * 100},
+    )
+
+
+def _without_stdout(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a fresh child process whose stdout is /dev/null.
+
+    HiGHS writes to the process's stdout from C (a banner, debug lines) whatever its options
+    say, and stdout carries the CLI's results and the MCP stdio protocol: it must not reach it.
+    Redirecting file descriptor 1 in this process would also swallow what other threads write
+    meanwhile, so the solve runs in a spawned child. A daemonic process (a batch worker) may not
+    have children, and a child may fail to start; there descriptor 1 is redirected around the
+    call instead.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    if multiprocessing.current_process().daemon:
+        return _in_process_without_stdout(fn, *args)
+    context = multiprocessing.get_context("spawn")
+    try:
+        with ProcessPoolExecutor(1, mp_context=context, initializer=_silence_stdout) as pool:
+            return pool.submit(fn, *args).result()
+    except BrokenProcessPool:
+        # The child could not start (e.g. a __main__ read from stdin cannot be re-imported).
+        return _in_process_without_stdout(fn, *args)
+
+
+def _in_process_without_stdout(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` here, with file descriptor 1 pointed at /dev/null around the call."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        _silence_stdout()
+        return fn(*args)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _silence_stdout() -> None:
+    """Point file descriptor 1 at /dev/null."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+
+
+def _min_position_program(
+    setup: PlanSetup, optimal: np.ndarray, upper: np.ndarray, lower: np.ndarray, safety: float
+) -> np.ndarray | None:
+    """Solve ``whole_shares_milp``'s program with ``safety`` dollars of room on every limit; the
+    shares, or None when it is infeasible."""
+    import cvxpy as cp
+
+    assert setup.min_position is not None
+    n, price, current, value = len(setup.symbols), setup.prices, setup.current.astype(float), setup.value
+    minimum = setup.min_position
+    fixed = setup.fixed if setup.fixed is not None else np.zeros(n, dtype=bool)
+    shares = cp.Variable(n, integer=True)
+    held = cp.Variable(n, boolean=True)
+    buy = cp.Variable(n, boolean=True)
+    sell = cp.Variable(n, boolean=True)
+    size = cp.Variable(n, nonneg=True)  # |trade value|
+    gap = cp.Variable(n, nonneg=True)  # |holding value - optimal value|
+    trade = cp.multiply(shares - current, price)
+    max_buy = np.maximum(upper - current, 0.0) * price
+    max_sell = current * price
+    smallest_sale = np.minimum(setup.min_trade_value, max_sell)
+    costs = ((setup.commission + 0.005) * cp.sum(buy + sell) + setup.impact_bps / 1e4 * cp.sum(size))
+    value_after = value - costs
+    holding = cp.multiply(shares, price)
+    cons = [
+        shares >= lower, shares <= upper, buy + sell <= 1,
+        trade <= cp.multiply(max_buy, buy) - cp.multiply(smallest_sale, sell),
+        trade >= setup.min_trade_value * buy - cp.multiply(max_sell, sell),
+        size >= trade, size >= -trade,
+        gap >= holding - optimal * value, gap >= optimal * value - holding,
+        holding <= cp.multiply(setup.caps, value_after) - safety,
+        setup.cash - cp.sum(trade) - costs >= setup.cash_buffer * value_after + safety,
+    ]
+    free = ~fixed & ~setup.forced
+    if free.any():
+        idx = np.flatnonzero(free)
+        cons += [shares[idx] <= cp.multiply(upper[idx], held[idx]),
+                 holding[idx] >= minimum * value * held[idx] + safety * held[idx]]
+    for sector in setup.sectors:
+        cons.append(cp.sum(holding[sector.members]) <= sector.limit * value_after - safety)
+    if setup.max_turnover is not None:
+        forced_sales = float((current * price)[setup.forced].sum())
+        buys = (cp.sum(trade) + cp.sum(size)) / 2
+        excess = cp.sum(size) - forced_sales - setup.max_turnover * value + safety
+        cons += [excess <= forced_sales, excess <= buys]
+    problem = cp.Problem(cp.Minimize(cp.sum(gap) + 1e-3 * costs), cons)
+    try:
+        problem.solve(solver=cp.SCIPY, scipy_options={"node_limit": MILP_NODES})
+    except cp.SolverError:
+        return None
+    if problem.status not in ("optimal", "optimal_inaccurate") or shares.value is None:
+        return None
+    return np.round(shares.value).astype(np.int64)
 
 
 def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: dict[str, str]) -> np.ndarray:
@@ -211,6 +386,9 @@ def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: di
             assert v.index is not None
             members = setup.sectors[v.index].members
             candidates = members[(shares[members] > 0) & tradable[members]]
+            if setup.no_sell is not None and (shares[candidates] > setup.current[candidates]).any():
+                # Cut a purchase before selling a holding the deposit was meant to spare.
+                candidates = candidates[shares[candidates] > setup.current[candidates]]
             if not len(candidates):
                 raise InfeasibleError(
                     f"infeasible policy: sector {setup.sectors[v.index].name} is over its limit with frozen "
@@ -219,7 +397,8 @@ def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: di
                 )
             i = _most_overweight(snap, optimal, candidates)
             cut = max(1, math.ceil(v.amount * snap.value_after / price[i]))
-            shares[i] = max(0, int(shares[i]) - cut)
+            spared = setup.no_sell is not None and shares[i] > setup.current[i]
+            shares[i] = max(int(setup.current[i]) if spared else 0, int(shares[i]) - cut)
             notes.setdefault(setup.symbols[i], "trimmed to the sector cap after rounding to whole shares")
         elif v.kind == "cash":
             buys = np.flatnonzero(shares > setup.current)

@@ -40,6 +40,9 @@ MAX_PROBLEMS = 50
 
 PRICES_COLUMNS = ("date", "symbol", "close")
 SECURITIES_COLUMNS = ("symbol", "name", "sector", "asset_class")
+SECURITIES_OPTIONAL_COLUMNS = ("halted",)
+# The ``halted`` column: empty means not halted (the column is optional, and so is each value).
+HALTED_VALUES = {"": False, "false": False, "0": False, "no": False, "true": True, "1": True, "yes": True}
 POSITIONS_COLUMNS = ("symbol", "shares")
 POSITIONS_OPTIONAL_COLUMNS = ("cost_basis", "acquired")
 
@@ -366,13 +369,23 @@ def _parse_decimal(
 
 
 def _parse_securities(path: Path, problems: Problems) -> dict[str, tuple[Security, int]] | None:
-    rows = _read_rows(path, SECURITIES_COLUMNS, (), problems, need_rows=True)
+    rows = _read_rows(path, SECURITIES_COLUMNS, SECURITIES_OPTIONAL_COLUMNS, problems, need_rows=True)
     if rows is None:
         return None
     file = str(path)
     out: dict[str, tuple[Security, int]] = {}
     for line, rec in rows:
         symbol = rec["symbol"]
+        halted = HALTED_VALUES.get(rec.get("halted", "").lower())
+        if halted is None:
+            problems.add(
+                file,
+                line,
+                "halted",
+                rec["halted"][:80],
+                "bad_flag",
+                f"halted {rec['halted'][:80]!r} is not one of true, false, yes, no, 1, 0 or empty",
+            )
         if rec["asset_class"] not in ASSET_CLASSES:
             problems.add(
                 file,
@@ -398,7 +411,8 @@ def _parse_securities(path: Path, problems: Problems) -> dict[str, tuple[Securit
         else:
             # Kept even with a bad asset class: the symbol is listed, so its closes are not
             # also reported as unknown (the bad row already stops the import).
-            out[symbol] = (Security(symbol, rec["name"], rec["sector"], rec["asset_class"]), line)
+            security = Security(symbol, rec["name"], rec["sector"], rec["asset_class"], halted=bool(halted))
+            out[symbol] = (security, line)
     return out
 
 

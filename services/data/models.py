@@ -27,12 +27,17 @@ ASSET_CLASSES = ("equity", "etf", "index", "bond", "commodity", "cash", "other")
 
 @dataclass(frozen=True)
 class Security:
-    """One row of a pack's security master."""
+    """One row of a pack's security master.
+
+    ``halted``: trading in it is suspended on the pack's asof (the ``halted`` column of
+    securities.csv); it is then neither bought nor sold, like a security with no close that day.
+    """
 
     symbol: str
     name: str
     sector: str
     asset_class: str
+    halted: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,6 +73,17 @@ class PricingPack:
     def _by_symbol(self) -> dict[str, Security]:
         return {s.symbol: s for s in self.securities}
 
+    @functools.cached_property
+    def halted(self) -> dict[str, str]:
+        """Symbols that cannot be traded on the asof, each with why: marked halted in the
+        security master, or no close on the asof (both may hold; the mark is named)."""
+        out = {s.symbol: "marked halted in the pack" for s in self.securities if s.halted}
+        last_row = self.closes.iloc[-1]
+        for sym, value in last_row.items():
+            if value != value and sym not in out:  # NaN: no close that day
+                out[str(sym)] = f"no close on {self.asof.isoformat()}"
+        return dict(sorted(out.items()))
+
     def last_prices(self) -> dict[str, float]:
         """Latest close of every symbol that has one (the price used for trades)."""
         return dict(self._last_prices)
@@ -86,14 +102,17 @@ def pack_content_hash(securities: tuple[Security, ...], closes: pd.DataFrame) ->
     """SHA-256 over the security master, the dates, the symbols and the closes' float64 bytes.
 
     Columns are taken in sorted order and every missing close is the same NaN, so the hash
-    depends only on the content, not on how the frame was built or on the pandas version.
+    depends only on the content, not on how the frame was built or on the pandas version. A
+    halted security's line ends in ``|halted``; a security not halted hashes exactly as before
+    the flag existed, so a pack without halted securities keeps its hash.
     """
     import numpy as np
     import pandas as pd
 
     h = hashlib.sha256()
     for s in sorted(securities, key=lambda s: s.symbol):
-        h.update(f"S|{s.symbol}|{s.name}|{s.sector}|{s.asset_class}\n".encode())
+        flag = "|halted" if s.halted else ""
+        h.update(f"S|{s.symbol}|{s.name}|{s.sector}|{s.asset_class}{flag}\n".encode())
     frame = closes[sorted(closes.columns)]
     h.update(("D|" + ",".join(pd.DatetimeIndex(frame.index).strftime("%Y-%m-%d")) + "\n").encode())
     h.update(("C|" + ",".join(frame.columns) + "\n").encode())

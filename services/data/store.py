@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Connection,
     Date,
@@ -98,6 +99,8 @@ pack_securities = Table(
     Column("name", Text, nullable=False),
     Column("sector", Text, nullable=False),
     Column("asset_class", String(16), nullable=False),
+    # Added after stores existed (nullable: older rows read as not halted).
+    Column("halted", Boolean, nullable=True),
 )
 
 prices = Table(
@@ -288,9 +291,9 @@ class Store:
     def create_schema(self, *extra: MetaData) -> None:
         """Create any missing tables (the store's and ``extra``'s); existing ones are left alone.
 
-        Nullable columns added to a table after a store was created (``proposals.user``) are
-        added to it, so an older store keeps working. Runs under ``exclusive()``: two processes checking for a table at once would both try
-        to create it.
+        Nullable columns added to a table after a store was created (``proposals.user``,
+        ``pack_securities.halted``) are added to it, so an older store keeps working. Runs under
+        ``exclusive()``: two processes checking for a table at once would both try to create it.
         """
         with self.exclusive():
             for meta in (metadata, *extra):
@@ -351,14 +354,15 @@ class Store:
             yield
 
     def _add_missing_columns(self) -> None:
-        existing = {c["name"] for c in inspect(self.engine).get_columns(proposals.name)}
-        missing = [c for c in proposals.columns if c.name not in existing and c.nullable]
-        if missing:
-            quote = self.engine.dialect.identifier_preparer.quote
-            with write_transaction(self.engine) as conn:
-                for column in missing:
-                    kind = column.type.compile(dialect=self.engine.dialect)
-                    conn.execute(text(f"ALTER TABLE {quote(proposals.name)} ADD COLUMN {quote(column.name)} {kind}"))
+        quote = self.engine.dialect.identifier_preparer.quote
+        for table in (proposals, pack_securities):
+            existing = {c["name"] for c in inspect(self.engine).get_columns(table.name)}
+            missing = [c for c in table.columns if c.name not in existing and c.nullable]
+            if missing:
+                with write_transaction(self.engine) as conn:
+                    for column in missing:
+                        kind = column.type.compile(dialect=self.engine.dialect)
+                        conn.execute(text(f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {kind}"))
 
     def close(self) -> None:
         """Release pooled connections (the store can be used again afterwards)."""
@@ -417,6 +421,7 @@ class Store:
                         "name": s.name,
                         "sector": s.sector,
                         "asset_class": s.asset_class,
+                        "halted": s.halted,
                     }
                     for s in pack.securities
                 ],
@@ -450,6 +455,7 @@ class Store:
                     pack_securities.c.name,
                     pack_securities.c.sector,
                     pack_securities.c.asset_class,
+                    pack_securities.c.halted,
                 )
                 .where(pack_securities.c.pack_id == pack_id)
                 .order_by(pack_securities.c.symbol)
@@ -461,7 +467,7 @@ class Store:
             ).all()
         from services.data.importers import wide_closes  # pandas, only when a pack is read
 
-        securities = tuple(Security(*r) for r in secs)
+        securities = tuple(Security(*r[:4], halted=bool(r[4])) for r in secs)
         closes = wide_closes([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
         pack = PricingPack(id=pack_id, securities=securities, closes=closes)
         if pack.content_hash != head.content_hash:
