@@ -47,7 +47,7 @@ class ProposeTradesInput(PortfolioRequest):
         description="With a deposit under method 'target': the largest drift from the target, in "
         "percentage points, that investing the deposit without any sale may leave; beyond it, holdings "
         "may be sold too. Unset: sales are considered only when the deposit alone cannot meet the "
-        "policy's limits. The drift_rebalance pattern passes its band_pct.",
+        "policy's limits. The drift_rebalance pattern passes the band check_drift used.",
     )
 
 
