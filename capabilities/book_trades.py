@@ -86,9 +86,11 @@ def handle(request: BookTradesInput, ctx: RequestContext, services: Services) ->
     before = services.store.get_portfolio(request.portfolio_id)
     template = services.store.get_policy_template(request.policy_id)[0] if request.policy_id else None
     policy = resolve_policy(services.constraint_defaults, template, request.policy, policy_id=request.policy_id)
-    policy = preferences.with_approval_threshold(policy, preferences.current(services.store, before.id), request.policy)
+    prefs = preferences.current(services.store, before.id)
+    policy = preferences.with_approval_threshold(policy, prefs, request.policy)
     orders = [Order(t.symbol, t.action, t.quantity) for t in request.trades if t.action != "HOLD" and t.quantity > 0]
-    booking = book(pack, before, orders, policy, request.cash_flow)
+    booking = book(pack, before, orders, policy, request.cash_flow,
+                   restricted=frozenset(prefs.restricted_symbols), frozen=frozenset(prefs.frozen_symbols))
     rejected = request.decision.status == "rejected"
     if request.decision.status == "not_required" and booking.total_trade_value > policy.approval_threshold:
         raise InputError(

@@ -186,6 +186,37 @@ def test_a_stale_proposal_is_refused(targeted) -> None:
     assert store.get_portfolio("demo_diversified") == before
 
 
+def test_booking_checks_the_trading_rules_again(pack) -> None:
+    before = Portfolio(id="p", cash=Decimal("10000.00"), lots=(Lot("KO", 100, Decimal("40"), None),
+                                                               Lot("XOM", 10, Decimal("50"), None)))
+    # Each rule names its symbol; all problems are listed at once.
+    with pytest.raises(InputError) as err:
+        book(pack, before, [Order("AAPL", "BUY", 1), Order("KO", "SELL", 10), Order("JNJ", "BUY", 1)],
+             Policy(restricted_symbols=["AAPL"]), frozen=frozenset({"KO"}), restricted=frozenset({"JNJ"}))
+    assert err.value.details["problems"] == [
+        "AAPL: restricted (never bought)", "KO: frozen (never traded)", "JNJ: restricted (never bought)"]
+    # A restricted holding may still be sold; only buying it is refused.
+    sold = book(pack, before, [Order("XOM", "SELL", 10)], Policy(), restricted=frozenset({"XOM"}))
+    assert sold.after.positions() == {"KO": 100}
+
+
+def test_a_restriction_set_after_the_proposal_stops_its_booking(targeted) -> None:
+    agent = targeted
+    proposal = agent.execute("optimizer.propose_trades", {
+        "portfolio_id": "demo_diversified", "pricing_pack_id": PACK, "policy_id": "aggressive_growth",
+        "policy": {"method": "target"}})
+    bought = sorted(t["symbol"] for t in proposal["trades"] if t["action"] == "BUY")
+    assert bought, "the drifted portfolio buys something toward its target"
+    agent.store.set_restrictions("demo_diversified", restricted=[bought[0]], frozen=[])
+    before = agent.store.get_portfolio("demo_diversified")
+    with pytest.raises(InputError, match=f"{bought[0]}: restricted"):
+        agent.execute("optimizer.book_trades", {
+            "portfolio_id": "demo_diversified", "pricing_pack_id": PACK, "trades": proposal["trades"],
+            "policy_id": "aggressive_growth", "decision": {"status": "approved", "by": "pm"}}, allow_writes=True)
+    assert agent.store.get_portfolio("demo_diversified") == before
+    assert agent.store.list_rebalances("demo_diversified") == []
+
+
 @pytest.mark.parametrize("crash_at", ["_keep_version", "_replace_holdings"])
 def test_a_crash_between_booking_steps_leaves_no_partial_version(targeted, monkeypatch, crash_at) -> None:
     agent = targeted

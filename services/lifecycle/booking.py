@@ -77,18 +77,32 @@ class Booking:
 
 
 def book(
-    pack: PricingPack, before: Portfolio, orders: list[Order], policy: Policy, cash_flow: Decimal = Decimal("0")
+    pack: PricingPack,
+    before: Portfolio,
+    orders: list[Order],
+    policy: Policy,
+    cash_flow: Decimal = Decimal("0"),
+    *,
+    restricted: frozenset[str] = frozenset(),
+    frozen: frozenset[str] = frozenset(),
 ) -> Booking:
     """The booking of ``orders`` against ``before`` at the pack's closes, after a deposit
     (positive ``cash_flow``) or withdrawal (negative) that the trades invest or raise.
 
+    The trading rules are checked again here, not only when the trades were proposed: a
+    proposal may predate a new restriction (or come from elsewhere), and what is booked is
+    what must obey them. ``restricted`` and ``frozen`` add to the policy's own lists.
+
     Raises:
         InputError: an order names a symbol the pack does not price, sells more than is held,
-            repeats a symbol, or the buys and costs need more cash than there is (the error
-            names the shortfall).
+            repeats a symbol, buys a restricted symbol, trades a frozen or halted one, or the
+            buys and costs need more cash than there is (the error names the shortfall).
     """
     prices = pack.last_prices()
     held = before.positions()
+    halted = pack.halted
+    restricted = restricted | set(policy.restricted_symbols)
+    frozen = frozen | set(policy.frozen_symbols)
     problems: list[str] = []
     seen: set[str] = set()
     for o in orders:
@@ -97,6 +111,12 @@ def book(
         seen.add(o.symbol)
         if o.symbol not in prices:
             problems.append(f"{o.symbol}: no close in pricing pack {pack.id}")
+        if o.symbol in frozen:
+            problems.append(f"{o.symbol}: frozen (never traded)")
+        elif o.symbol in halted:
+            problems.append(f"{o.symbol}: halted ({halted[o.symbol]})")
+        elif o.side == "BUY" and o.symbol in restricted:
+            problems.append(f"{o.symbol}: restricted (never bought)")
         if o.side == "SELL" and o.quantity > held.get(o.symbol, 0):
             problems.append(f"{o.symbol}: sell {o.quantity} but {held.get(o.symbol, 0)} held")
     if problems:
