@@ -345,6 +345,8 @@ def square_factor(p: AllocationProblem) -> AllocationProblem:
         offset = np.zeros(n)
         offset[: len(s)] = u.T @ p.benchmark_offset
         residual = float(np.sqrt(max(p.benchmark_offset @ p.benchmark_offset - offset @ offset, 0.0)))
+        if p.offset_residual > 0:  # a residual the problem already had (a projected benchmark) adds to it
+            residual = float(np.hypot(residual, p.offset_residual))
     return replace(p, factor=factor, benchmark_offset=offset, offset_residual=residual)
 
 
@@ -616,7 +618,8 @@ def diagnose_infeasible(p: AllocationProblem, te_margin: float = 0.0) -> Infeasi
                 conflicts.insert(1, "max_turnover_pct")
                 hint = (f" Without the turnover limit {unconstrained * pct:.2f}% would be reachable, "
                         "so raising max_turnover_pct also helps.")
-            needed = math.ceil(lowest * 1e4) / 100
+            # Enough to also clear the margin kept for rounding: one relaxation, not two runs.
+            needed = math.ceil(lowest / (1.0 - te_margin) * 1e4) / 100
             return InfeasibleError(
                 f"infeasible policy: the lowest tracking error reachable under the other constraints is "
                 f"{lowest * pct:.2f}%, above max_tracking_error_pct {p.max_tracking_error * pct:g}%. "

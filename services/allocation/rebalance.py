@@ -37,6 +37,7 @@ from services.data.models import PricingPack
 from services.data.policy import Policy
 from services.errors import InfeasibleError, InputError
 from services.estimation import riskfolio_adapter
+from services.estimation.benchmark import BenchmarkProjection, project
 from services.estimation.black_litterman import ViewRow, implied_risk_aversion, posterior
 from services.estimation.cache import EstimateCache
 from services.estimation.estimators import Estimates, estimate_for_policy
@@ -130,20 +131,29 @@ def propose_trades(
         return _empty_proposal(pack, holdings, policy, warnings)
 
     plan_symbols = tuple(sorted(set(holdings.positions) | set(choice.eligible)))
-    risk_symbols = _risk_symbols(holdings, choice, bench)
-    est = (estimate_for_policy(pack, risk_symbols, policy) if estimates is None
-           else estimates.estimates_for(pack, risk_symbols, policy))
+    risk_symbols = _risk_symbols(holdings, choice)
+
+    def estimate_over(symbols: list[str]) -> Estimates:
+        return (estimate_for_policy(pack, symbols, policy) if estimates is None
+                else estimates.estimates_for(pack, symbols, policy))
+
+    est = estimate_over(risk_symbols)
     warnings += est.warnings
     risk = risk_setup(pack, est, policy, len(choice.eligible))
     factor = risk.factor
-    bench_vec = _vector(bench, est.symbols) if bench else None
+    # The benchmark is projected onto the portfolio's own estimate, never fitted with it: naming
+    # one must not move the portfolio's figures (services.estimation.benchmark).
+    proj = project(est, bench, estimate_over) if bench else None
+    if proj is not None:
+        warnings += proj.warnings
+    bench_vec = proj.weights if proj is not None else None
     offset = factor @ bench_vec if bench_vec is not None else None
     bl_info = None
     if policy.method == "black_litterman" and not est.too_short:
         # The posterior replaces the expected returns everywhere: objective and reported figures.
-        est, bl_info = black_litterman(est, risk, policy, bench_vec)
+        est, bl_info = black_litterman(est, risk, policy, proj)
 
-    setup = _plan_setup(pack, holdings, policy, choice, plan_symbols, prices, factor, est, offset)
+    setup = _plan_setup(pack, holdings, policy, choice, plan_symbols, prices, factor, est, offset, proj)
     if no_buy or fixed:
         setup = replace(setup, no_buy=np.array([s in no_buy for s in plan_symbols]),
                         fixed=np.array([s in fixed for s in plan_symbols]))
@@ -155,7 +165,7 @@ def propose_trades(
         setup = replace(setup, max_turnover=setup.max_turnover + widening)
         warnings.append(f"cash flow: the turnover limit is widened by {widening * 100:.4f} points to "
                         f"{setup.max_turnover * 100:.4f}% for the trades that move the cash flow")
-    problem, fallback = _allocation_problem(pack, policy, choice, setup, est, risk, bench_vec, warnings)
+    problem, fallback = _allocation_problem(pack, policy, choice, setup, est, risk, proj, warnings)
     if no_buy or fixed:
         problem = _restricted_problem(problem, no_buy, fixed)
 
@@ -213,7 +223,7 @@ def propose_trades(
     # Report the method that produced the weights: the policy's, unless the engine fell back.
     method = fallback or (policy.method if allocation.objective in ("track", _objective(policy))
                           else allocation.objective)
-    return _report(pack, holdings, policy, choice, setup, est, factor, bench_vec, benchmark_name,
+    return _report(pack, holdings, policy, choice, setup, est, factor, proj, benchmark_name,
                    binding, method, optimal, shares, notes, warnings, fallback, info, bl_info)
 
 
@@ -225,26 +235,29 @@ def _objective(policy: Policy) -> str:
 
 
 def black_litterman(est: Estimates, risk: RiskSetup, policy: Policy,
-                    bench_vec: np.ndarray | None) -> tuple[Estimates, BlackLittermanInfo]:
+                    proj: BenchmarkProjection | None) -> tuple[Estimates, BlackLittermanInfo]:
     """``est`` with its expected returns replaced by the Black–Litterman posterior, and the report.
 
     The prior rf + δΣw_b is implied by the benchmark under the policy's risk model; δ is the policy's
     ``market_risk_aversion`` or else the benchmark's historical excess return over its variance.
     """
-    if bench_vec is None:
+    if proj is None:
         raise InputError(
             "policy.benchmark: method black_litterman implies its prior returns from a benchmark; name one "
             "(an index symbol, a named benchmark such as DEMO_20, or weights)",
             details={"field": "policy.benchmark", "value": None, "method": "black_litterman"},
         )
-    cov = risk.factor.T @ risk.factor
+    # Over the estimate's symbols then the benchmark's names outside them, so views may name those.
+    cov = proj.extended_covariance(risk.factor.T @ risk.factor)
+    symbols = est.symbols + proj.outside
+    bench_vec = proj.full_weights()
     tau = 0.05 if policy.bl_tau is None else policy.bl_tau
     source = "policy"
     delta = policy.market_risk_aversion
     if delta is None:
         source = "benchmark"
-        daily = est.returns.to_numpy() @ bench_vec
-        delta = implied_risk_aversion(daily, float(bench_vec @ cov @ bench_vec), policy.risk_free_rate,
+        variance = float(bench_vec @ cov @ bench_vec)
+        delta = implied_risk_aversion(proj.daily.to_numpy(), variance, policy.risk_free_rate,
                                       policy.annualization_days)
         if not delta > 0:
             raise InputError(
@@ -254,16 +267,16 @@ def black_litterman(est: Estimates, risk: RiskSetup, policy: Policy,
                 details={"field": "policy.market_risk_aversion", "implied": delta},
             )
     views = [ViewRow(v.asset, v.return_pct / 100.0, v.confidence, v.versus) for v in policy.views or []]
-    post = posterior(est.symbols, cov, bench_vec, delta, tau, views, policy.risk_free_rate)
-    order = sorted(range(len(est.symbols)), key=lambda i: est.symbols[i])
+    post = posterior(symbols, cov, bench_vec, delta, tau, views, policy.risk_free_rate)
+    order = sorted(range(len(symbols)), key=lambda i: symbols[i])
     info = BlackLittermanInfo(
         risk_aversion=ratio(delta, 6), risk_aversion_source=source, tau=tau, views=len(views),
-        symbols=[est.symbols[i] for i in order],
+        symbols=[symbols[i] for i in order],
         prior_returns_pct=[pct(post.prior[i]) for i in order],
         posterior_returns_pct=[pct(post.mu[i]) for i in order],
         posterior_covariance=[[ratio(post.cov[i, j], 10) for j in order] for i in order],
     )
-    return replace(est, mu=post.mu), info
+    return replace(est, mu=post.mu[: len(est.symbols)]), info
 
 
 def risk_setup(pack: PricingPack, est: Estimates, policy: Policy, n_assets: int) -> RiskSetup:
@@ -408,16 +421,18 @@ def estimation_symbols(
         holdings, _ = with_cash_flow(holdings, cash_flow, pack.last_prices(), policy)
     choice = eligibility(pack, holdings, policy, ratings)
     choice = trading_restrictions(pack, holdings, policy, choice, [])[0]
-    _, bench = resolve_benchmark(pack, policy, named_benchmarks)
+    resolve_benchmark(pack, policy, named_benchmarks)  # raises what propose_trades raises for a bad benchmark
     if not holdings.positions and (holdings.cash <= 0 or not choice.eligible):
         return None
-    return _risk_symbols(holdings, choice, bench)
+    return _risk_symbols(holdings, choice)
 
 
-def _risk_symbols(holdings: Holdings, choice: Eligibility, bench: dict[str, float] | None) -> list[str]:
-    """Eligible names first (the decision assets), then other holdings, then benchmark names."""
-    risk_symbols = list(choice.eligible) + sorted(set(holdings.positions) - set(choice.eligible))
-    return risk_symbols + sorted(set(bench or {}) - set(risk_symbols))
+def _risk_symbols(holdings: Holdings, choice: Eligibility) -> list[str]:
+    """Eligible names first (the decision assets), then other holdings.
+
+    Benchmark names are not estimated with them (see ``services.estimation.benchmark``).
+    """
+    return list(choice.eligible) + sorted(set(holdings.positions) - set(choice.eligible))
 
 
 def eligibility(pack: PricingPack, holdings: Holdings, policy: Policy, ratings: dict[str, float]) -> Eligibility:
@@ -599,7 +614,8 @@ def _vector(values: dict[str, float], symbols: tuple[str, ...] | list[str]) -> n
     return np.array([values.get(s, 0.0) for s in symbols], dtype=float)
 
 
-def _plan_setup(pack, holdings, policy, choice, plan_symbols, prices, factor, est, offset) -> PlanSetup:
+def _plan_setup(pack, holdings, policy, choice, plan_symbols, prices, factor, est, offset,
+                proj: BenchmarkProjection | None = None) -> PlanSetup:
     cap = (policy.max_single_position_pct or 100.0) / 100.0
     eligible = set(choice.eligible)
     sym_index = {s: i for i, s in enumerate(plan_symbols)}
@@ -608,6 +624,10 @@ def _plan_setup(pack, holdings, policy, choice, plan_symbols, prices, factor, es
         for name, members, limit in _sector_caps(pack, policy, plan_symbols)
     )
     te_factor = factor[:, est.index_of(plan_symbols)] if offset is not None else None
+    if te_factor is not None and proj is not None and proj.residual_variance > 0.0:
+        # One more risk coordinate that no holding loads on: the benchmark's unreplicable part.
+        te_factor = np.vstack([te_factor, np.zeros((1, te_factor.shape[1]))])
+        offset = np.append(offset, proj.residual)
     return PlanSetup(
         symbols=plan_symbols,
         prices=np.array([prices[s] for s in plan_symbols]),
@@ -640,10 +660,17 @@ def _sector_caps(pack: PricingPack, policy: Policy, symbols) -> list[tuple[str, 
     return out
 
 
-def _solver_risk(risk: RiskSetup, idx: np.ndarray, bench_vec: np.ndarray | None):
-    """Factor, specific volatilities, benchmark offset and residual as the solver takes them."""
+def _solver_risk(risk: RiskSetup, idx: np.ndarray, proj: BenchmarkProjection | None):
+    """Factor, specific volatilities, benchmark offset and residual as the solver takes them.
+
+    The residual is the benchmark's active risk no decision asset can offset: its specific risk on
+    names outside the decision assets, and the part of it outside the estimate's symbols.
+    """
+    bench_vec = None if proj is None else proj.weights
     if risk.structured is None:
-        return risk.factor[:, idx], None, None if bench_vec is None else risk.factor @ bench_vec, 0.0
+        if bench_vec is None:
+            return risk.factor[:, idx], None, None, 0.0
+        return risk.factor[:, idx], None, risk.factor @ bench_vec, _with_projection(0.0, proj)
     loadings, specific = risk.structured.loadings, risk.structured.specific
     assert specific is not None
     if bench_vec is None:
@@ -652,13 +679,22 @@ def _solver_risk(risk: RiskSetup, idx: np.ndarray, bench_vec: np.ndarray | None)
     outside[idx] = False
     offset = np.concatenate([loadings @ bench_vec, specific[idx] * bench_vec[idx]])
     residual = float(np.linalg.norm(specific[outside] * bench_vec[outside]))
-    return loadings[:, idx], specific[idx], offset, residual
+    return loadings[:, idx], specific[idx], offset, _with_projection(residual, proj)
 
 
-def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskSetup, bench_vec, warnings):
+def _with_projection(residual: float, proj: BenchmarkProjection | None) -> float:
+    """``residual`` combined with the projected benchmark's own residual volatility."""
+    if proj is None or proj.residual_variance == 0.0:
+        return residual
+    return float(np.hypot(residual, proj.residual))
+
+
+def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskSetup,
+                        proj: BenchmarkProjection | None, warnings):
     n = len(choice.eligible)
     idx = est.index_of(choice.eligible)
-    factor, specific, offset, residual = _solver_risk(risk, idx, bench_vec)
+    bench_vec = None if proj is None else proj.weights
+    factor, specific, offset, residual = _solver_risk(risk, idx, proj)
     elig_pos = {s: i for i, s in enumerate(choice.eligible)}
     sectors = tuple(
         SectorCap(name, np.array([elig_pos[s] for s in members if s in elig_pos]), limit)
@@ -720,17 +756,18 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskS
         cvar_confidence=policy.cvar_confidence,
         min_acceptable_return=(policy.risk_free_rate if policy.min_acceptable_return is None
                                else policy.min_acceptable_return),
-        benchmark_return=float(est.mu @ bench_vec) if bench_vec is not None else 0.0,
-        benchmark_weights=_decision_benchmark(bench_vec, idx),
+        benchmark_return=proj.expected_return if proj is not None else 0.0,
+        benchmark_weights=_decision_benchmark(proj, idx),
         annualization_days=policy.annualization_days,
     )
     return problem, fallback
 
 
-def _decision_benchmark(bench_vec: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
+def _decision_benchmark(proj: BenchmarkProjection | None, idx: np.ndarray) -> np.ndarray | None:
     """The benchmark's weights on the decision assets ``idx``, if it holds nothing else."""
-    if bench_vec is None or len(idx) == 0:
+    if proj is None or len(idx) == 0 or proj.outside:
         return None
+    bench_vec = proj.weights
     inside = bench_vec[idx]
     return inside if abs(float(inside.sum()) - float(bench_vec.sum())) < 1e-12 else None
 
@@ -747,7 +784,7 @@ def _risk_return(est: Estimates, factor: np.ndarray, weights_by_symbol: dict[str
     )
 
 
-def _report(pack, holdings, policy, choice, setup: PlanSetup, est, factor, bench_vec, benchmark_name,
+def _report(pack, holdings, policy, choice, setup: PlanSetup, est, factor, proj, benchmark_name,
             binding, method, optimal, shares, notes, warnings, fallback, risk_info=None,
             bl_info=None) -> TradeProposal:
     price_dec = [to_decimal(float(p)) for p in setup.prices]
@@ -781,8 +818,8 @@ def _report(pack, holdings, policy, choice, setup: PlanSetup, est, factor, bench
     before_w = dict(zip(setup.symbols, weights_before, strict=True))
     after_w = dict(zip(setup.symbols, exact.weights, strict=True))
     te_before = None
-    if bench_vec is not None:
-        te_before = float(np.linalg.norm(factor @ (_vector(before_w, est.symbols) - bench_vec)))
+    if proj is not None:
+        te_before = proj.tracking_error(factor, _vector(before_w, est.symbols))
     for sym, reason in sorted(choice.forced.items()):
         warnings.append(f"{sym} sold in full: {reason}")
     return TradeProposal(
