@@ -114,6 +114,7 @@ def propose_trades(
     prices = pack.last_prices()
     validate_holdings(pack, holdings)
     validate_sector_limits(pack, policy)
+    validate_forecasts(pack, policy)
     warnings = policy.suspicious_values() + _unused_method_fields(policy)
     if cash_flow:
         holdings, note = with_cash_flow(holdings, cash_flow, prices, policy)
@@ -169,11 +170,18 @@ def propose_trades(
     if no_buy or fixed:
         problem = _restricted_problem(problem, no_buy, fixed)
 
-    shares = optimal = allocation = None
+    shares = optimal = allocation = rounded = None
     solves = 0
+    floor = problem.min_return
+    short = 0.0
     for margin in TE_MARGINS:
         for _ in range(FAST_RESOLVES):
-            allocation = solve(problem, te_margin=margin)
+            try:
+                allocation = solve(problem, te_margin=margin)
+            except InfeasibleError:
+                if not short:
+                    raise
+                raise _floor_in_whole_shares(policy, setup.value, est, setup, rounded) from None
             solves += 1
             optimal = _vector(dict(zip(problem.symbols, allocation.weights, strict=True)), plan_symbols)
             understated = _understated_te(risk, setup, optimal, margin)
@@ -185,9 +193,17 @@ def propose_trades(
         shares, notes = round_to_shares(setup, optimal)
         notes.update(held_notes)
         rounded = evaluate(setup, shares)
-        if tracking_error_ok(setup, rounded):
+        short = _floor_shortfall(floor, est, setup, rounded, policy.risk_free_rate)
+        if tracking_error_ok(setup, rounded) and not short:
             break
+        if short:
+            # Whole shares and their costs left the expected return below the floor: raise the
+            # floor the solver sees by the shortfall and solve again.
+            assert problem.min_return is not None
+            problem = replace(problem, min_return=problem.min_return + short)
     else:
+        if short:
+            raise _floor_in_whole_shares(policy, setup.value, est, setup, rounded)
         # Whole shares are too coarse for this portfolio's size: a discrete conflict, not a solver fault.
         raise InfeasibleError(
             f"infeasible policy: in whole shares, a portfolio worth ${setup.value:,.2f} cannot hold the "
@@ -201,6 +217,10 @@ def propose_trades(
         )
     assert shares is not None and optimal is not None and allocation is not None
     warnings += allocation.warnings
+    if floor is not None and problem.min_return is not None and problem.min_return > floor:
+        warnings.append(f"bl_min_return_pct: whole shares and costs left the expected return below "
+                        f"{floor * 100:g}%; solved with the floor raised to {problem.min_return * 100:.6f}% "
+                        "so that the rounded portfolio keeps it")
     binding = allocation.binding
     if risk.approximate and setup.max_tracking_error is not None:
         if problem.max_tracking_error is not None and problem.max_tracking_error < setup.max_tracking_error:
@@ -417,6 +437,7 @@ def estimation_symbols(
     """
     validate_holdings(pack, holdings)
     validate_sector_limits(pack, policy)
+    validate_forecasts(pack, policy)
     if cash_flow:
         holdings, _ = with_cash_flow(holdings, cash_flow, pack.last_prices(), policy)
     choice = eligibility(pack, holdings, policy, ratings)
@@ -567,15 +588,39 @@ METHOD_FIELDS = {
     "views": ("black_litterman",),
     "bl_objective": ("black_litterman",),
     "bl_tau": ("black_litterman",),
+    "bl_min_return_pct": ("black_litterman",),
     "market_risk_aversion": ("black_litterman",),
 }
 
 
+ESTIMATOR_FIELDS = ("forecasts", "forecast_fallback")  # used by expected_return_estimator 'user' only
+
+
 def _unused_method_fields(policy: Policy) -> list[str]:
-    """Warnings for fields set for a method the policy does not use (views under max_sharpe)."""
-    return [f"{name} is set but only {' or '.join(methods)} uses it; ignored under method {policy.method}"
-            for name, methods in METHOD_FIELDS.items()
-            if getattr(policy, name) is not None and policy.method not in methods]
+    """Warnings for fields set for a method (or estimator) the policy does not use (views under max_sharpe)."""
+    out = [f"{name} is set but only {' or '.join(methods)} uses it; ignored under method {policy.method}"
+           for name, methods in METHOD_FIELDS.items()
+           if getattr(policy, name) is not None and policy.method not in methods]
+    if policy.method == "black_litterman" and policy.bl_min_return_pct is not None and _objective(policy) != "min_variance":
+        out.append("bl_min_return_pct is set but only bl_objective min_variance uses it; ignored under "
+                   f"bl_objective {_objective(policy)}")
+    if policy.expected_return_estimator != "user":
+        out += [f"{name} is set but only expected_return_estimator 'user' uses it; ignored under "
+                f"'{policy.expected_return_estimator}'" for name in ESTIMATOR_FIELDS if getattr(policy, name) is not None]
+    return out
+
+
+def validate_forecasts(pack: PricingPack, policy: Policy) -> None:
+    """Every symbol ``policy.forecasts`` names is a holdable symbol of ``pack`` (a typo would
+    forecast nothing, silently)."""
+    holdable = sorted(s.symbol for s in pack.securities if s.asset_class not in NOT_HOLDABLE)
+    unknown = sorted(set(policy.forecasts or {}) - set(holdable))
+    if unknown:
+        raise InputError(
+            f"policy.forecasts: {', '.join(unknown)} {'is not a holdable symbol' if len(unknown) == 1 else 'are not holdable symbols'} "
+            f"of pack {pack.id}; forecasts may name: {', '.join(holdable)}",
+            details={"field": "policy.forecasts", "invalid": unknown, "allowed": holdable},
+        )
 
 
 def holdable_sectors(pack: PricingPack) -> list[str]:
@@ -758,9 +803,49 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskS
                                else policy.min_acceptable_return),
         benchmark_return=proj.expected_return if proj is not None else 0.0,
         benchmark_weights=_decision_benchmark(proj, idx),
+        min_return=_bl_floor(policy),
         annualization_days=policy.annualization_days,
     )
     return problem, fallback
+
+
+def _rounded_return(est: Estimates, setup: PlanSetup, rounded, rf: float) -> float:
+    """Annual expected return of the rounded portfolio, its cash earning ``rf``."""
+    w = _vector(dict(zip(setup.symbols, rounded.weights, strict=True)), est.symbols)
+    return float(est.mu @ w) + (1.0 - float(w.sum())) * rf
+
+
+def _floor_shortfall(floor: float | None, est: Estimates, setup: PlanSetup, rounded, rf: float) -> float:
+    """How far the rounded portfolio's expected return falls below ``floor`` (0: not below, or no floor)."""
+    return 0.0 if floor is None else max(floor - _rounded_return(est, setup, rounded, rf), 0.0)
+
+
+def _floor_in_whole_shares(policy: Policy, value: float, est: Estimates, setup: PlanSetup, rounded) -> InfeasibleError:
+    """The floor on expected return cannot be kept once whole shares are bought and costs paid;
+    the relaxation named is what the last rounded portfolio reached."""
+    assert policy.bl_min_return_pct is not None
+    reached = _rounded_return(est, setup, rounded, policy.risk_free_rate)
+    relaxation = math.floor(reached * 1e4) / 100
+    return InfeasibleError(
+        f"infeasible policy: in whole shares and after costs, a portfolio worth ${value:,.2f} cannot keep "
+        f"the posterior expected return at bl_min_return_pct {policy.bl_min_return_pct:g}% (the rounded "
+        f"portfolio reaches {reached * 100:.3f}%). Lower bl_min_return_pct to at most {relaxation:g}, or add cash.",
+        details={"conflicts": ["bl_min_return_pct", "whole shares", "costs"], "portfolio_value": round(value, 2),
+                 "smallest_relaxation": {"bl_min_return_pct": relaxation}},
+    )
+
+
+def _bl_floor(policy: Policy) -> float | None:
+    """black_litterman's min_variance floor on expected return (decimal), or None."""
+    if policy.method != "black_litterman" or _objective(policy) != "min_variance":
+        return None
+    if policy.bl_min_return_pct is None:
+        raise InputError(
+            "policy.bl_min_return_pct: black_litterman with bl_objective min_variance minimizes variance "
+            "subject to a floor on the posterior expected return; give the floor in % (e.g. 8.0)",
+            details={"field": "policy.bl_min_return_pct", "value": None, "bl_objective": "min_variance"},
+        )
+    return policy.bl_min_return_pct / 100.0
 
 
 def _decision_benchmark(proj: BenchmarkProjection | None, idx: np.ndarray) -> np.ndarray | None:
@@ -815,6 +900,11 @@ def _report(pack, holdings, policy, choice, setup: PlanSetup, est, factor, proj,
     trades.sort(key=lambda t: (t.symbol, t.action))
     total_traded = sum((abs(v) for v in values), Decimal("0.00"))
     checks = _checks(policy, choice, setup, exact)
+    floor = _bl_floor(policy)
+    if floor is not None:
+        reached = _rounded_return(est, setup, exact, policy.risk_free_rate)
+        checks.append(ConstraintCheck(constraint="bl_min_return_pct", value=pct(reached),
+                                      limit=policy.bl_min_return_pct, met=reached >= floor - 1e-12))
     before_w = dict(zip(setup.symbols, weights_before, strict=True))
     after_w = dict(zip(setup.symbols, exact.weights, strict=True))
     te_before = None
@@ -856,6 +946,7 @@ def _report(pack, holdings, policy, choice, setup: PlanSetup, est, factor, proj,
             expected_return_estimator=policy.expected_return_estimator,
             annualization_days=policy.annualization_days,
             fallback=fallback,
+            expected_return_sources=dict(sorted(est.mu_sources)) if est.mu_sources else None,
             risk=risk_info,
         ),
         black_litterman=bl_info,
