@@ -8,6 +8,7 @@ whole shares within every hard constraint (``rounding``), and report with exact 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -102,6 +103,7 @@ def propose_trades(
     named_benchmarks: dict[str, dict[str, float]],
     cash_flow: Decimal | None = None,
     estimates: EstimateCache | None = None,
+    notes: Sequence[str] = (),
 ) -> TradeProposal:
     """The best whole-share rebalance of ``holdings`` under ``policy``, priced from ``pack``.
 
@@ -109,13 +111,14 @@ def propose_trades(
     added to cash before the allocation, whose invested fraction then applies to the new value,
     and the turnover limit is widened by the flow's share of that value (see ``with_cash_flow``).
     ``estimates`` shares estimation between proposals (a batch); without it every call
-    estimates for itself. The result is the same either way.
+    estimates for itself. The result is the same either way. ``notes`` are warnings the caller
+    found while gathering the inputs (where stored ratings came from), reported first.
     """
     prices = pack.last_prices()
     validate_holdings(pack, holdings)
     validate_sector_limits(pack, policy)
     validate_forecasts(pack, policy)
-    warnings = policy.suspicious_values() + _unused_method_fields(policy)
+    warnings = list(notes) + policy.suspicious_values() + _unused_method_fields(policy)
     if cash_flow:
         holdings, note = with_cash_flow(holdings, cash_flow, prices, policy)
         warnings.append(note)
