@@ -117,7 +117,7 @@ def _run(runner: CapabilityRunner, ctx: RequestContext, items: list[BatchRequest
             if item.error is not None:
                 raise item.error
             call = runner.prepare(CAPABILITY, item.payload, ctx)
-            inputs = resolve(call.request, runner.services)
+            inputs = resolve(call.request, runner.services, ctx.user)
         except OptimizerError as err:
             finished[item.line] = (None, Outcome(None, err, 0.0))
             if on_complete is not None:
@@ -126,7 +126,7 @@ def _run(runner: CapabilityRunner, ctx: RequestContext, items: list[BatchRequest
         calls[item.line] = call
         jobs.append((item.line, inputs.pack, ProposalJob(inputs.holdings, inputs.policy, inputs.ratings,
                                                          inputs.benchmarks, inputs.cash_flow,
-                                                         inputs.drift_band_pct)))
+                                                         inputs.drift_band_pct, inputs.notes)))
 
     pending = iter(item.line for item in items)
     wanted = next(pending, None)

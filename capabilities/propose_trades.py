@@ -21,6 +21,7 @@ from services.allocation.rebalance import Holdings, propose_trades, validate_rat
 from services.data.bounds import MAX_AMOUNT
 from services.data.models import PricingPack
 from services.data.policy import Policy, PolicyOverrides, omit_if_null, resolve_policy
+from services.data.seeds import seed_pack_ids, seed_ratings_source
 
 
 class ProposeTradesInput(PortfolioRequest):
@@ -35,7 +36,8 @@ class ProposeTradesInput(PortfolioRequest):
         "null removes a template's limit).",
     )
     ratings: dict[str, Annotated[float, Field(ge=0, le=10)]] | None = Field(
-        None, description="Quality scores {symbol: 0-10}; defaults to the stored ratings."
+        None, description="Quality scores {symbol: 0-10}; defaults to the stored ratings (the shared ones "
+        "overlaid by the caller's own, `optimizer ratings import`)."
     )
     cash_flow: Decimal | None = Field(
         None, allow_inf_nan=False, ge=-MAX_AMOUNT, le=MAX_AMOUNT, strict=False, exclude_if=omit_if_null,
@@ -62,12 +64,14 @@ class ProposalInputs:
     benchmarks: dict[str, dict[str, float]]
     cash_flow: Decimal | None = None
     drift_band_pct: float | None = None
+    notes: tuple[str, ...] = ()
 
 
-def resolve(request: ProposeTradesInput, services: Services) -> ProposalInputs:
+def resolve(request: ProposeTradesInput, services: Services, user: str | None = None) -> ProposalInputs:
     """Read the pack, portfolio, template and ratings a request names; resolve its policy.
 
-    Separate from ``handle`` so a batch can resolve here and compute on a cluster.
+    Stored ratings are the ones ``user`` sees (the shared ones overlaid by their own). Separate
+    from ``handle`` so a batch can resolve here and compute on a cluster.
     """
     pack = services.store.get_pack(request.pricing_pack_id)
     holdings = resolve_holdings(request, services)
@@ -84,17 +88,45 @@ def resolve(request: ProposeTradesInput, services: Services) -> ProposalInputs:
     if policy.method == "target" and policy.target_weights_pct is None and request.portfolio_id is not None:
         stored = services.store.get_target(request.portfolio_id)["weights_pct"]
         policy = policy.model_copy(update={"target_weights_pct": stored})
+    notes: tuple[str, ...] = ()
     if request.ratings is not None:
         validate_ratings(pack, request.ratings)
-    ratings = request.ratings if request.ratings is not None else services.store.get_ratings()
+        ratings = request.ratings
+    else:
+        stored = services.store.rating_sources(user)
+        ratings = {s: score for s, (score, _) in stored.items()}
+        notes = rating_provenance(pack, policy, {s: source for s, (_, source) in stored.items()},
+                                  seed_pack_ids(), seed_ratings_source())
     return ProposalInputs(pack, holdings, policy, ratings, services.benchmarks, request.cash_flow,
-                          request.drift_band_pct)
+                          request.drift_band_pct, notes)
+
+
+def rating_provenance(pack: PricingPack, policy: Policy, sources: dict[str, str],
+                      demo_packs: list[str], demo_source: str) -> tuple[str, ...]:
+    """A warning naming where each stored rating of ``pack``'s symbols came from, when the demo's
+    illustrative scores would decide eligibility on a pack the demo did not ship; else nothing.
+
+    The demo ratings were written for the demo pack's names: on a user's own pack they must not
+    filter holdings unannounced.
+    """
+    if policy.min_quality_score is None or pack.id in demo_packs:
+        return ()
+    applied = {s: sources[s] for s in pack.symbols if s in sources}
+    if demo_source not in applied.values():
+        return ()
+    by_source: dict[str, list[str]] = {}
+    for sym, source in sorted(applied.items()):
+        by_source.setdefault(source, []).append(sym)
+    listed = "; ".join(f"{', '.join(syms)} from {source}" for source, syms in sorted(by_source.items()))
+    return (f"quality ratings from the store decide eligibility on pack {pack.id}: {listed}. Ratings from "
+            f"'{demo_source}' are the demo's illustrative scores for pack {', '.join(demo_packs)}, not research; "
+            "give ratings in the request or import your own (optimizer ratings import FILE.csv)",)
 
 
 def handle(request: ProposeTradesInput, ctx: RequestContext, services: Services) -> TradeProposal:
-    inputs = resolve(request, services)
+    inputs = resolve(request, services, ctx.user)
     return propose_trades(inputs.pack, inputs.holdings, inputs.policy, inputs.ratings, inputs.benchmarks,
-                          cash_flow=inputs.cash_flow, drift_band_pct=inputs.drift_band_pct)
+                          cash_flow=inputs.cash_flow, drift_band_pct=inputs.drift_band_pct, notes=inputs.notes)
 
 
 class _TradeBrief(BaseModel):

@@ -85,7 +85,9 @@ class CapabilityRunner:
                 capability.check_access(request, ctx, self.services)
             cache = self.cache if pack_id else None
             key = self._inputs_hash(capability, request, pack_id) if cache is not None else None
-            if cache is not None and key is not None and (hit := cache.get(capability.name, key)) is not None:
+            # Per caller: a result may rest on what only that caller sees (their own stored ratings).
+            slot = key if key is None or ctx.user is None else f"{key}:{ctx.user}"
+            if cache is not None and slot is not None and (hit := cache.get(capability.name, slot)) is not None:
                 cached = True
                 body = hit
             else:
@@ -98,8 +100,8 @@ class CapabilityRunner:
             recorded = not capability.records_history or self._record(capability, request, body, ctx)
             # The metadata names the pack the result reports; cache only when that is the one hashed
             # (and only a recorded result: a retry should get the chance to record it).
-            if not cached and cache is not None and recorded and key == body["_metadata"]["inputs_hash"]:
-                cache.put(capability.name, key, body, capability.ttl_seconds)
+            if not cached and cache is not None and slot is not None and recorded and key == body["_metadata"]["inputs_hash"]:
+                cache.put(capability.name, slot, body, capability.ttl_seconds)
             return capability.view(body, getattr(request, DETAIL_FIELD, "full"))
         except OptimizerError as exc:
             outcome = exc.code

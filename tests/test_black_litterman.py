@@ -99,11 +99,29 @@ def test_without_views_the_benchmark_is_the_optimum(agent, demo) -> None:
     assert result["black_litterman"]["risk_aversion_source"] == "benchmark"
 
 
+def _proposal_covariance(pack, held: list[str], symbols: list[str]) -> np.ndarray:
+    """The covariance a proposal over ``held`` states the DEMO_20 names in, rebuilt by hand: the
+    held names' own Ledoit-Wolf estimate, the other names regressed on them over the union's
+    (services.estimation.benchmark), ordered like ``symbols``."""
+    own = estimate_for_policy(pack, held, Policy()).cov
+    outside = [s for s in symbols if s not in held]
+    union = estimate_for_policy(pack, held + outside, Policy()).cov
+    n = len(held)
+    beta = np.linalg.solve(union[:n, :n], union[:n, n:]).T
+    resid = union[n:, n:] - beta @ union[:n, n:]
+    full = np.block([[own, own @ beta.T], [beta @ own, beta @ own @ beta.T + resid]])
+    order = [(held + outside).index(s) for s in symbols]
+    return full[np.ix_(order, order)]
+
+
 def test_the_reported_posterior_is_pyportfolioopts_on_the_proposals_covariance(agent, demo) -> None:
     result = _propose(agent, benchmark="DEMO_20", views=VIEWS, market_risk_aversion=2.5)
     info = result["black_litterman"]
     assert info["symbols"] == demo["symbols"] and info["risk_aversion"] == 2.5 and info["tau"] == 0.05
-    cov_df = pd.DataFrame(demo["cov"], index=demo["symbols"], columns=demo["symbols"])
+    held = sorted(t["symbol"] for t in result["trades"])
+    assert len(held) < len(demo["symbols"])  # the benchmark holds names outside the portfolio's estimate
+    cov = _proposal_covariance(agent.store.get_pack(PACK), held, demo["symbols"])
+    cov_df = pd.DataFrame(cov, index=demo["symbols"], columns=demo["symbols"])
     prior = market_implied_prior_returns(pd.Series(demo["w"], index=demo["symbols"]), 2.5, cov_df, risk_free_rate=0.02)
     picks = np.zeros((2, len(demo["symbols"])))
     picks[0, demo["symbols"].index("AAPL")] = 1

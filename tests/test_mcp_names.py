@@ -58,7 +58,7 @@ def test_tools_list_names_and_calls_by_them(
         _, proposal = session.request("tools/call", {"name": f"optimizer{separator}propose_trades",
                                                      "arguments": PROPOSE})
         assert proposal["result"]["isError"] is False
-        assert proposal["result"]["structuredContent"]["trade_count"] == 10
+        assert proposal["result"]["structuredContent"]["trade_count"] == 9
         _, unknown = session.request("tools/call", {"name": other, "arguments": {}})
         error = json.loads(unknown["result"]["content"][0]["text"])
         assert unknown["result"]["isError"] is True and error["code"] == "unknown_tool"

@@ -78,7 +78,7 @@ async def _session(home: Path) -> None:
         proposal = await client.call_tool("optimizer.propose_trades", PROPOSE)
         assert not proposal.isError
         summary = proposal.structuredContent
-        assert summary["detail"] == "summary" and summary["trade_count"] == 10
+        assert summary["detail"] == "summary" and summary["trade_count"] == 9
         assert len(canonical_json(summary)) <= 3000
         assert proposal.content[0].text.startswith("optimizer.propose_trades: proposal_id=prop_")
         assert json.loads(proposal.content[1].text) == summary

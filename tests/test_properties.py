@@ -44,7 +44,11 @@ policies = st.fixed_dictionaries({
     "min_quality_score": st.one_of(st.none(), st.floats(3, 8)),
     "cash_buffer_pct": st.floats(0, 5),
     "min_trade_value": st.sampled_from([0, 100, 2500]),
+    # black_litterman only: min_variance with this floor on the posterior return (None: max_sharpe).
+    "bl_floor": st.one_of(st.none(), st.floats(5, 25)),
+    "expected_return_estimator": st.sampled_from(["hist", "hist", "factor", "user"]),
 })
+FORECASTS = {"AAPL": 9.0, "MSFT": 7.5, "XOM": 5.0, "LLY": 11.0}
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -52,6 +56,11 @@ policies = st.fixed_dictionaries({
 def test_every_hard_constraint_holds_after_rounding(pack, portfolio, fields) -> None:
     needs_benchmark = fields["max_tracking_error_pct"] or fields["method"] in ("max_information_ratio", "black_litterman")
     fields = dict(fields, benchmark="DEMO_20" if needs_benchmark else None)
+    floor = fields.pop("bl_floor")
+    if fields["method"] == "black_litterman" and floor is not None:
+        fields.update(bl_objective="min_variance", bl_min_return_pct=floor)
+    if fields["expected_return_estimator"] == "user":
+        fields["forecasts"] = FORECASTS
     policy = resolve_policy(load_constraint_defaults(), None, parse_overrides(fields), policy_id=None)
     holdings = Holdings(None, dict(sorted(portfolio["positions"].items())), portfolio["cash"])
     ratings = {"AAPL": 9.2, "XOM": 4.5, "JNJ": 9.0, "RRC": 3.5, "AMD": 6.5, "BAC": 7.0}
@@ -96,6 +105,8 @@ def test_every_hard_constraint_holds_after_rounding(pack, portfolio, fields) -> 
         assert discretionary <= Decimal(policy.max_turnover_pct / 100) + Decimal("1e-9")
     if policy.max_tracking_error_pct is not None:
         assert result.te_after_pct <= policy.max_tracking_error_pct + 1e-6
+    if policy.bl_min_return_pct is not None and result.method == "black_litterman":
+        assert result.after.expected_return_pct >= policy.bl_min_return_pct - 5e-5
     assert result.constraints_met
 
     again = propose_trades(pack, holdings, policy, ratings, load_benchmarks())

@@ -78,22 +78,37 @@ def test_hard_constraints_hold_after_rounding(agent, diversified) -> None:
 
 
 def test_tracking_error_recomputed_from_the_pack(agent, diversified) -> None:
-    """Ex-ante TE of the target vs DEMO_20 with sklearn's Ledoit-Wolf: independent of the engine."""
+    """Ex-ante TE of the target vs DEMO_20 with sklearn's Ledoit-Wolf: independent of the engine.
+
+    The portfolio's names keep their own Ledoit-Wolf estimate; the benchmark's other names enter
+    by their regression on them over the union's estimate (services.estimation.benchmark), so
+    TE² = aᵀΣ_UU a + b_Bᵀ Σ_ε b_B with a = w − b_U − βᵀ b_B.
+    """
     from sklearn.covariance import LedoitWolf
 
     from services.data.seeds import load_benchmarks
 
     bench = load_benchmarks()["DEMO_20"]
     pack = agent.store.get_pack(PACK)
-    symbols = sorted(set(bench) | {t["symbol"] for t in diversified["trades"]})
-    returns = daily_returns(pack, symbols, 756)
-    cov = LedoitWolf().fit(returns.to_numpy()).covariance_ * 252
+    held = sorted({t["symbol"] for t in diversified["trades"]})
+    outside = sorted(set(bench) - set(held))
+    assert outside  # the benchmark holds names the portfolio's estimate does not
+
+    def lw(symbols):
+        return LedoitWolf().fit(daily_returns(pack, symbols, 756).to_numpy()).covariance_ * 252
+
+    own, union = lw(held), lw(held + outside)
+    n = len(held)
+    beta = np.linalg.solve(union[:n, :n], union[:n, n:]).T
+    resid = union[n:, n:] - beta @ union[:n, n:]
+    b_out = np.array([bench[s] for s in outside])
     value_after = float(diversified["value_after"])
     target = np.array([sum(t["target_shares"] * t["price"] for t in diversified["trades"] if t["symbol"] == s)
-                       for s in symbols]) / value_after
-    active = target - np.array([bench.get(s, 0.0) for s in symbols])
+                       for s in held]) / value_after
+    active = target - np.array([bench.get(s, 0.0) for s in held]) - beta.T @ b_out
+    expected = np.sqrt(active @ own @ active + b_out @ resid @ b_out) * 100
     # sklearn's LW uses the 1/T sample covariance, riskfolio's the same estimator: agree to 0.1%
-    assert diversified["te_after_pct"] == pytest.approx(np.sqrt(active @ cov @ active) * 100, rel=2e-3)
+    assert diversified["te_after_pct"] == pytest.approx(expected, rel=2e-3)
     assert diversified["te_before_pct"] == pytest.approx(3.52, abs=0.02)
     assert diversified["te_after_pct"] <= 2.0
 

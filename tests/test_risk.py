@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.covariance import LedoitWolf
 
-from services.allocation.rebalance import covariance_factor
 from services.analytics import risk
 from services.data.policy import Policy
 from services.data.seeds import load_benchmarks, load_seed_pack
@@ -89,13 +88,6 @@ def test_risk_contributions_by_hand_and_sum_to_one() -> None:
     assert list(risk.risk_contributions(np.zeros(2), cov)) == [0.0, 0.0]
 
 
-def test_tracking_error_equals_sqrt_of_active_variance() -> None:
-    cov = np.array([[0.04, 0.01, 0.0], [0.01, 0.09, 0.02], [0.0, 0.02, 0.16]])
-    w, wb = np.array([0.5, 0.3, 0.2]), np.array([0.2, 0.4, 0.4])
-    a = w - wb
-    assert risk.tracking_error(covariance_factor(cov), w, wb) == pytest.approx(math.sqrt(a @ cov @ a))
-
-
 def test_sector_weights_and_sharpe() -> None:
     sectors = {"A": "Tech", "B": "Energy", "C": "Tech"}
     assert risk.sector_weights({"A": 0.3, "B": 0.2, "C": 0.1}, sectors) == pytest.approx({"Energy": 0.2, "Tech": 0.4})
@@ -120,7 +112,7 @@ def test_portfolio_risk_on_the_demo_pack_matches_independent_calculations() -> N
     prices = pack.last_prices()
     positions = {"AAPL": 100, "JNJ": 150, "XOM": 200}
     weights, value = risk.position_weights(positions, prices, 1000.0)
-    result = risk.portfolio_risk(model, weights, bench)
+    result = risk.portfolio_risk(model, weights, risk.benchmark_on(model, pack, bench, Policy()))
 
     # Independent: returns straight from the closes, sklearn's Ledoit-Wolf, numpy's OLS.
     closes = pack.closes

@@ -9,7 +9,8 @@
 - ``mcp``: mcp (the Model Context Protocol server, stdio or streamable HTTP);
 - ``lifecycle``: targets set|show, restrictions set|show, history, orders;
 - ``preferences``: preferences show|set (a portfolio's rebalancing preferences);
-- ``batch``: batch (many propose_trades requests on a Dask cluster).
+- ``batch``: batch (many propose_trades requests on a Dask cluster);
+- ``ratings``: ratings import|list (quality ratings, shared or a user's own).
 
 Each group module has ``register(commands)``; each command is a handler ``(args, store) -> int``
 registered with ``common.command`` (help text, examples, handler). Human output is aligned plain
@@ -40,6 +41,7 @@ from agents.cli import (
     patterns,
     preferences,
     proposal_report,
+    ratings,
     runs,
     serve,
     users,
@@ -50,7 +52,7 @@ from services.errors import DomainError, InputError, OptimizerError
 
 log = structlog.get_logger()
 
-GROUPS = (data, call, patterns, runs, lifecycle, batch, users, serve, mcp, proposal_report, preferences)
+GROUPS = (data, call, patterns, runs, lifecycle, batch, users, serve, mcp, proposal_report, preferences, ratings)
 
 # What a shell reports for a process killed by SIGPIPE (128 + 13).
 BROKEN_PIPE_EXIT = 141

@@ -77,6 +77,8 @@ class AllocationProblem:
         benchmark_return: max_information_ratio's annualized expected return of the benchmark.
         benchmark_weights: the benchmark's weights on the decision assets when it holds nothing
             else (it may then be a feasible portfolio itself); None otherwise.
+        min_return: a floor on the annual expected return ``μᵀw + (1 − invested)·rf`` (decimal),
+            or None; set for black_litterman's min_variance.
         cap_limits: per asset, the policy field that set its cap (``max_single_position_pct``,
             ``restricted_symbols``) or None for a cap nobody set (the implicit 100%, a frozen
             weight); only named caps are reported as binding. None: every cap is the policy's
@@ -108,6 +110,7 @@ class AllocationProblem:
     benchmark_return: float = 0.0
     benchmark_weights: np.ndarray | None = None
     annualization_days: int = 252
+    min_return: float | None = None
 
     @property
     def n(self) -> int:
@@ -345,6 +348,8 @@ def square_factor(p: AllocationProblem) -> AllocationProblem:
         offset = np.zeros(n)
         offset[: len(s)] = u.T @ p.benchmark_offset
         residual = float(np.sqrt(max(p.benchmark_offset @ p.benchmark_offset - offset @ offset, 0.0)))
+        if p.offset_residual > 0:  # a residual the problem already had (a projected benchmark) adds to it
+            residual = float(np.hypot(residual, p.offset_residual))
     return replace(p, factor=factor, benchmark_offset=offset, offset_residual=residual)
 
 
@@ -382,6 +387,8 @@ def _constraints(p: AllocationProblem, w: cp.Variable, risk: cp.Expression | Non
         cons.append(_active_risk(p, risk, k) <= k * limit)
     if p.max_turnover is not None:
         cons += _turnover_constraints(p, w, k)
+    if p.min_return is not None:
+        cons.append(p.mu @ w + k * ((1.0 - p.invested) * p.risk_free_rate - p.min_return) >= 0)
     return cons
 
 
@@ -487,7 +494,14 @@ def binding_constraints(p: AllocationProblem, w: np.ndarray) -> tuple[str, ...]:
         out.append("max_tracking_error_pct")
     if p.max_turnover is not None and discretionary_turnover(p, w) >= p.max_turnover - 1e-5:
         out.append("max_turnover_pct")
+    if p.min_return is not None and _expected_return(p, w) <= p.min_return + 1e-6:
+        out.append("bl_min_return_pct")
     return tuple(sorted(out))
+
+
+def _expected_return(p: AllocationProblem, w: np.ndarray) -> float:
+    """Annual expected return of weights ``w``, the cash buffer earning the risk-free rate."""
+    return float(p.mu @ w) + (1.0 - p.invested) * p.risk_free_rate
 
 
 # --- infeasibility: name the constraints in conflict and the smallest relaxation --------------
@@ -587,6 +601,17 @@ def diagnose_infeasible(p: AllocationProblem, te_margin: float = 0.0) -> Infeasi
     a lowest tracking error inside that band is reported as such.
     """
     pct = 100.0
+    if p.min_return is not None:
+        best = _max_expected_return(replace(p, min_return=None), te_margin)
+        if best is not None and best < p.min_return:
+            relaxation = math.floor(best * 1e4) / 100
+            return InfeasibleError(
+                f"infeasible policy: the highest posterior expected return reachable under the other "
+                f"constraints is {best * pct:.2f}%, below bl_min_return_pct {p.min_return * pct:g}%. "
+                f"Lower bl_min_return_pct to at most {relaxation:g}, or relax the caps.",
+                details={"conflicts": ["bl_min_return_pct", *_limits_set(p)],
+                         "smallest_relaxation": {"bl_min_return_pct": relaxation}},
+            )
     if p.max_turnover is not None:
         needed = _min_turnover(p)
         if needed is None:
@@ -616,7 +641,8 @@ def diagnose_infeasible(p: AllocationProblem, te_margin: float = 0.0) -> Infeasi
                 conflicts.insert(1, "max_turnover_pct")
                 hint = (f" Without the turnover limit {unconstrained * pct:.2f}% would be reachable, "
                         "so raising max_turnover_pct also helps.")
-            needed = math.ceil(lowest * 1e4) / 100
+            # Enough to also clear the margin kept for rounding: one relaxation, not two runs.
+            needed = math.ceil(lowest / (1.0 - te_margin) * 1e4) / 100
             return InfeasibleError(
                 f"infeasible policy: the lowest tracking error reachable under the other constraints is "
                 f"{lowest * pct:.2f}%, above max_tracking_error_pct {p.max_tracking_error * pct:g}%. "
@@ -624,6 +650,25 @@ def diagnose_infeasible(p: AllocationProblem, te_margin: float = 0.0) -> Infeasi
                 details={"conflicts": conflicts, "smallest_relaxation": {"max_tracking_error_pct": needed}},
             )
     return _generic_infeasible(p)
+
+
+def _limits_set(p: AllocationProblem) -> list[str]:
+    """The limits of ``p`` that can hold an objective back: caps below 100%, sectors, tracking error, turnover."""
+    out = ["max_single_position_pct"] if bool(np.any(p.caps < 1.0)) else []
+    out += ["max_sector_pct"] if p.sectors else []
+    out += ["max_tracking_error_pct"] if p.max_tracking_error is not None and p.benchmark_offset is not None else []
+    return out + (["max_turnover_pct"] if p.max_turnover is not None else [])
+
+
+def _max_expected_return(p: AllocationProblem, te_margin: float) -> float | None:
+    """The highest expected return under every limit of ``p`` (None if they conflict themselves)."""
+    import cvxpy as cp
+
+    w = cp.Variable(p.n, nonneg=True)
+    risk, constraints = _risk_variable(p, w)
+    constraints += _constraints(p, w, risk, 1.0, te_margin)
+    weights, _ = _run(cp.Problem(cp.Maximize(p.mu @ w), constraints), w)
+    return None if weights is None else _expected_return(p, weights)
 
 
 def _generic_infeasible(p: AllocationProblem) -> InfeasibleError:

@@ -85,6 +85,10 @@ class EstimationInfo(BaseModel):
     expected_return_estimator: str
     annualization_days: int
     fallback: str | None = Field(None, description="Set when the engine fell back (e.g. equal_weight).")
+    expected_return_sources: dict[str, str] | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="expected_return_estimator 'user': per symbol, 'forecast' or the fallback estimator "
+        "its expected return came from.")
     risk: RiskModelInfo | None = Field(
         None, exclude_if=lambda v: v is None,
         description="Risk model and solve; absent when neither was asked for and the sample covariance "

@@ -8,6 +8,7 @@ whole shares within every hard constraint (``rounding``), and report with exact 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -37,6 +38,7 @@ from services.data.models import PricingPack
 from services.data.policy import Policy
 from services.errors import InfeasibleError, InputError
 from services.estimation import riskfolio_adapter
+from services.estimation.benchmark import BenchmarkProjection, project
 from services.estimation.black_litterman import ViewRow, implied_risk_aversion, posterior
 from services.estimation.cache import EstimateCache
 from services.estimation.estimators import Estimates, estimate_for_policy
@@ -102,6 +104,7 @@ def propose_trades(
     cash_flow: Decimal | None = None,
     estimates: EstimateCache | None = None,
     drift_band_pct: float | None = None,
+    notes: Sequence[str] = (),
 ) -> TradeProposal:
     """The best whole-share rebalance of ``holdings`` under ``policy``, priced from ``pack``.
 
@@ -112,12 +115,14 @@ def propose_trades(
     only when investing it without sales cannot meet the policy's limits or, under method
     ``target`` with ``drift_band_pct``, leaves a line further than that from its target.
     ``estimates`` shares estimation between proposals (a batch); without it every call
-    estimates for itself. The result is the same either way.
+    estimates for itself. The result is the same either way. ``notes`` are warnings the caller
+    found while gathering the inputs (where stored ratings came from), reported first.
     """
     prices = pack.last_prices()
     validate_holdings(pack, holdings)
     validate_sector_limits(pack, policy)
-    warnings = policy.suspicious_values() + _unused_method_fields(policy)
+    validate_forecasts(pack, policy)
+    warnings = list(notes) + policy.suspicious_values() + _unused_method_fields(policy)
     if cash_flow:
         holdings, note = with_cash_flow(holdings, cash_flow, prices, policy)
         warnings.append(note)
@@ -134,20 +139,29 @@ def propose_trades(
         return _empty_proposal(pack, holdings, policy, warnings)
 
     plan_symbols = tuple(sorted(set(holdings.positions) | set(choice.eligible)))
-    risk_symbols = _risk_symbols(holdings, choice, bench)
-    est = (estimate_for_policy(pack, risk_symbols, policy) if estimates is None
-           else estimates.estimates_for(pack, risk_symbols, policy))
+    risk_symbols = _risk_symbols(holdings, choice)
+
+    def estimate_over(symbols: list[str]) -> Estimates:
+        return (estimate_for_policy(pack, symbols, policy) if estimates is None
+                else estimates.estimates_for(pack, symbols, policy))
+
+    est = estimate_over(risk_symbols)
     warnings += est.warnings
     risk = risk_setup(pack, est, policy, len(choice.eligible))
     factor = risk.factor
-    bench_vec = _vector(bench, est.symbols) if bench else None
+    # The benchmark is projected onto the portfolio's own estimate, never fitted with it: naming
+    # one must not move the portfolio's figures (services.estimation.benchmark).
+    proj = project(est, bench, estimate_over) if bench else None
+    if proj is not None:
+        warnings += proj.warnings
+    bench_vec = proj.weights if proj is not None else None
     offset = factor @ bench_vec if bench_vec is not None else None
     bl_info = None
     if policy.method == "black_litterman" and not est.too_short:
         # The posterior replaces the expected returns everywhere: objective and reported figures.
-        est, bl_info = black_litterman(est, risk, policy, bench_vec)
+        est, bl_info = black_litterman(est, risk, policy, proj)
 
-    setup = _plan_setup(pack, holdings, policy, choice, plan_symbols, prices, factor, est, offset)
+    setup = _plan_setup(pack, holdings, policy, choice, plan_symbols, prices, factor, est, offset, proj)
     if no_buy or fixed:
         setup = replace(setup, no_buy=np.array([s in no_buy for s in plan_symbols]),
                         fixed=np.array([s in fixed for s in plan_symbols]))
@@ -159,7 +173,7 @@ def propose_trades(
         setup = replace(setup, max_turnover=setup.max_turnover + widening)
         warnings.append(f"cash flow: the turnover limit is widened by {widening * 100:.4f} points to "
                         f"{setup.max_turnover * 100:.4f}% for the trades that move the cash flow")
-    problem, fallback = _allocation_problem(pack, policy, choice, setup, est, risk, bench_vec, warnings)
+    problem, fallback = _allocation_problem(pack, policy, choice, setup, est, risk, proj, warnings)
     if no_buy or fixed:
         problem = _restricted_problem(problem, no_buy, fixed)
 
@@ -167,10 +181,11 @@ def propose_trades(
     if cash_flow and cash_flow > 0:
         attempts.insert(0, _deposit_first(problem, setup))
     solves = 0
+    floor = problem.min_return
     for n, (candidate, candidate_setup) in enumerate(attempts):
         try:
-            shares, optimal, allocation, notes, problem, used = _solve_and_round(
-                candidate, candidate_setup, risk, policy)
+            shares, optimal, allocation, share_notes, problem, used = _solve_and_round(
+                candidate, candidate_setup, risk, policy, est)
         except InfeasibleError as err:
             if n == len(attempts) - 1:
                 raise
@@ -184,9 +199,13 @@ def propose_trades(
             continue
         setup = candidate_setup
         break
-    notes.update(held_notes)
+    share_notes.update(held_notes)
     assert shares is not None and optimal is not None and allocation is not None
     warnings += allocation.warnings
+    if floor is not None and problem.min_return is not None and problem.min_return > floor:
+        warnings.append(f"bl_min_return_pct: whole shares and costs left the expected return below "
+                        f"{floor * 100:g}%; solved with the floor raised to {problem.min_return * 100:.6f}% "
+                        "so that the rounded portfolio keeps it")
     binding = allocation.binding
     if risk.approximate and setup.max_tracking_error is not None:
         if problem.max_tracking_error is not None and problem.max_tracking_error < setup.max_tracking_error:
@@ -209,24 +228,35 @@ def propose_trades(
     # Report the method that produced the weights: the policy's, unless the engine fell back.
     method = fallback or (policy.method if allocation.objective in ("track", _objective(policy))
                           else allocation.objective)
-    return _report(pack, holdings, policy, choice, setup, est, factor, bench_vec, benchmark_name,
-                   binding, method, optimal, shares, notes, warnings, fallback, info, bl_info)
+    return _report(pack, holdings, policy, choice, setup, est, factor, proj, benchmark_name,
+                   binding, method, optimal, shares, share_notes, warnings, fallback, info, bl_info)
 
 
 def _solve_and_round(
-    problem: AllocationProblem, setup: PlanSetup, risk: RiskSetup, policy: Policy
+    problem: AllocationProblem, setup: PlanSetup, risk: RiskSetup, policy: Policy, est: Estimates
 ) -> tuple[np.ndarray, np.ndarray, Allocation, dict[str, str], AllocationProblem, int]:
-    """Solve, round to whole shares, and re-solve with a tighter tracking-error margin while the
-    rounded portfolio breaks the limit; (shares, optimal, allocation, notes, problem, solves).
+    """Solve, round to whole shares, and re-solve while the rounded portfolio breaks a limit the
+    solver cannot see in whole shares; (shares, optimal, allocation, notes, problem, solves).
+
+    Tracking error: re-solved with a tighter margin. A floor on expected return
+    (``problem.min_return``): re-solved with the floor raised by what whole shares and costs lost.
 
     Raises:
         InfeasibleError: the problem is infeasible, or whole shares cannot keep tracking error
-            within the limit even at the largest margin.
+            (or the return floor) within the limit even at the largest margin.
     """
     solves = 0
+    floor = problem.min_return
+    short = 0.0
+    rounded = None
     for margin in TE_MARGINS:
         for _ in range(FAST_RESOLVES):
-            allocation = solve(problem, te_margin=margin)
+            try:
+                allocation = solve(problem, te_margin=margin)
+            except InfeasibleError:
+                if not short:
+                    raise
+                raise _floor_in_whole_shares(policy, setup.value, est, setup, rounded) from None
             solves += 1
             optimal = _vector(dict(zip(problem.symbols, allocation.weights, strict=True)), setup.symbols)
             understated = _understated_te(risk, setup, optimal, margin)
@@ -237,8 +267,16 @@ def _solve_and_round(
             problem = replace(problem, max_tracking_error=problem.max_tracking_error * understated)
         shares, notes = round_to_shares(setup, optimal)
         rounded = evaluate(setup, shares)
-        if tracking_error_ok(setup, rounded):
+        short = _floor_shortfall(floor, est, setup, rounded, policy.risk_free_rate)
+        if tracking_error_ok(setup, rounded) and not short:
             return shares, optimal, allocation, notes, problem, solves
+        if short:
+            # Whole shares and their costs left the expected return below the floor: raise the
+            # floor the solver sees by the shortfall and solve again.
+            assert problem.min_return is not None
+            problem = replace(problem, min_return=problem.min_return + short)
+    if short:
+        raise _floor_in_whole_shares(policy, setup.value, est, setup, rounded)
     # Whole shares are too coarse for this portfolio's size: a discrete conflict, not a solver fault.
     raise InfeasibleError(
         f"infeasible policy: in whole shares, a portfolio worth ${setup.value:,.2f} cannot hold the "
@@ -295,26 +333,29 @@ def _objective(policy: Policy) -> str:
 
 
 def black_litterman(est: Estimates, risk: RiskSetup, policy: Policy,
-                    bench_vec: np.ndarray | None) -> tuple[Estimates, BlackLittermanInfo]:
+                    proj: BenchmarkProjection | None) -> tuple[Estimates, BlackLittermanInfo]:
     """``est`` with its expected returns replaced by the Black–Litterman posterior, and the report.
 
     The prior rf + δΣw_b is implied by the benchmark under the policy's risk model; δ is the policy's
     ``market_risk_aversion`` or else the benchmark's historical excess return over its variance.
     """
-    if bench_vec is None:
+    if proj is None:
         raise InputError(
             "policy.benchmark: method black_litterman implies its prior returns from a benchmark; name one "
             "(an index symbol, a named benchmark such as DEMO_20, or weights)",
             details={"field": "policy.benchmark", "value": None, "method": "black_litterman"},
         )
-    cov = risk.factor.T @ risk.factor
+    # Over the estimate's symbols then the benchmark's names outside them, so views may name those.
+    cov = proj.extended_covariance(risk.factor.T @ risk.factor)
+    symbols = est.symbols + proj.outside
+    bench_vec = proj.full_weights()
     tau = 0.05 if policy.bl_tau is None else policy.bl_tau
     source = "policy"
     delta = policy.market_risk_aversion
     if delta is None:
         source = "benchmark"
-        daily = est.returns.to_numpy() @ bench_vec
-        delta = implied_risk_aversion(daily, float(bench_vec @ cov @ bench_vec), policy.risk_free_rate,
+        variance = float(bench_vec @ cov @ bench_vec)
+        delta = implied_risk_aversion(proj.daily.to_numpy(), variance, policy.risk_free_rate,
                                       policy.annualization_days)
         if not delta > 0:
             raise InputError(
@@ -324,16 +365,16 @@ def black_litterman(est: Estimates, risk: RiskSetup, policy: Policy,
                 details={"field": "policy.market_risk_aversion", "implied": delta},
             )
     views = [ViewRow(v.asset, v.return_pct / 100.0, v.confidence, v.versus) for v in policy.views or []]
-    post = posterior(est.symbols, cov, bench_vec, delta, tau, views, policy.risk_free_rate)
-    order = sorted(range(len(est.symbols)), key=lambda i: est.symbols[i])
+    post = posterior(symbols, cov, bench_vec, delta, tau, views, policy.risk_free_rate)
+    order = sorted(range(len(symbols)), key=lambda i: symbols[i])
     info = BlackLittermanInfo(
         risk_aversion=ratio(delta, 6), risk_aversion_source=source, tau=tau, views=len(views),
-        symbols=[est.symbols[i] for i in order],
+        symbols=[symbols[i] for i in order],
         prior_returns_pct=[pct(post.prior[i]) for i in order],
         posterior_returns_pct=[pct(post.mu[i]) for i in order],
         posterior_covariance=[[ratio(post.cov[i, j], 10) for j in order] for i in order],
     )
-    return replace(est, mu=post.mu), info
+    return replace(est, mu=post.mu[: len(est.symbols)]), info
 
 
 def risk_setup(pack: PricingPack, est: Estimates, policy: Policy, n_assets: int) -> RiskSetup:
@@ -474,20 +515,23 @@ def estimation_symbols(
     """
     validate_holdings(pack, holdings)
     validate_sector_limits(pack, policy)
+    validate_forecasts(pack, policy)
     if cash_flow:
         holdings, _ = with_cash_flow(holdings, cash_flow, pack.last_prices(), policy)
     choice = eligibility(pack, holdings, policy, ratings)
     choice = trading_restrictions(pack, holdings, policy, choice, [])[0]
-    _, bench = resolve_benchmark(pack, policy, named_benchmarks)
+    resolve_benchmark(pack, policy, named_benchmarks)  # raises what propose_trades raises for a bad benchmark
     if not holdings.positions and (holdings.cash <= 0 or not choice.eligible):
         return None
-    return _risk_symbols(holdings, choice, bench)
+    return _risk_symbols(holdings, choice)
 
 
-def _risk_symbols(holdings: Holdings, choice: Eligibility, bench: dict[str, float] | None) -> list[str]:
-    """Eligible names first (the decision assets), then other holdings, then benchmark names."""
-    risk_symbols = list(choice.eligible) + sorted(set(holdings.positions) - set(choice.eligible))
-    return risk_symbols + sorted(set(bench or {}) - set(risk_symbols))
+def _risk_symbols(holdings: Holdings, choice: Eligibility) -> list[str]:
+    """Eligible names first (the decision assets), then other holdings.
+
+    Benchmark names are not estimated with them (see ``services.estimation.benchmark``).
+    """
+    return list(choice.eligible) + sorted(set(holdings.positions) - set(choice.eligible))
 
 
 def eligibility(pack: PricingPack, holdings: Holdings, policy: Policy, ratings: dict[str, float]) -> Eligibility:
@@ -622,15 +666,39 @@ METHOD_FIELDS = {
     "views": ("black_litterman",),
     "bl_objective": ("black_litterman",),
     "bl_tau": ("black_litterman",),
+    "bl_min_return_pct": ("black_litterman",),
     "market_risk_aversion": ("black_litterman",),
 }
 
 
+ESTIMATOR_FIELDS = ("forecasts", "forecast_fallback")  # used by expected_return_estimator 'user' only
+
+
 def _unused_method_fields(policy: Policy) -> list[str]:
-    """Warnings for fields set for a method the policy does not use (views under max_sharpe)."""
-    return [f"{name} is set but only {' or '.join(methods)} uses it; ignored under method {policy.method}"
-            for name, methods in METHOD_FIELDS.items()
-            if getattr(policy, name) is not None and policy.method not in methods]
+    """Warnings for fields set for a method (or estimator) the policy does not use (views under max_sharpe)."""
+    out = [f"{name} is set but only {' or '.join(methods)} uses it; ignored under method {policy.method}"
+           for name, methods in METHOD_FIELDS.items()
+           if getattr(policy, name) is not None and policy.method not in methods]
+    if policy.method == "black_litterman" and policy.bl_min_return_pct is not None and _objective(policy) != "min_variance":
+        out.append("bl_min_return_pct is set but only bl_objective min_variance uses it; ignored under "
+                   f"bl_objective {_objective(policy)}")
+    if policy.expected_return_estimator != "user":
+        out += [f"{name} is set but only expected_return_estimator 'user' uses it; ignored under "
+                f"'{policy.expected_return_estimator}'" for name in ESTIMATOR_FIELDS if getattr(policy, name) is not None]
+    return out
+
+
+def validate_forecasts(pack: PricingPack, policy: Policy) -> None:
+    """Every symbol ``policy.forecasts`` names is a holdable symbol of ``pack`` (a typo would
+    forecast nothing, silently)."""
+    holdable = sorted(s.symbol for s in pack.securities if s.asset_class not in NOT_HOLDABLE)
+    unknown = sorted(set(policy.forecasts or {}) - set(holdable))
+    if unknown:
+        raise InputError(
+            f"policy.forecasts: {', '.join(unknown)} {'is not a holdable symbol' if len(unknown) == 1 else 'are not holdable symbols'} "
+            f"of pack {pack.id}; forecasts may name: {', '.join(holdable)}",
+            details={"field": "policy.forecasts", "invalid": unknown, "allowed": holdable},
+        )
 
 
 def holdable_sectors(pack: PricingPack) -> list[str]:
@@ -669,7 +737,8 @@ def _vector(values: dict[str, float], symbols: tuple[str, ...] | list[str]) -> n
     return np.array([values.get(s, 0.0) for s in symbols], dtype=float)
 
 
-def _plan_setup(pack, holdings, policy, choice, plan_symbols, prices, factor, est, offset) -> PlanSetup:
+def _plan_setup(pack, holdings, policy, choice, plan_symbols, prices, factor, est, offset,
+                proj: BenchmarkProjection | None = None) -> PlanSetup:
     cap = (policy.max_single_position_pct or 100.0) / 100.0
     eligible = set(choice.eligible)
     sym_index = {s: i for i, s in enumerate(plan_symbols)}
@@ -678,6 +747,10 @@ def _plan_setup(pack, holdings, policy, choice, plan_symbols, prices, factor, es
         for name, members, limit in _sector_caps(pack, policy, plan_symbols)
     )
     te_factor = factor[:, est.index_of(plan_symbols)] if offset is not None else None
+    if te_factor is not None and proj is not None and proj.residual_variance > 0.0:
+        # One more risk coordinate that no holding loads on: the benchmark's unreplicable part.
+        te_factor = np.vstack([te_factor, np.zeros((1, te_factor.shape[1]))])
+        offset = np.append(offset, proj.residual)
     return PlanSetup(
         symbols=plan_symbols,
         prices=np.array([prices[s] for s in plan_symbols]),
@@ -710,10 +783,17 @@ def _sector_caps(pack: PricingPack, policy: Policy, symbols) -> list[tuple[str, 
     return out
 
 
-def _solver_risk(risk: RiskSetup, idx: np.ndarray, bench_vec: np.ndarray | None):
-    """Factor, specific volatilities, benchmark offset and residual as the solver takes them."""
+def _solver_risk(risk: RiskSetup, idx: np.ndarray, proj: BenchmarkProjection | None):
+    """Factor, specific volatilities, benchmark offset and residual as the solver takes them.
+
+    The residual is the benchmark's active risk no decision asset can offset: its specific risk on
+    names outside the decision assets, and the part of it outside the estimate's symbols.
+    """
+    bench_vec = None if proj is None else proj.weights
     if risk.structured is None:
-        return risk.factor[:, idx], None, None if bench_vec is None else risk.factor @ bench_vec, 0.0
+        if bench_vec is None:
+            return risk.factor[:, idx], None, None, 0.0
+        return risk.factor[:, idx], None, risk.factor @ bench_vec, _with_projection(0.0, proj)
     loadings, specific = risk.structured.loadings, risk.structured.specific
     assert specific is not None
     if bench_vec is None:
@@ -722,13 +802,22 @@ def _solver_risk(risk: RiskSetup, idx: np.ndarray, bench_vec: np.ndarray | None)
     outside[idx] = False
     offset = np.concatenate([loadings @ bench_vec, specific[idx] * bench_vec[idx]])
     residual = float(np.linalg.norm(specific[outside] * bench_vec[outside]))
-    return loadings[:, idx], specific[idx], offset, residual
+    return loadings[:, idx], specific[idx], offset, _with_projection(residual, proj)
 
 
-def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskSetup, bench_vec, warnings):
+def _with_projection(residual: float, proj: BenchmarkProjection | None) -> float:
+    """``residual`` combined with the projected benchmark's own residual volatility."""
+    if proj is None or proj.residual_variance == 0.0:
+        return residual
+    return float(np.hypot(residual, proj.residual))
+
+
+def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskSetup,
+                        proj: BenchmarkProjection | None, warnings):
     n = len(choice.eligible)
     idx = est.index_of(choice.eligible)
-    factor, specific, offset, residual = _solver_risk(risk, idx, bench_vec)
+    bench_vec = None if proj is None else proj.weights
+    factor, specific, offset, residual = _solver_risk(risk, idx, proj)
     elig_pos = {s: i for i, s in enumerate(choice.eligible)}
     sectors = tuple(
         SectorCap(name, np.array([elig_pos[s] for s in members if s in elig_pos]), limit)
@@ -790,17 +879,58 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskS
         cvar_confidence=policy.cvar_confidence,
         min_acceptable_return=(policy.risk_free_rate if policy.min_acceptable_return is None
                                else policy.min_acceptable_return),
-        benchmark_return=float(est.mu @ bench_vec) if bench_vec is not None else 0.0,
-        benchmark_weights=_decision_benchmark(bench_vec, idx),
+        benchmark_return=proj.expected_return if proj is not None else 0.0,
+        benchmark_weights=_decision_benchmark(proj, idx),
+        min_return=_bl_floor(policy),
         annualization_days=policy.annualization_days,
     )
     return problem, fallback
 
 
-def _decision_benchmark(bench_vec: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
-    """The benchmark's weights on the decision assets ``idx``, if it holds nothing else."""
-    if bench_vec is None or len(idx) == 0:
+def _rounded_return(est: Estimates, setup: PlanSetup, rounded, rf: float) -> float:
+    """Annual expected return of the rounded portfolio, its cash earning ``rf``."""
+    w = _vector(dict(zip(setup.symbols, rounded.weights, strict=True)), est.symbols)
+    return float(est.mu @ w) + (1.0 - float(w.sum())) * rf
+
+
+def _floor_shortfall(floor: float | None, est: Estimates, setup: PlanSetup, rounded, rf: float) -> float:
+    """How far the rounded portfolio's expected return falls below ``floor`` (0: not below, or no floor)."""
+    return 0.0 if floor is None else max(floor - _rounded_return(est, setup, rounded, rf), 0.0)
+
+
+def _floor_in_whole_shares(policy: Policy, value: float, est: Estimates, setup: PlanSetup, rounded) -> InfeasibleError:
+    """The floor on expected return cannot be kept once whole shares are bought and costs paid;
+    the relaxation named is what the last rounded portfolio reached."""
+    assert policy.bl_min_return_pct is not None
+    reached = _rounded_return(est, setup, rounded, policy.risk_free_rate)
+    relaxation = math.floor(reached * 1e4) / 100
+    return InfeasibleError(
+        f"infeasible policy: in whole shares and after costs, a portfolio worth ${value:,.2f} cannot keep "
+        f"the posterior expected return at bl_min_return_pct {policy.bl_min_return_pct:g}% (the rounded "
+        f"portfolio reaches {reached * 100:.3f}%). Lower bl_min_return_pct to at most {relaxation:g}, or add cash.",
+        details={"conflicts": ["bl_min_return_pct", "whole shares", "costs"], "portfolio_value": round(value, 2),
+                 "smallest_relaxation": {"bl_min_return_pct": relaxation}},
+    )
+
+
+def _bl_floor(policy: Policy) -> float | None:
+    """black_litterman's min_variance floor on expected return (decimal), or None."""
+    if policy.method != "black_litterman" or _objective(policy) != "min_variance":
         return None
+    if policy.bl_min_return_pct is None:
+        raise InputError(
+            "policy.bl_min_return_pct: black_litterman with bl_objective min_variance minimizes variance "
+            "subject to a floor on the posterior expected return; give the floor in % (e.g. 8.0)",
+            details={"field": "policy.bl_min_return_pct", "value": None, "bl_objective": "min_variance"},
+        )
+    return policy.bl_min_return_pct / 100.0
+
+
+def _decision_benchmark(proj: BenchmarkProjection | None, idx: np.ndarray) -> np.ndarray | None:
+    """The benchmark's weights on the decision assets ``idx``, if it holds nothing else."""
+    if proj is None or len(idx) == 0 or proj.outside:
+        return None
+    bench_vec = proj.weights
     inside = bench_vec[idx]
     return inside if abs(float(inside.sum()) - float(bench_vec.sum())) < 1e-12 else None
 
@@ -817,7 +947,7 @@ def _risk_return(est: Estimates, factor: np.ndarray, weights_by_symbol: dict[str
     )
 
 
-def _report(pack, holdings, policy, choice, setup: PlanSetup, est, factor, bench_vec, benchmark_name,
+def _report(pack, holdings, policy, choice, setup: PlanSetup, est, factor, proj, benchmark_name,
             binding, method, optimal, shares, notes, warnings, fallback, risk_info=None,
             bl_info=None) -> TradeProposal:
     price_dec = [to_decimal(float(p)) for p in setup.prices]
@@ -848,11 +978,16 @@ def _report(pack, holdings, policy, choice, setup: PlanSetup, est, factor, bench
     trades.sort(key=lambda t: (t.symbol, t.action))
     total_traded = sum((abs(v) for v in values), Decimal("0.00"))
     checks = _checks(policy, choice, setup, exact)
+    floor = _bl_floor(policy)
+    if floor is not None:
+        reached = _rounded_return(est, setup, exact, policy.risk_free_rate)
+        checks.append(ConstraintCheck(constraint="bl_min_return_pct", value=pct(reached),
+                                      limit=policy.bl_min_return_pct, met=reached >= floor - 1e-12))
     before_w = dict(zip(setup.symbols, weights_before, strict=True))
     after_w = dict(zip(setup.symbols, exact.weights, strict=True))
     te_before = None
-    if bench_vec is not None:
-        te_before = float(np.linalg.norm(factor @ (_vector(before_w, est.symbols) - bench_vec)))
+    if proj is not None:
+        te_before = proj.tracking_error(factor, _vector(before_w, est.symbols))
     for sym, reason in sorted(choice.forced.items()):
         warnings.append(f"{sym} sold in full: {reason}")
     return TradeProposal(
@@ -889,6 +1024,7 @@ def _report(pack, holdings, policy, choice, setup: PlanSetup, est, factor, bench
             expected_return_estimator=policy.expected_return_estimator,
             annualization_days=policy.annualization_days,
             fallback=fallback,
+            expected_return_sources=dict(sorted(est.mu_sources)) if est.mu_sources else None,
             risk=risk_info,
         ),
         black_litterman=bl_info,

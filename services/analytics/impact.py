@@ -25,6 +25,7 @@ from services.allocation.rebalance import (
 from services.analytics.risk import (
     PortfolioRisk,
     RiskModel,
+    benchmark_on,
     pack_risk_model,
     portfolio_risk,
     position_weights,
@@ -202,8 +203,11 @@ def analyze_impact(
     taken from the cash after trading, which must cover it (an InputError names the shortfall).
 
     Costs, the estimators, the lookback, the risk-free rate and the benchmark come from
-    ``policy``. The covariance is estimated once over the holdings before and after and the
-    benchmark's constituents, so both sides are measured with the same model.
+    ``policy``. The side before is measured on an estimate over its own holdings, so its figures
+    are the portfolio's whatever the trades buy; the side after over the names held before or
+    after (what a proposal that produced the trades measured it over, when its universe was the
+    holdings). Naming a benchmark changes only tracking error: it is projected onto each side's
+    estimate, not fitted with it.
     """
     validate_holdings(pack, holdings)
     flow = cents(cash_flow)
@@ -222,14 +226,22 @@ def analyze_impact(
             )
         after = Holdings(after.portfolio_id, after.positions, after.cash - withdrawal)
     benchmark_name, bench = resolve_benchmark(pack, policy, named_benchmarks)
-    symbols = sorted(set(holdings.positions) | set(after.positions) | set(bench or {}))
-    model = pack_risk_model(pack, symbols, policy)
+    model_before, model_after = _side_models(pack, holdings, after, bench, policy)
     prices = pack.last_prices()
     value_before = _value(holdings, prices)
     # Prices do not move between before and after, so the value changes by the costs alone.
     value_after = value_before - execution.costs - withdrawal
-    risk_before = portfolio_risk(model, position_weights(holdings.positions, prices, float(holdings.cash))[0], bench)
-    risk_after = portfolio_risk(model, position_weights(after.positions, prices, float(after.cash))[0], bench)
+    risk_before = portfolio_risk(model_before, position_weights(holdings.positions, prices, float(holdings.cash))[0],
+                                 benchmark_on(model_before, pack, bench, policy) if bench else None)
+    risk_after = portfolio_risk(model_after, position_weights(after.positions, prices, float(after.cash))[0],
+                                benchmark_on(model_after, pack, bench, policy) if bench else None)
+    warnings = list(execution.warnings)
+    for note in model_before.warnings + model_after.warnings:
+        if note not in warnings:
+            warnings.append(note)
+    if len(model_before.returns) != len(model_after.returns):
+        warnings.append(f"before is measured over {_window(model_before)} and after over {_window(model_after)}: "
+                        "each side over the dates all its own holdings are priced")
     top_before, top_after = pct(risk_before.top10), pct(risk_after.top10)
     assert top_before is not None and top_after is not None
     return ImpactReport(
@@ -237,7 +249,7 @@ def analyze_impact(
         asof=pack.asof.isoformat(),
         portfolio_id=holdings.portfolio_id,
         benchmark=benchmark_name,
-        market_index=model.market_symbol,
+        market_index=model_after.market_symbol,
         current_value=value_before,
         post_rebalance_value=value_after,
         value_delta=-execution.costs - withdrawal,
@@ -250,9 +262,37 @@ def analyze_impact(
         delta_concentration=round(top_after - top_before, 4) + 0.0,
         before=risk_summary(risk_before, value_before, holdings),
         after=risk_summary(risk_after, value_after, after),
-        estimation=_estimation(model, policy),
-        warnings=list(execution.warnings) + list(model.warnings),
+        estimation=_estimation(model_after, policy),
+        warnings=warnings,
     )
+
+
+def _side_models(
+    pack: PricingPack, before: Holdings, after: Holdings, bench: dict[str, float] | None, policy: Policy
+) -> tuple[RiskModel, RiskModel]:
+    """The risk models of the two sides: before over its holdings, after over those and its own.
+
+    Holding nothing before, that side borrows the other's model: its figures do not depend on
+    one, save tracking error, which is then the benchmark's own risk. With nothing held on either
+    side the model is over the benchmark's names (or it is an error naming what is missing).
+    """
+    names_before, names_after = sorted(before.positions), sorted(set(before.positions) | set(after.positions))
+    if not names_before and not names_after:
+        model = pack_risk_model(pack, sorted(bench or {}), policy)
+        return model, model
+    model_before = pack_risk_model(pack, names_before, policy) if names_before else None
+    model_after = None
+    if names_after:
+        model_after = model_before if names_after == names_before else pack_risk_model(pack, names_after, policy)
+    model_before = model_before or model_after
+    model_after = model_after or model_before
+    assert model_before is not None and model_after is not None
+    return model_before, model_after
+
+
+def _window(model: RiskModel) -> str:
+    return (f"{len(model.returns)} daily returns ({model.returns.index[0].date().isoformat()} to "
+            f"{model.returns.index[-1].date().isoformat()})")
 
 
 def risk_summary(risk: PortfolioRisk, value: Decimal, holdings: Holdings) -> RiskSummary:

@@ -22,7 +22,13 @@ from services.allocation.rebalance import covariance_factor
 from services.data.models import PricingPack
 from services.data.policy import Policy
 from services.errors import InputError
-from services.estimation.estimators import MIN_OBSERVATIONS, estimate_for_policy, market_symbol
+from services.estimation.benchmark import BenchmarkProjection, project
+from services.estimation.estimators import (
+    MIN_OBSERVATIONS,
+    Estimates,
+    estimate_for_policy,
+    market_symbol,
+)
 
 VAR_CONFIDENCE = 0.95
 TOP_N = 10
@@ -129,11 +135,6 @@ def betas(returns: pd.DataFrame, market: pd.Series) -> dict[str, float]:
     return {str(s): beta(returns[s].to_numpy(), market.to_numpy()) for s in returns.columns}
 
 
-def tracking_error(factor: np.ndarray, w: np.ndarray, benchmark: np.ndarray) -> float:
-    """Ex-ante tracking error ‖G(w − w_b)‖ with GᵀG = Σ (``services.allocation.rebalance.covariance_factor``)."""
-    return float(np.linalg.norm(factor @ (w - benchmark)))
-
-
 def sector_weights(weights: Mapping[str, float], sectors: Mapping[str, str]) -> dict[str, float]:
     """Total weight per sector of the holdings, sectors sorted by name."""
     out: dict[str, float] = {}
@@ -173,6 +174,16 @@ class RiskModel:
         """``weights`` as an array ordered like ``symbols`` (absent symbols weigh zero)."""
         return np.array([weights.get(s, 0.0) for s in self.symbols], dtype=float)
 
+    def estimates(self) -> Estimates:
+        """The model's estimates, as ``services.estimation`` states them."""
+        return Estimates(self.symbols, self.mu, self.cov, self.returns, self.warnings)
+
+
+def benchmark_on(model: RiskModel, pack: PricingPack, benchmark: Mapping[str, float], policy: Policy) -> BenchmarkProjection:
+    """``benchmark`` projected onto ``model``'s symbols (``services.estimation.benchmark``): naming a
+    benchmark never refits the model, so a portfolio's own figures do not depend on it."""
+    return project(model.estimates(), benchmark, lambda symbols: estimate_for_policy(pack, symbols, policy))
+
 
 @dataclass(frozen=True)
 class PortfolioRisk:
@@ -199,8 +210,8 @@ def pack_risk_model(pack: PricingPack, symbols: list[str], policy: Policy) -> Ri
     """Estimate a ``RiskModel`` for ``symbols`` from ``pack`` with the policy's estimators.
 
     The covariance estimator (Ledoit-Wolf by default) is fitted on exactly ``symbols``, so
-    callers pass the same set the figures are compared over (holdings before and after, and the
-    benchmark's constituents) as ``services.allocation.rebalance`` does.
+    callers pass the portfolio's own holdings: a benchmark is projected onto the model
+    (``benchmark_on``), never fitted with it.
     """
     if not symbols:
         raise InputError(
@@ -240,12 +251,12 @@ def pack_risk_model(pack: PricingPack, symbols: list[str], policy: Policy) -> Ri
 
 
 def portfolio_risk(
-    model: RiskModel, weights: Mapping[str, float], benchmark: Mapping[str, float] | None = None
+    model: RiskModel, weights: Mapping[str, float], benchmark: BenchmarkProjection | None = None
 ) -> PortfolioRisk:
     """Every metric of holding ``weights`` (fractions of total value; the rest is cash).
 
-    Tracking error is against ``benchmark`` weights (``None``: not computed). Risk contributions
-    are reported for the holdings only.
+    Tracking error is against ``benchmark`` projected onto ``model`` (``benchmark_on``; ``None``:
+    not computed). Risk contributions are reported for the holdings only.
     """
     held = {s: w for s, w in sorted(weights.items()) if w != 0}
     w = model.vector(held)
@@ -271,7 +282,7 @@ def portfolio_risk(
         cvar_95=cvar,
         beta=None if model.market is None else beta(daily.to_numpy(), model.market.to_numpy()),
         tracking_error=None if benchmark is None
-        else tracking_error(covariance_factor(model.cov), w, model.vector(benchmark)),
+        else benchmark.tracking_error(covariance_factor(model.cov), w),
         sector_weights=sector_weights(held, model.sectors),
         risk_contributions={s: float(rc[position[s]]) for s in held},
     )

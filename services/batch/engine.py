@@ -54,6 +54,7 @@ class ProposalJob:
     named_benchmarks: Mapping[str, Mapping[str, float]]
     cash_flow: Decimal | None = None
     drift_band_pct: float | None = None
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def compute_proposal(
         proposal = propose_trades(
             pack, job.holdings, job.policy, dict(job.ratings),
             {name: dict(weights) for name, weights in job.named_benchmarks.items()},
-            cash_flow=job.cash_flow, estimates=cache, drift_band_pct=job.drift_band_pct,
+            cash_flow=job.cash_flow, estimates=cache, drift_band_pct=job.drift_band_pct, notes=job.notes,
         )
         return Outcome(proposal, None, time.perf_counter() - started)
     except OptimizerError as err:

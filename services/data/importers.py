@@ -45,6 +45,7 @@ SECURITIES_OPTIONAL_COLUMNS = ("halted",)
 HALTED_VALUES = {"": False, "false": False, "0": False, "no": False, "true": True, "1": True, "yes": True}
 POSITIONS_COLUMNS = ("symbol", "shares")
 POSITIONS_OPTIONAL_COLUMNS = ("cost_basis", "acquired")
+RATINGS_COLUMNS = ("symbol", "score")
 
 # date.fromisoformat also takes "20220103" and week dates; a pack file should be unambiguous.
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -147,6 +148,35 @@ def read_pack(
         securities=tuple(sorted((s for s, _ in securities.values()), key=lambda s: s.symbol)),
         closes=wide_closes(dates, symbols, closes),
     )
+
+
+def read_ratings(path: Path) -> dict[str, float]:
+    """Read quality ratings from ``symbol,score`` (scores 0-10, like ``min_quality_score``).
+
+    Every problem (a bad header, an empty symbol, a score that is not a number from 0 to 10, a
+    symbol rated twice) is reported at once; a file with a header and no rows is an error.
+    """
+    problems = Problems()
+    file = str(path)
+    ratings: dict[str, float] = {}
+    for line, row in _read_rows(Path(path), RATINGS_COLUMNS, (), problems, need_rows=True) or []:
+        sym, raw = row["symbol"], row["score"]
+        bad_symbol = symbol_problem(sym) if sym else "symbol is empty"
+        if bad_symbol:
+            problems.add(file, line, "symbol", sym, "bad_symbol", bad_symbol)
+            continue
+        try:
+            score = float(raw)
+        except ValueError:
+            score = math.nan
+        if not 0 <= score <= 10:
+            problems.add(file, line, "score", raw, "bad_score", f"score {raw!r} must be a number from 0 to 10")
+        elif sym in ratings:
+            problems.add(file, line, "symbol", sym, "duplicate_symbol", f"{sym} is rated twice")
+        else:
+            ratings[sym] = score
+    problems.raise_if_any("ratings")
+    return dict(sorted(ratings.items()))
 
 
 def read_positions(path: Path) -> tuple[Lot, ...]:

@@ -22,9 +22,10 @@ from services.errors import InputError
 
 Method = Literal["mean_variance", "max_sharpe", "min_variance", "risk_parity", "cvar", "hrp", "target",
                  "max_sortino", "max_information_ratio", "black_litterman"]
-BlackLittermanObjective = Literal["max_sharpe", "mean_variance"]
+BlackLittermanObjective = Literal["max_sharpe", "mean_variance", "min_variance"]
 CovarianceEstimator = Literal["hist", "ledoit", "oas", "ewma"]
-ReturnEstimator = Literal["hist", "ewma", "capm"]
+ReturnEstimator = Literal["hist", "ewma", "capm", "factor", "user"]
+ForecastFallback = Literal["hist", "ewma", "capm", "factor"]
 RiskModelName = Literal["sample", "factor"]
 FactorModel = Literal["statistical", "fundamental"]
 SolveMode = Literal["exact", "fast", "auto"]
@@ -120,7 +121,18 @@ class PolicyOverrides(BaseModel):
         None, description="Covariance estimator: hist, ledoit (Ledoit-Wolf), oas, ewma."
     )
     expected_return_estimator: ReturnEstimator | None = Field(
-        None, description="Expected-return estimator: hist, ewma, capm (beta to SP500 index)."
+        None, description="Expected-return estimator: hist, ewma, capm (beta to SP500 index), factor "
+        "(rf + betas to factor_symbols × their historical premia), user (policy.forecasts)."
+    )
+    forecasts: dict[str, Annotated[float, Field(ge=-100, le=1000)]] | None = Field(
+        None, exclude_if=omit_if_null,
+        description="expected_return_estimator 'user' only: annual expected return in % per symbol "
+        "(8.0 = 8%); symbols must be holdable names of the pack; names without one take forecast_fallback.",
+    )
+    forecast_fallback: ForecastFallback | None = Field(
+        None, exclude_if=omit_if_null,
+        description="expected_return_estimator 'user' only: the estimator for names without a forecast "
+        "(hist, ewma, capm, factor; default hist), reported per symbol.",
     )
     ewma_decay: float | None = Field(
         None, gt=0, lt=1, description="Decay factor for ewma estimators (RiskMetrics uses 0.94)."
@@ -135,8 +147,13 @@ class PolicyOverrides(BaseModel):
     )
     bl_objective: BlackLittermanObjective | None = Field(
         None, exclude_if=omit_if_null,
-        description="black_litterman only: the objective over the posterior returns, max_sharpe (default) "
-        "or mean_variance (with risk_aversion).",
+        description="black_litterman only: the objective over the posterior returns, max_sharpe (default), "
+        "mean_variance (with risk_aversion) or min_variance (with bl_min_return_pct).",
+    )
+    bl_min_return_pct: float | None = Field(
+        None, ge=-100, le=1000, exclude_if=omit_if_null,
+        description="black_litterman with bl_objective min_variance (required there): the least posterior "
+        "expected return, annual % (cash earns the risk-free rate); the least variance that reaches it.",
     )
     bl_tau: float | None = Field(
         None, gt=0, le=1, exclude_if=omit_if_null,
@@ -187,8 +204,8 @@ class PolicyOverrides(BaseModel):
     )
     factor_symbols: list[str] | None = Field(
         None, min_length=1, max_length=50, exclude_if=omit_if_null,
-        description="factor_model 'fundamental' only: the pack series used as factors; default every "
-        "index and ETF series of the pack.",
+        description="factor_model 'fundamental' and expected_return_estimator 'factor': the pack series "
+        "used as factors; default every index and ETF series of the pack.",
     )
     solve: SolveMode | None = Field(
         None, exclude_if=omit_if_null,
@@ -230,12 +247,15 @@ class Policy(BaseModel):
     cash_buffer_pct: float = 0.0
     covariance_estimator: CovarianceEstimator = "ledoit"
     expected_return_estimator: ReturnEstimator = "hist"
+    forecasts: dict[str, float] | None = Field(None, exclude_if=omit_if_null)
+    forecast_fallback: ForecastFallback | None = Field(None, exclude_if=omit_if_null)
     ewma_decay: float = 0.94
     cvar_confidence: float = 0.95
     min_acceptable_return: float | None = Field(None, exclude_if=omit_if_null)
     views: list[View] | None = Field(None, exclude_if=omit_if_null)
     bl_objective: BlackLittermanObjective | None = Field(None, exclude_if=omit_if_null)
     bl_tau: float | None = Field(None, exclude_if=omit_if_null)
+    bl_min_return_pct: float | None = Field(None, exclude_if=omit_if_null)
     market_risk_aversion: float | None = Field(None, exclude_if=omit_if_null)
     annualization_days: int = 252
     target_weights_pct: dict[str, float] | None = None

@@ -85,6 +85,11 @@ def seed_pack_ids(root: Traversable | None = None) -> list[str]:
     return sorted(p.name for p in packs.iterdir() if p.is_dir()) if packs.is_dir() else []
 
 
+def seed_ratings_source(root: Traversable | None = None) -> str:
+    """Where the seeded quality ratings say they come from (the demo's: ``demo``)."""
+    return str(read_seed_json(root or seed_root(), "quality_ratings.json")["source"])
+
+
 def seed_if_empty(store: Store, root: Traversable | None = None) -> bool:
     """Seed an empty store, under the store's setup lock; True if this call seeded it.
 

@@ -144,6 +144,16 @@ quality_ratings = Table(
     Column("source", Text, nullable=False),
 )
 
+# A named user's own ratings, seen by that user only, over the shared ones (quality_ratings).
+user_ratings = Table(
+    "user_ratings",
+    metadata,
+    Column("owner", String(128), primary_key=True),
+    Column("symbol", String(64), primary_key=True),
+    Column("score", Double, nullable=False),
+    Column("source", Text, nullable=False),
+)
+
 optimizer_policies = Table(
     "optimizer_policies",
     metadata,
@@ -693,8 +703,12 @@ class Store:
 
     # --- quality ratings -----------------------------------------------------------------------
 
-    def put_ratings(self, ratings: dict[str, float], source: str) -> None:
-        """Insert or overwrite the ratings given (scores 0-10, like ``min_quality_score``)."""
+    def put_ratings(self, ratings: dict[str, float], source: str, owner: str | None = None) -> None:
+        """Insert or overwrite the ratings given (scores 0-10, like ``min_quality_score``).
+
+        With ``owner`` they are that user's own (seen by them only, over the shared ones);
+        without, the shared ratings every caller sees (the operator's and the demo's).
+        """
         bad = {
             s: v for s, v in ratings.items() if not isinstance(v, (int, float)) or not 0 <= v <= 10
         }
@@ -706,16 +720,36 @@ class Store:
             )
         if not ratings:
             return
+        if owner is not None:
+            check_user_name(owner, field="user")
         with write_transaction(self.engine) as conn:
             # Delete-then-insert is an upsert every backend understands.
-            conn.execute(delete(quality_ratings).where(quality_ratings.c.symbol.in_(list(ratings))))
-            conn.execute(
-                quality_ratings.insert(),
-                [
-                    {"symbol": s, "score": float(v), "source": source}
-                    for s, v in sorted(ratings.items())
-                ],
-            )
+            if owner is None:
+                conn.execute(delete(quality_ratings).where(quality_ratings.c.symbol.in_(list(ratings))))
+                conn.execute(quality_ratings.insert(), [
+                    {"symbol": s, "score": float(v), "source": source} for s, v in sorted(ratings.items())])
+            else:
+                conn.execute(delete(user_ratings).where(
+                    (user_ratings.c.owner == owner) & user_ratings.c.symbol.in_(list(ratings))))
+                conn.execute(user_ratings.insert(), [
+                    {"owner": owner, "symbol": s, "score": float(v), "source": source}
+                    for s, v in sorted(ratings.items())])
+
+    def rating_sources(self, user: str | None = None) -> dict[str, tuple[float, str]]:
+        """The ratings ``user`` sees, as {symbol: (score, where it came from)}, sorted by symbol.
+
+        The shared ratings (source as stored, e.g. ``demo``), overlaid by the user's own
+        (``SOURCE (imported by USER)``); the operator (None) sees the shared ones.
+        """
+        with self.engine.connect() as conn:
+            shared = conn.execute(select(quality_ratings.c.symbol, quality_ratings.c.score,
+                                         quality_ratings.c.source)).all()
+            own = [] if user is None else conn.execute(
+                select(user_ratings.c.symbol, user_ratings.c.score, user_ratings.c.source)
+                .where(user_ratings.c.owner == user)).all()
+        out = {r.symbol: (float(r.score), str(r.source)) for r in shared}
+        out.update({r.symbol: (float(r.score), f"{r.source} (imported by {user})") for r in own})
+        return dict(sorted(out.items()))
 
     def get_ratings(self) -> dict[str, float]:
         """All quality ratings, sorted by symbol."""

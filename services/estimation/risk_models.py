@@ -22,11 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.data.models import PricingPack
-from services.errors import InputError
 from services.estimation import riskfolio_adapter
-from services.estimation.estimators import Estimates
-
-MAX_FACTORS = 50
+from services.estimation.estimators import (
+    MAX_FACTORS,
+    Estimates,
+    factor_regression,
+    factor_series,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,11 +105,6 @@ def statistical(cov: np.ndarray, k: int) -> FactorRisk:
     return FactorRisk("statistical", loadings, np.sqrt(specific_var))
 
 
-def default_factor_symbols(pack: PricingPack) -> list[str]:
-    """The pack's index and ETF series, by symbol: the demo's SP500 and five factor ETFs."""
-    return sorted(s.symbol for s in pack.securities if s.asset_class in ("index", "etf"))
-
-
 def fundamental(
     pack: PricingPack,
     est: Estimates,
@@ -118,33 +115,11 @@ def fundamental(
     annualization_days: int,
 ) -> FactorRisk:
     """Regress each symbol's daily returns on factor series of ``pack`` over the same dates."""
-    symbols = sorted(set(factor_symbols)) if factor_symbols else default_factor_symbols(pack)
-    unknown = sorted(set(symbols) - set(pack.closes.columns))
-    if unknown or not symbols:
-        raise InputError(
-            f"policy.factor_symbols: {', '.join(unknown) or '(none)'} not a series of pack {pack.id}; "
-            f"choose from {', '.join(default_factor_symbols(pack)) or 'the pack symbols'}",
-            details={"field": "policy.factor_symbols", "invalid": unknown,
-                     "allowed": default_factor_symbols(pack)},
-        )
-    if len(symbols) > MAX_FACTORS:
-        raise InputError(
-            f"policy.factor_symbols: {len(symbols)} factors; at most {MAX_FACTORS} are allowed",
-            details={"field": "policy.factor_symbols", "value": len(symbols), "allowed": f"1-{MAX_FACTORS}"},
-        )
-    factor_returns = pack.closes[symbols].pct_change().reindex(est.returns.index)
-    gaps = sorted(c for c in symbols if factor_returns[c].isna().any())
+    symbols, factor_returns = factor_series(pack, est.returns.index, factor_symbols,
+                                            "risk_model 'factor' (fundamental)")
     t = len(est.returns)
-    if gaps or t <= len(symbols) + 2:
-        raise InputError(
-            f"risk_model 'factor' (fundamental) needs every factor series priced on the {t} estimation "
-            f"dates and more dates than factors; " + (f"{', '.join(gaps)} have gaps" if gaps else "too few dates"),
-            details={"field": "policy.factor_symbols", "gaps": gaps, "observations": t},
-        )
-    f = factor_returns.to_numpy()
     r = est.returns.to_numpy()
-    design = np.column_stack([np.ones(t), f])
-    coef, *_ = np.linalg.lstsq(design, r, rcond=None)
+    design, coef = factor_regression(est.returns, factor_returns)
     beta = coef[1:]  # k × N
     residuals = r - design @ coef
     specific_var = (residuals**2).sum(axis=0) / (t - len(symbols) - 1) * annualization_days
