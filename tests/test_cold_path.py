@@ -65,6 +65,8 @@ def test_a_max_sharpe_call_imports_the_solver_but_not_riskfolio_sklearn_or_langc
     assert not used & {"riskfolio", "sklearn", "langchain_core", "langgraph"}
     # cvxpy's import loads scipy.stats for an atom never built here (services/allocation/lazy_cvxpy.py).
     assert "scipy.stats" not in modules and "scipy.sparse" in modules
+    # Patterns are validated with jsonschema only when a pattern is loaded.
+    assert "jsonschema" not in modules
 
 
 def test_riskfolio_is_imported_for_the_methods_it_owns(seeded_home: Path) -> None:
