@@ -200,9 +200,12 @@ def wide_closes(
 
     Sorted DatetimeIndex, columns sorted by symbol, float64, NaN where a symbol has no close.
     The importer and the store both build frames here, so a pack read back equals the pack
-    read in. Dates are ``date`` objects or ISO ``YYYY-MM-DD`` text (what SQLite stores), which
-    sorts the same way.
+    read in. Dates are ``date`` objects or ISO ``YYYY-MM-DD`` text (what SQLite stores).
     """
+    if dates and isinstance(dates[0], str):
+        # Parsed once per distinct date; pandas pivots date objects faster than text.
+        parsed = {text: date.fromisoformat(text) for text in set(dates)}
+        dates = [parsed[text] for text in dates]
     long = pd.DataFrame(
         {"date": list(dates), "symbol": list(symbols), "close": np.asarray(closes, dtype="float64")}
     )
@@ -212,7 +215,7 @@ def wide_closes(
     # Converting the few distinct dates (not every row) keeps this cheap; ISO text gives pandas'
     # default resolution, the same as pd.to_datetime on the strings a user would write.
     wide.index = pd.DatetimeIndex(
-        pd.to_datetime([d if isinstance(d, str) else d.isoformat() for d in wide.index], format="%Y-%m-%d")
+        pd.to_datetime([d.isoformat() for d in wide.index], format="%Y-%m-%d")
     )
     wide.columns = pd.Index([str(c) for c in wide.columns])
     return wide.astype("float64")
