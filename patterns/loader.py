@@ -12,16 +12,17 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, ValidationError
-from referencing import Registry
+from typing import TYPE_CHECKING, Any
 
 from capabilities.registry import CapabilityRegistry
 from patterns.model import REFERENCE, REFERENCE_KEYS, Condition, Pattern, Step
 from services.data.bounds import MAX_PATTERN_STEPS, check_json_value, parse_json_text
 from services.errors import InputError
+
+# jsonschema is imported where a pattern is validated: building the agent imports this module,
+# and a capability call never validates a pattern.
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 PATTERN_DIR = Path(__file__).parent
 SCHEMA_FILE = PATTERN_DIR / "pattern.schema.json"
@@ -110,6 +111,8 @@ def load_pattern(
 
 def shape_errors(document: Any) -> list[dict[str, str]]:
     """Every place where ``document`` breaks ``pattern.schema.json``."""
+    from jsonschema import Draft202012Validator
+
     validator = Draft202012Validator(json.loads(SCHEMA_FILE.read_text(encoding="utf-8")))
     found = [leaf for e in validator.iter_errors(document) for leaf in _leaf_errors(e)]
     found.sort(key=lambda e: (list(map(str, e.absolute_path)), e.message))
@@ -189,6 +192,9 @@ def meaning_errors(pattern: Pattern, registry: CapabilityRegistry) -> list[dict[
     A reference must point backwards (to the inputs or to an earlier step) and name a field that
     exists in the inputs schema or in the referenced capability's output schema.
     """
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
     errors: list[dict[str, str]] = []
 
     def error(pointer: str, message: str) -> None:
@@ -283,6 +289,9 @@ def prepare_inputs(pattern: Pattern, inputs: Any) -> dict[str, Any]:
         raise InputError(
             f"the inputs of pattern {pattern.id} must be a JSON object, got {type(inputs).__name__}"
         )
+    from jsonschema import Draft202012Validator
+    from referencing import Registry
+
     check_json_value(inputs, kind=f"the inputs of pattern {pattern.id}")
     prepared = copy.deepcopy(inputs)
     for name, spec in pattern.inputs.get("properties", {}).items():

@@ -130,6 +130,20 @@ def test_estimation_is_shared_and_packs_are_sent_once(agent: OptimizerAgent, sch
     assert outcomes[1].proposal == outcomes[3].proposal
 
 
+def _worker_state() -> tuple[bool, bool, bool, bool]:
+    import gc
+
+    return "cvxpy" in sys.modules, "clarabel" in sys.modules, gc.get_freeze_count() > 0, gc.isenabled()
+
+
+def test_workers_are_warm_and_their_start_up_heap_frozen_before_the_first_job(scheduler: str) -> None:
+    # The engine's set-up runs on every worker when it is registered, before any job is submitted.
+    with BatchEngine(scheduler=scheduler) as engine:
+        states = engine.client.run(_worker_state)
+    # Collection, paused while the set-up imported, runs again for the jobs.
+    assert len(states) == 2 and all(state == (True, True, True, True) for state in states.values())
+
+
 def test_a_request_that_cannot_be_read_is_its_own_error(tmp_path: Path) -> None:
     path = tmp_path / "requests.jsonl"
     path.write_text('{"portfolio_id": "demo_quality", "pricing_pack_id": "PP_2022-12-28"}\n'

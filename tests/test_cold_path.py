@@ -25,17 +25,21 @@ SOLVERS_AND_LLM = {"cvxpy", "clarabel", "riskfolio", "sklearn", "scipy", "langch
 REQUEST = {"portfolio_id": "demo_diversified", "pricing_pack_id": "PP_2022-12-28", "policy_id": "quality_focused"}
 
 
-def heavy_imports(home: Path, *args: str, stdin: str | None = None) -> set[str]:
-    """The heavy top-level packages a CLI command imports, from ``-X importtime``."""
+def imported_modules(home: Path, *args: str, stdin: str | None = None) -> set[str]:
+    """Every module a CLI command imports, from ``-X importtime``."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPROFILEIMPORTTIME"}
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "agents.cli", "--home", str(home), *args],
         cwd=ROOT, capture_output=True, text=True, input=stdin, env=env, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    modules = {m.group(1).split(".")[0]
-               for m in re.finditer(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", proc.stderr, flags=re.MULTILINE)}
-    return modules & set(HEAVY)
+    return {m.group(1) for m in re.finditer(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", proc.stderr,
+                                            flags=re.MULTILINE)}
+
+
+def heavy_imports(home: Path, *args: str, stdin: str | None = None) -> set[str]:
+    """The heavy top-level packages a CLI command imports."""
+    return {name.split(".")[0] for name in imported_modules(home, *args, stdin=stdin)} & set(HEAVY)
 
 
 def test_help_imports_no_heavy_library(seeded_home: Path) -> None:
@@ -54,9 +58,15 @@ def test_capability_listing_imports_no_solver_and_no_llm_framework(seeded_home: 
 
 
 def test_a_max_sharpe_call_imports_the_solver_but_not_riskfolio_sklearn_or_langchain(seeded_home: Path) -> None:
-    used = heavy_imports(seeded_home, "call", "optimizer.propose_trades", "--input", "-", stdin=json.dumps(REQUEST))
+    modules = imported_modules(seeded_home, "call", "optimizer.propose_trades", "--input", "-",
+                               stdin=json.dumps(REQUEST))
+    used = {name.split(".")[0] for name in modules} & set(HEAVY)
     assert {"cvxpy", "clarabel"} <= used
     assert not used & {"riskfolio", "sklearn", "langchain_core", "langgraph"}
+    # cvxpy's import loads scipy.stats for an atom never built here (services/allocation/lazy_cvxpy.py).
+    assert "scipy.stats" not in modules and "scipy.sparse" in modules
+    # Patterns are validated with jsonschema only when a pattern is loaded.
+    assert "jsonschema" not in modules
 
 
 def test_riskfolio_is_imported_for_the_methods_it_owns(seeded_home: Path) -> None:
@@ -119,3 +129,35 @@ def test_warm_up_loads_the_solver_and_estimators_before_the_first_request(seeded
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
                          timeout=300).stdout
     assert out.strip() == "[] ['clarabel', 'cvxpy']"
+
+
+# --- garbage collection in a one-command process ------------------------------------------------
+
+
+def _collector_after(home: Path, *args: str) -> list[object]:
+    """``[gc enabled, objects frozen > 0]`` after ``main()`` ran ``args`` as a process's command."""
+    code = ("import gc, sys\nfrom agents.cli import main\n"
+            f"sys.argv = ['optimizer', '--home', {str(home)!r}, *{list(args)!r}]\n"
+            "code = main()\n"
+            "print(code, gc.isenabled(), gc.get_freeze_count() > 0)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         timeout=300).stdout
+    return out.split()[-3:]
+
+
+def test_collection_pauses_while_a_command_imports_and_resumes_once_the_agent_is_built(seeded_home: Path) -> None:
+    # A listing builds no agent: collection stays paused until the process exits.
+    assert _collector_after(seeded_home, "packs", "list") == ["0", "False", "False"]
+    # Building the agent ends the import phase: collection resumes, the imported heap frozen.
+    assert _collector_after(seeded_home, "capabilities") == ["0", "True", "True"]
+
+
+def test_an_in_process_caller_keeps_its_collector_settings(seeded_home: Path, capsys) -> None:
+    import gc
+
+    from agents.cli import main
+
+    frozen = gc.get_freeze_count()
+    assert main(["--home", str(seeded_home), "capabilities"]) == 0
+    assert "optimizer.propose_trades" in capsys.readouterr().out
+    assert gc.isenabled() and gc.get_freeze_count() == frozen

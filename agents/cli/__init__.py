@@ -46,7 +46,7 @@ from agents.cli import (
     serve,
     users,
 )
-from agents.cli.common import HelpFormatter, fail
+from agents.cli.common import HelpFormatter, fail, pause_gc
 from agents.logging import configure_logging
 from services.errors import DomainError, InputError, OptimizerError
 
@@ -61,7 +61,13 @@ _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, err
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command and return its exit code (``--help`` returns 0, usage errors 2)."""
+    """Run one command and return its exit code (``--help`` returns 0, usage errors 2).
+
+    Called without ``argv`` (the ``optimizer`` script, ``python -m agents.cli``), the process runs
+    this one command: garbage collection pauses while it imports (``common.pause_gc``).
+    """
+    if argv is None:
+        pause_gc()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

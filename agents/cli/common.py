@@ -5,6 +5,7 @@ JSON requests, printing results and errors, and building the agent a command nee
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -129,11 +130,43 @@ def read_json(source: str) -> Any:
     return parse_json_text(text, source=name)
 
 
+def pause_gc() -> None:
+    """Stop automatic cyclic garbage collection while a one-command process imports its libraries.
+
+    A demo ``optimizer call`` imports about 160,000 long-lived objects (modules, classes,
+    functions) and no garbage worth collecting, yet Python ran a full collection over that heap
+    each time it grew by a quarter: 0.3-0.5 s of the 1.4-1.7 s the command took. ``resume_gc``
+    turns collection back on once the command's imports are in.
+    """
+    gc.disable()
+
+
+def resume_gc() -> None:
+    """Turn automatic collection back on after ``pause_gc``, leaving the imported heap out of it.
+
+    ``gc.freeze`` moves every object alive now (what the imports made, kept until exit anyway)
+    to the permanent generation, so later collections walk only what the work creates. Does
+    nothing when collection was not paused: a test calling the CLI in-process keeps its own
+    collector settings and heap.
+    """
+    if gc.isenabled():
+        return
+    gc.freeze()
+    gc.enable()
+
+
 def agent_for(args: argparse.Namespace, store: Store) -> OptimizerAgent:
+    """The agent a command works with; automatic garbage collection resumes once it is built.
+
+    Building it imports what every command that uses it needs (the capabilities, the estimators),
+    so this is where a one-command process's import phase ends (``pause_gc``).
+    """
     # Imported here so data commands start without loading the optimizer and LangGraph.
     from agents.agent import OptimizerAgent
 
-    return OptimizerAgent(store, home=args.home)
+    agent = OptimizerAgent(store, home=args.home)
+    resume_gc()
+    return agent
 
 
 def print_json(value: Any) -> None:

@@ -7,7 +7,7 @@ import copy
 import os
 from typing import TYPE_CHECKING, Any
 
-from agents.cli.common import command
+from agents.cli.common import command, resume_gc
 
 if TYPE_CHECKING:  # the store (SQLAlchemy) loads when a command runs, not for --help
     from services.data.store import Store
@@ -57,6 +57,7 @@ def _cmd_serve(args: argparse.Namespace, store: Store) -> int:
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"
     store.close()
+    resume_gc()  # a server runs for long: with one worker, the app and its agent live in this process
     uvicorn.run(
         "agents.http.app:create_app_from_env",
         factory=True,

@@ -12,8 +12,8 @@ objective and the tracking-error cone, so the dense matrix appears once in the m
 risk model (``specific`` set) enters as its k × n loadings plus a diagonal, never as n × n: that
 is what makes the fast solve fast.
 
-cvxpy is imported inside the functions that build problems, so importing this module (for its
-settings or data classes) costs nothing until something is solved.
+cvxpy is imported inside the functions that build problems (``lazy_cvxpy.import_cvxpy``), so
+importing this module (for its settings or data classes) costs nothing until something is solved.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from warnings import catch_warnings, filterwarnings
 
 import numpy as np
 
+from services.allocation.lazy_cvxpy import import_cvxpy
 from services.errors import InfeasibleError, SolverError
 
 if TYPE_CHECKING:
@@ -226,7 +227,7 @@ def _solve_ratio(p: AllocationProblem, objective: str, te_margin: float) -> tupl
       sqrt(days/T · Σₜ max(0, MAR/days − rₜᵀw − cash·rf/days)²) of the historical daily returns rₜ.
     - Information ratio: μᵀw + cash·rf − μ_b over the ex-ante tracking error ‖G w − G w_b‖.
     """
-    import cvxpy as cp
+    cp = import_cvxpy()
 
     v = cp.Variable(p.n, nonneg=True)
     kappa = cp.Variable(nonneg=True)
@@ -263,7 +264,7 @@ def _most_active(p: AllocationProblem, v: np.ndarray, kappa: float, te_margin: f
     scaled up until a limit (tracking error, a cap, turnover, long only) stops them, as a manager
     scales active risk to the budget. One scalar, so the choice is exact.
     """
-    import cvxpy as cp
+    cp = import_cvxpy()
 
     assert p.benchmark_weights is not None
     s = cp.Variable()
@@ -289,7 +290,7 @@ def warm_up() -> None:
 
 
 def _solve_convex(p: AllocationProblem, objective: str, te_margin: float) -> tuple[np.ndarray | None, str]:
-    import cvxpy as cp
+    cp = import_cvxpy()
 
     w = cp.Variable(p.n, nonneg=True)
     risk, constraints = _risk_variable(p, w)
@@ -316,7 +317,7 @@ def _solve_convex(p: AllocationProblem, objective: str, te_margin: float) -> tup
 
 def _solve_max_sharpe(p: AllocationProblem, te_margin: float) -> tuple[np.ndarray | None, str]:
     """Charnes–Cooper: v = κw turns max Sharpe into a convex problem; every constraint scales by κ."""
-    import cvxpy as cp
+    cp = import_cvxpy()
 
     v = cp.Variable(p.n, nonneg=True)
     kappa = cp.Variable(nonneg=True)
@@ -358,7 +359,7 @@ def _risk_variable(p: AllocationProblem, w: cp.Variable) -> tuple[cp.Expression,
     (used directly in both the variance and the tracking-error cone, cvxpy would copy it, and
     a quadratic objective would turn it into the dense n × n matrix GᵀG). With a factor risk
     model the risk coordinates are (y, specific ∘ w): k dense rows and a diagonal."""
-    import cvxpy as cp
+    cp = import_cvxpy()
 
     y = cp.Variable(p.factor.shape[0])
     if p.specific is not None:
@@ -372,7 +373,7 @@ def _risk_variable(p: AllocationProblem, w: cp.Variable) -> tuple[cp.Expression,
 
 def _constraints(p: AllocationProblem, w: cp.Variable, risk: cp.Expression | None, k: Any, te_margin: float) -> list:
     """Budget, caps, sectors, tracking error and turnover, homogeneous in ``k`` (1 or κ)."""
-    import cvxpy as cp
+    cp = import_cvxpy()
 
     cons = [cp.sum(w) == k * p.invested, w <= k * p.caps]
     if p.floors is not None:
@@ -394,7 +395,7 @@ def _constraints(p: AllocationProblem, w: cp.Variable, risk: cp.Expression | Non
 
 def _active_risk(p: AllocationProblem, risk: cp.Expression, k: Any) -> cp.Expression:
     """Ex-ante tracking error of the (κ-scaled) weights whose factor exposure is ``risk``."""
-    import cvxpy as cp
+    cp = import_cvxpy()
 
     active = risk - k * p.benchmark_offset
     if p.offset_residual > 0:
@@ -404,7 +405,7 @@ def _active_risk(p: AllocationProblem, risk: cp.Expression, k: Any) -> cp.Expres
 
 def _turnover_constraints(p: AllocationProblem, w: cp.Variable, k: Any) -> list:
     """Σ|Δw| − exempt ≤ limit, with exempt = min(forced sales, purchases), kept linear by splitting Δw."""
-    import cvxpy as cp
+    cp = import_cvxpy()
 
     buys = cp.Variable(p.n, nonneg=True)
     sells = cp.Variable(p.n, nonneg=True)
@@ -420,7 +421,7 @@ def _turnover_constraints(p: AllocationProblem, w: cp.Variable, k: Any) -> list:
 
 def _cvar_objective(p: AllocationProblem, w: cp.Variable) -> tuple[cp.Minimize, list]:
     """Rockafellar–Uryasev: CVaR of the daily loss −Rw over the historical scenarios."""
-    import cvxpy as cp
+    cp = import_cvxpy()
 
     assert p.scenarios is not None
     t = p.scenarios.shape[0]
@@ -453,7 +454,7 @@ def _run(problem: cp.Problem, w: cp.Variable) -> tuple[np.ndarray | None, str]:
 
 
 def _attempt(problem: cp.Problem, settings: dict[str, Any]) -> tuple[str, int | None]:
-    import cvxpy as cp
+    cp = import_cvxpy()
 
     try:
         with catch_warnings():
@@ -680,7 +681,7 @@ def _generic_infeasible(p: AllocationProblem) -> InfeasibleError:
 
 
 def _min_turnover(p: AllocationProblem) -> float | None:
-    import cvxpy as cp
+    cp = import_cvxpy()
 
     relaxed = replace(p, max_turnover=None, max_tracking_error=None)
     w = cp.Variable(p.n, nonneg=True)
@@ -694,7 +695,7 @@ def _min_turnover(p: AllocationProblem) -> float | None:
 
 
 def _min_tracking_error(p: AllocationProblem, *, with_turnover: bool) -> float | None:
-    import cvxpy as cp
+    cp = import_cvxpy()
 
     relaxed = replace(p, max_tracking_error=None, max_turnover=p.max_turnover if with_turnover else None)
     w = cp.Variable(p.n, nonneg=True)

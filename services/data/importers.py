@@ -227,14 +227,18 @@ def import_portfolio(
 
 
 def wide_closes(
-    dates: Sequence[date], symbols: Sequence[str], closes: Sequence[float]
+    dates: Sequence[date | str], symbols: Sequence[str], closes: Sequence[float]
 ) -> pd.DataFrame:
     """Pivot long (date, symbol, close) rows into the canonical wide frame of a PricingPack.
 
     Sorted DatetimeIndex, columns sorted by symbol, float64, NaN where a symbol has no close.
     The importer and the store both build frames here, so a pack read back equals the pack
-    read in.
+    read in. Dates are ``date`` objects or ISO ``YYYY-MM-DD`` text (what SQLite stores).
     """
+    if dates and isinstance(dates[0], str):
+        # Parsed once per distinct date; pandas pivots date objects faster than text.
+        parsed = {text: date.fromisoformat(text) for text in set(dates)}
+        dates = [parsed[text] for text in dates]
     long = pd.DataFrame(
         {"date": list(dates), "symbol": list(symbols), "close": np.asarray(closes, dtype="float64")}
     )

@@ -9,6 +9,7 @@ as it was. Packs are frozen once written and verified against their content hash
 from __future__ import annotations
 
 import fcntl
+import gc
 import hashlib
 import json
 import re
@@ -470,15 +471,26 @@ class Store:
                 .where(pack_securities.c.pack_id == pack_id)
                 .order_by(pack_securities.c.symbol)
             ).all()
-            rows = conn.execute(
+            result = conn.execute(
                 select(prices.c.date, prices.c.symbol, prices.c.close).where(
                     prices.c.pack_id == pack_id
                 )
-            ).all()
+            )
+            try:
+                # The driver's own tuples: SQLAlchemy's Row objects and date parsing cost 1.2 of
+                # 2 s for a 500-asset pack (378,500 rows). Dates come as the driver gives them
+                # (ISO text from SQLite, dates from PostgreSQL); wide_closes takes either, and the
+                # content hash below checks the frame.
+                with _collector_paused():
+                    rows = result.cursor.fetchall()
+            finally:
+                result.close()
         from services.data.importers import wide_closes  # pandas, only when a pack is read
 
         securities = tuple(Security(*r[:4], halted=bool(r[4])) for r in secs)
-        closes = wide_closes([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+        with _collector_paused():
+            dates, symbols, values = zip(*rows, strict=True) if rows else ((), (), ())
+        closes = wide_closes(dates, symbols, values)
         pack = PricingPack(id=pack_id, securities=securities, closes=closes)
         if pack.content_hash != head.content_hash:
             raise OptimizerError(
@@ -1342,6 +1354,23 @@ def _sqlite_path(database: str | None) -> str | None:
         path = database[len("file:"):].split("?", 1)[0]
         return None if path in ("", ":memory:") else path
     return database
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Automatic garbage collection off while rows are read in bulk, then as it was.
+
+    A pack's rows are hundreds of thousands of tuples of text and floats, which can hold no
+    reference cycle; collections triggered as they pile up walked the whole heap for nothing
+    (0.3-0.6 s of a 500-asset pack's 2 s read).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @contextmanager

@@ -40,6 +40,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.allocation.costs import cents, to_decimal
+from services.allocation.lazy_cvxpy import import_cvxpy
 from services.allocation.optimization import SOLVER, SOLVER_SETTINGS
 from services.allocation.proposal import Money, pct, ratio
 from services.allocation.rebalance import Holdings, validate_holdings
@@ -556,7 +557,7 @@ def _size(candidates: list[_Candidate], loss: float, value: float, budget: Hedge
 
 def _solve(p: np.ndarray, c: np.ndarray, caps: np.ndarray, limits: np.ndarray) -> tuple[np.ndarray, bool]:
     """The LP of the module docstring, in fractions of portfolio value; also whether it was inaccurate."""
-    import cvxpy as cp  # here, not at the top: listing capabilities should not load the solver
+    cp = import_cvxpy()  # here, not at the top: listing capabilities should not load the solver
 
     loss, max_notional, max_cost = (float(v) for v in limits)
     x = cp.Variable(len(p), nonneg=True)
