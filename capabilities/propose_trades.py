@@ -42,6 +42,12 @@ class ProposeTradesInput(PortfolioRequest):
         description="A deposit (positive) to invest or a withdrawal (negative) to raise, in the portfolio "
         "currency; a withdrawal larger than cash plus all holdings after costs is an error naming the shortfall.",
     )
+    frontier_points: int | None = Field(
+        None, ge=2, le=50, strict=True, exclude_if=omit_if_null,
+        description="Also compute the efficient frontier: this many points (2-50) from the minimum-variance "
+        "portfolio to the highest expected return, under the same policy limits, risk model and expected "
+        "returns, with the current and proposed portfolios on the same axes (result field efficient_frontier).",
+    )
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class ProposalInputs:
     ratings: dict[str, float]
     benchmarks: dict[str, dict[str, float]]
     cash_flow: Decimal | None = None
+    frontier_points: int | None = None
 
 
 def resolve(request: ProposeTradesInput, services: Services) -> ProposalInputs:
@@ -79,13 +86,14 @@ def resolve(request: ProposeTradesInput, services: Services) -> ProposalInputs:
     if request.ratings is not None:
         validate_ratings(pack, request.ratings)
     ratings = request.ratings if request.ratings is not None else services.store.get_ratings()
-    return ProposalInputs(pack, holdings, policy, ratings, services.benchmarks, request.cash_flow)
+    return ProposalInputs(pack, holdings, policy, ratings, services.benchmarks, request.cash_flow,
+                          request.frontier_points)
 
 
 def handle(request: ProposeTradesInput, ctx: RequestContext, services: Services) -> TradeProposal:
     inputs = resolve(request, services)
     return propose_trades(inputs.pack, inputs.holdings, inputs.policy, inputs.ratings, inputs.benchmarks,
-                          cash_flow=inputs.cash_flow)
+                          cash_flow=inputs.cash_flow, frontier_points=inputs.frontier_points)
 
 
 class _TradeBrief(BaseModel):
@@ -95,6 +103,24 @@ class _TradeBrief(BaseModel):
     target_weight_pct: float
     trade_value: float
     estimated_cost: float
+
+
+class _FrontierBrief(BaseModel):
+    """The efficient frontier compactly: [volatility %, expected return %] pairs, 2 decimals."""
+
+    points: list[tuple[float, float]] = Field(description="[volatility_pct, expected_return_pct] by volatility.")
+    current: tuple[float, float]
+    proposed: tuple[float, float]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pairs(cls, full: Any) -> Any:
+        if isinstance(full, dict) and "limits" in full:
+            def pair(r: dict[str, Any]) -> tuple[float, float]:
+                return round(r["volatility_pct"], 2), round(r["expected_return_pct"], 2)
+            return {"points": [pair(r) for r in full["points"]], "current": pair(full["current"]),
+                    "proposed": pair(full["proposed"])}
+        return full
 
 
 class ProposalSummary(Summary):
@@ -122,6 +148,9 @@ class ProposalSummary(Summary):
     after: RiskReturn
     binding_constraints: list[str]
     constraints_met: bool
+    efficient_frontier: _FrontierBrief | None = Field(
+        None, exclude_if=omit_if_null, description="Asked for with frontier_points; the full view has the "
+        "Sharpe ratios and the limits the points respect.")
     warnings: list[str]
 
     @model_validator(mode="before")

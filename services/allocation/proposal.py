@@ -108,6 +108,19 @@ class BlackLittermanInfo(BaseModel):
     posterior_covariance: list[list[float]] = Field(description="Posterior covariance Σ + M (annualized, decimal).")
 
 
+class EfficientFrontier(BaseModel):
+    """The efficient frontier under the policy's limits, with the current and proposed portfolios."""
+
+    model_config = ConfigDict(frozen=True)
+
+    points: list[RiskReturn] = Field(description="From the minimum-variance portfolio to the highest expected "
+                                     "return the limits allow, ordered by volatility; each the least-variance "
+                                     "portfolio at its expected return, under every limit of the policy.")
+    current: RiskReturn = Field(description="The portfolio before trading (as ``before``).")
+    proposed: RiskReturn = Field(description="The proposal after trading, whole shares and costs (as ``after``).")
+    limits: str = Field(description="The policy limits every point respects.")
+
+
 class TradeProposal(BaseModel):
     """A constrained, costed, whole-share rebalance proposal."""
 
@@ -142,4 +155,8 @@ class TradeProposal(BaseModel):
     black_litterman: BlackLittermanInfo | None = Field(
         None, exclude_if=lambda v: v is None,
         description="black_litterman only: prior, posterior returns and posterior covariance.")
+    efficient_frontier: EfficientFrontier | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="Asked for with frontier_points: the efficient frontier under the policy's limits, with "
+        "the same risk model and expected returns as the proposal.")
     warnings: list[str]

@@ -14,10 +14,12 @@ from decimal import Decimal
 import numpy as np
 
 from services.allocation.costs import cents, to_decimal, trade_cost
+from services.allocation.frontier import frontier_weights, limits_sentence
 from services.allocation.optimization import AllocationProblem, SectorCap, solve
 from services.allocation.proposal import (
     BlackLittermanInfo,
     ConstraintCheck,
+    EfficientFrontier,
     EstimationInfo,
     RiskModelInfo,
     RiskReturn,
@@ -101,6 +103,7 @@ def propose_trades(
     named_benchmarks: dict[str, dict[str, float]],
     cash_flow: Decimal | None = None,
     estimates: EstimateCache | None = None,
+    frontier_points: int | None = None,
 ) -> TradeProposal:
     """The best whole-share rebalance of ``holdings`` under ``policy``, priced from ``pack``.
 
@@ -108,7 +111,8 @@ def propose_trades(
     added to cash before the allocation, whose invested fraction then applies to the new value,
     and the turnover limit is widened by the flow's share of that value (see ``with_cash_flow``).
     ``estimates`` shares estimation between proposals (a batch); without it every call
-    estimates for itself. The result is the same either way.
+    estimates for itself. The result is the same either way. ``frontier_points`` adds the
+    efficient frontier under the same limits, risk model and expected returns (``frontier``).
     """
     prices = pack.last_prices()
     validate_holdings(pack, holdings)
@@ -213,8 +217,18 @@ def propose_trades(
     # Report the method that produced the weights: the policy's, unless the engine fell back.
     method = fallback or (policy.method if allocation.objective in ("track", _objective(policy))
                           else allocation.objective)
-    return _report(pack, holdings, policy, choice, setup, est, factor, bench_vec, benchmark_name,
-                   binding, method, optimal, shares, notes, warnings, fallback, info, bl_info)
+    proposal = _report(pack, holdings, policy, choice, setup, est, factor, bench_vec, benchmark_name,
+                       binding, method, optimal, shares, notes, warnings, fallback, info, bl_info)
+    if frontier_points is None:
+        return proposal
+    points = [_risk_return(est, factor, dict(zip(problem.symbols, w, strict=True)), policy.risk_free_rate)
+              for w in frontier_weights(problem, frontier_points)]
+    frontier = EfficientFrontier(
+        points=sorted(points, key=lambda r: (r.volatility_pct, r.expected_return_pct)),
+        current=proposal.before, proposed=proposal.after,
+        limits=limits_sentence(problem, policy, benchmark_name),
+    )
+    return proposal.model_copy(update={"efficient_frontier": frontier})
 
 
 def _objective(policy: Policy) -> str:

@@ -53,6 +53,7 @@ class ProposalJob:
     ratings: Mapping[str, float]
     named_benchmarks: Mapping[str, Mapping[str, float]]
     cash_flow: Decimal | None = None
+    frontier_points: int | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def compute_proposal(
         proposal = propose_trades(
             pack, job.holdings, job.policy, dict(job.ratings),
             {name: dict(weights) for name, weights in job.named_benchmarks.items()},
-            cash_flow=job.cash_flow, estimates=cache,
+            cash_flow=job.cash_flow, estimates=cache, frontier_points=job.frontier_points,
         )
         return Outcome(proposal, None, time.perf_counter() - started)
     except OptimizerError as err:
