@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import (
     BaseModel,
     Field,
+    field_validator,
     model_validator,
 )
 
@@ -147,6 +148,9 @@ class ProposalSummary(Summary):
     before: RiskReturn
     after: RiskReturn
     binding_constraints: list[str]
+    binding_explanations: list[str] = Field(
+        default_factory=list, exclude_if=lambda v: not v,
+        description="Per binding constraint, what relaxing it by one point would gain; absent when nothing binds.")
     constraints_met: bool
     efficient_frontier: _FrontierBrief | None = Field(
         None, exclude_if=omit_if_null, description="Asked for with frontier_points; the full view has the "
@@ -159,6 +163,11 @@ class ProposalSummary(Summary):
         if isinstance(full, dict) and "proposal_id" not in full:
             return {**full, "proposal_id": proposal_id(full["_metadata"]["inputs_hash"])}
         return full
+
+    @field_validator("binding_explanations", mode="before")
+    @classmethod
+    def _sentences(cls, explanations: Any) -> Any:
+        return [e["explanation"] if isinstance(e, dict) else e for e in explanations]
 
 
 PROPOSE_TRADES = Capability(

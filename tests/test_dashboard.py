@@ -334,6 +334,8 @@ def test_report_opens_offline_with_its_chart_and_trades(
     assert page.locator("#trades tbody tr").count() == proposal["trade_count"] == 3
     assert "Binding (at their limit): max single position pct for AAPL; sector limit for Information Technology." \
         in page.inner_text("#constraints")
+    costs = page.locator("#binding-costs li").all_inner_texts()
+    assert costs == [e["explanation"] for e in proposal["binding_explanations"]] and len(costs) == 2
     assert requested == []
     _fits(page, "phone-report", tmp_path)
 

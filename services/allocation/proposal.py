@@ -108,6 +108,21 @@ class BlackLittermanInfo(BaseModel):
     posterior_covariance: list[list[float]] = Field(description="Posterior covariance Σ + M (annualized, decimal).")
 
 
+class BindingExplanation(BaseModel):
+    """A binding limit in words, with what one more point of it would gain (from its dual value)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    constraint: str = Field(description="The id in binding_constraints.")
+    limit_pct: float = Field(description="The limit's value in % (for a restricted holding, its weight).")
+    objective: str | None = Field(description="The objective the figures are in; None when no figure is computed.")
+    value: float | None = Field(description="The objective at the optimal (continuous) weights: Sharpe ratio, "
+                                "volatility %, utility % or daily CVaR %.")
+    relaxed_value: float | None = Field(description="First-order estimate (value + dual × 1 point) with the "
+                                        "limit one point looser.")
+    explanation: str
+
+
 class EfficientFrontier(BaseModel):
     """The efficient frontier under the policy's limits, with the current and proposed portfolios."""
 
@@ -149,6 +164,10 @@ class TradeProposal(BaseModel):
     before: RiskReturn
     after: RiskReturn
     binding_constraints: list[str]
+    binding_explanations: list[BindingExplanation] = Field(
+        default_factory=list, exclude_if=lambda v: not v,
+        description="Per binding constraint, a sentence with what relaxing it by one point would gain in the "
+        "objective's units (from its dual value); absent when nothing binds.")
     constraints: list[ConstraintCheck]
     constraints_met: bool
     estimation: EstimationInfo | None

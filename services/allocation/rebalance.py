@@ -14,6 +14,7 @@ from decimal import Decimal
 import numpy as np
 
 from services.allocation.costs import cents, to_decimal, trade_cost
+from services.allocation.explain import explain_binding
 from services.allocation.frontier import frontier_weights, limits_sentence
 from services.allocation.optimization import AllocationProblem, SectorCap, solve
 from services.allocation.proposal import (
@@ -219,6 +220,9 @@ def propose_trades(
                           else allocation.objective)
     proposal = _report(pack, holdings, policy, choice, setup, est, factor, bench_vec, benchmark_name,
                        binding, method, optimal, shares, notes, warnings, fallback, info, bl_info)
+    explanations = explain_binding(problem, allocation.objective, allocation.weights, binding, margin)
+    if explanations:
+        proposal = proposal.model_copy(update={"binding_explanations": explanations})
     if frontier_points is None:
         return proposal
     points = [_risk_return(est, factor, dict(zip(problem.symbols, w, strict=True)), policy.risk_free_rate)

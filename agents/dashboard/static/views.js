@@ -117,6 +117,7 @@ function proposalView(p, action) {
       el("p", {}, p.binding_constraints.length
         ? `Binding (at their limit): ${p.binding_constraints.map((c) => c.replaceAll("_", " ").replace(":", " for ")).join("; ")}.`
         : "No constraint is at its limit."),
+      p.binding_explanations ? el("ul", { class: "plain", id: "binding-costs" }, p.binding_explanations.map((e) => el("li", {}, e.explanation))) : null,
       table("Constraints", [["Constraint", (c) => c.constraint.replaceAll("_", " ")], ["Limit", (c) => num(c.limit, 4), true],
         ["Value", (c) => num(c.value, 4), true], ["Met", (c) => (c.met ? "yes" : "NO")]], p.constraints)),
   ];
