@@ -14,6 +14,7 @@ from decimal import Decimal
 import numpy as np
 
 from services.allocation.costs import cents, to_decimal, trade_cost
+from services.allocation.elastic import joint_infeasible
 from services.allocation.explain import explain_binding
 from services.allocation.frontier import frontier_weights, limits_sentence
 from services.allocation.optimization import AllocationProblem, SectorCap, solve
@@ -168,7 +169,11 @@ def propose_trades(
     solves = 0
     for margin in TE_MARGINS:
         for _ in range(FAST_RESOLVES):
-            allocation = solve(problem, te_margin=margin)
+            try:
+                allocation = solve(problem, te_margin=margin)
+            except InfeasibleError as err:
+                # One conflict named by the solve; the elastic problem finds whether more must move at once.
+                raise joint_infeasible(problem, margin, err) from None
             solves += 1
             optimal = _vector(dict(zip(problem.symbols, allocation.weights, strict=True)), plan_symbols)
             understated = _understated_te(risk, setup, optimal, margin)
