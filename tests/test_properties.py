@@ -44,6 +44,8 @@ policies = st.fixed_dictionaries({
     "min_quality_score": st.one_of(st.none(), st.floats(3, 8)),
     "cash_buffer_pct": st.floats(0, 5),
     "min_trade_value": st.sampled_from([0, 100, 2500]),
+    "asset_class_limits_pct": st.one_of(st.none(), st.fixed_dictionaries(
+        {}, optional={"equity": st.floats(55, 100), "etf": st.floats(0, 40)})),
 })
 
 
@@ -73,6 +75,7 @@ def test_every_hard_constraint_holds_after_rounding(pack, portfolio, fields) -> 
     assert cash / value_after >= Decimal(policy.cash_buffer_pct / 100) - Decimal("1e-6")
 
     sectors: dict[str, Decimal] = {}
+    classes: dict[str, Decimal] = {}
     forced_sold = Decimal(0)
     for t in result.trades:
         assert isinstance(t.target_shares, int) and t.target_shares >= 0
@@ -80,6 +83,8 @@ def test_every_hard_constraint_holds_after_rounding(pack, portfolio, fields) -> 
         assert weight <= Decimal(policy.max_single_position_pct / 100) + Decimal("1e-9"), t
         sector = pack.security(t.symbol).sector
         sectors[sector] = sectors.get(sector, Decimal(0)) + weight
+        asset_class = pack.security(t.symbol).asset_class
+        classes[asset_class] = classes.get(asset_class, Decimal(0)) + weight
         rating = ratings.get(t.symbol)
         if policy.min_quality_score is not None and rating is not None and rating < policy.min_quality_score:
             assert t.target_shares == 0 and t.action in ("SELL",) + (("HOLD",) if t.current_shares == 0 else ())
@@ -88,6 +93,8 @@ def test_every_hard_constraint_holds_after_rounding(pack, portfolio, fields) -> 
         if "Sell in full" in t.rationale:
             forced_sold += prices[t.symbol] * t.current_shares
     assert max(sectors.values()) <= Decimal(policy.max_sector_pct / 100) + Decimal("1e-9")
+    for asset_class, limit in (policy.asset_class_limits_pct or {}).items():
+        assert classes.get(asset_class, Decimal(0)) <= Decimal(limit / 100) + Decimal("1e-9"), asset_class
 
     traded = sum(prices[t.symbol] * abs(t.target_shares - t.current_shares) for t in result.trades)
     bought = sum(prices[t.symbol] * t.quantity for t in result.trades if t.action == "BUY")

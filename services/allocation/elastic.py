@@ -1,13 +1,14 @@
 """Elastic infeasibility: every conflicting limit at once, with the smallest joint relaxation.
 
 An infeasible policy is solved again with a slack on each of its limits — the position cap
-(one slack: the policy has one ``max_single_position_pct``), each sector limit, total turnover
+(one slack: the policy has one ``max_single_position_pct``), each sector and asset-class limit, total turnover
 and tracking error — minimizing the total slack in percentage points. The limits whose slack is
 positive are the ones in conflict, and the relaxed values together make the policy feasible:
 one answer instead of one conflict per run. What a policy cannot relax stays hard: the invested
 fraction, long only, restricted and frozen holdings.
 
-``smallest_relaxation`` uses the policy's own fields (``sector_limits_pct`` as a map), so a
+``smallest_relaxation`` uses the policy's own fields (``sector_limits_pct`` and
+``asset_class_limits_pct`` as maps), so a
 caller can merge it into its policy overrides and run again.
 """
 
@@ -27,6 +28,7 @@ from services.allocation.optimization import (
 )
 from services.errors import InfeasibleError
 
+GROUP_FIELDS = {"sector_limit": "sector_limits_pct", "asset_class_limit": "asset_class_limits_pct"}
 SLACK_TOL = 1e-7  # a slack below this (a fraction: 1e-5 points) is solver noise, not a conflict
 
 
@@ -39,15 +41,14 @@ class Relaxation:
     def policy_fields(self) -> dict[str, object]:
         """The relaxation as policy fields (sector limits as ``sector_limits_pct``)."""
         out: dict[str, object] = {}
-        sectors = {}
+        groups: dict[str, dict[str, float]] = {}
         for name, (_, relaxed) in sorted(self.limits.items()):
-            if name.startswith("sector_limit:"):
-                sectors[name.partition(":")[2]] = relaxed
+            kind, _, group = name.partition(":")
+            if kind in GROUP_FIELDS:
+                groups.setdefault(GROUP_FIELDS[kind], {})[group] = relaxed
             else:
                 out[name] = relaxed
-        if sectors:
-            out["sector_limits_pct"] = sectors
-        return out
+        return {**out, **groups}
 
 
 def smallest_relaxation(p: AllocationProblem, te_margin: float = 0.0) -> Relaxation | None:
@@ -73,7 +74,7 @@ def smallest_relaxation(p: AllocationProblem, te_margin: float = 0.0) -> Relaxat
     if p.floors is not None:
         cons.append(w >= p.floors)
     for sector in p.sectors:
-        slack = slacks[f"sector_limit:{sector.name}"] = cp.Variable(nonneg=True)
+        slack = slacks[sector.id] = cp.Variable(nonneg=True)
         cons.append(cp.sum(w[sector.members]) <= sector.limit + slack)
     if p.max_tracking_error is not None and p.benchmark_offset is not None:
         slack = slacks["max_tracking_error_pct"] = cp.Variable(nonneg=True)
@@ -106,7 +107,7 @@ def smallest_relaxation(p: AllocationProblem, te_margin: float = 0.0) -> Relaxat
 
 def _current_limits(p: AllocationProblem) -> dict[str, float]:
     """Each relaxable limit's value in percent."""
-    out = {f"sector_limit:{s.name}": s.limit * 100 for s in p.sectors}
+    out = {s.id: s.limit * 100 for s in p.sectors}
     labels = p.cap_limits if p.cap_limits is not None else ("max_single_position_pct",) * p.n
     policy_caps = [c for c, label in zip(p.caps, labels, strict=True) if label == "max_single_position_pct"]
     if policy_caps:
@@ -140,8 +141,8 @@ def joint_infeasible(p: AllocationProblem, te_margin: float, single: InfeasibleE
 
 
 def _label(name: str) -> str:
-    kind, _, sector = name.partition(":")
-    return f"sector_limits_pct[{sector!r}]" if kind == "sector_limit" else kind
+    kind, _, group = name.partition(":")
+    return f"{GROUP_FIELDS[kind]}[{group!r}]" if kind in GROUP_FIELDS else kind
 
 
 def _pct(x: float) -> str:

@@ -35,7 +35,8 @@ FIGURES = {
     "min_tracking_error": ("tracking error (%)", False),
     "cvar": ("daily CVaR (%)", False),
 }
-ORDER = ("max_tracking_error_pct", "max_turnover_pct", "sector_limit", "restricted_symbols", "max_single_position_pct")
+ORDER = ("max_tracking_error_pct", "max_turnover_pct", "sector_limit", "asset_class_limit", "restricted_symbols",
+         "max_single_position_pct")
 
 
 def explain_binding(p: AllocationProblem, objective: str, weights: np.ndarray, binding: tuple[str, ...] | list[str],
@@ -93,9 +94,10 @@ def _describe(p: AllocationProblem, constraint: str) -> tuple[str, float]:
         if kind == "restricted_symbols":
             return f"the restriction on buying {name} (held at {_fmt(cap)}%)", cap
         return f"the {_fmt(cap)}% position cap on {name}", cap
-    if kind == "sector_limit":
-        limit = next(s.limit for s in p.sectors if s.name == name) * 100
-        return f"the {_fmt(limit)}% limit on the {name} sector", limit
+    if kind in ("sector_limit", "asset_class_limit"):
+        limit = next(s.limit for s in p.sectors if s.id == constraint) * 100
+        where = f"the {name} sector" if kind == "sector_limit" else f"asset class {name}"
+        return f"the {_fmt(limit)}% limit on {where}", limit
     if kind == "max_tracking_error_pct":
         assert p.max_tracking_error is not None
         return f"the {_fmt(p.max_tracking_error * 100)}% tracking-error limit", p.max_tracking_error * 100
@@ -110,8 +112,8 @@ def relaxed_problem(p: AllocationProblem, constraint: str, step: float) -> Alloc
         caps = p.caps.copy()
         caps[p.symbols.index(name)] += step
         return replace(p, caps=caps)
-    if kind == "sector_limit":
-        return replace(p, sectors=tuple(replace(s, limit=s.limit + step) if s.name == name else s
+    if kind in ("sector_limit", "asset_class_limit"):
+        return replace(p, sectors=tuple(replace(s, limit=s.limit + step) if s.id == constraint else s
                                         for s in p.sectors))
     if kind == "max_tracking_error_pct":
         assert p.max_tracking_error is not None

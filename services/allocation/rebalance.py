@@ -119,6 +119,7 @@ def propose_trades(
     prices = pack.last_prices()
     validate_holdings(pack, holdings)
     validate_sector_limits(pack, policy)
+    validate_asset_class_limits(pack, policy)
     warnings = policy.suspicious_values() + _unused_method_fields(policy)
     if cash_flow:
         holdings, note = with_cash_flow(holdings, cash_flow, prices, policy)
@@ -427,6 +428,7 @@ def estimation_symbols(
     """
     validate_holdings(pack, holdings)
     validate_sector_limits(pack, policy)
+    validate_asset_class_limits(pack, policy)
     if cash_flow:
         holdings, _ = with_cash_flow(holdings, cash_flow, pack.last_prices(), policy)
     choice = eligibility(pack, holdings, policy, ratings)
@@ -607,6 +609,19 @@ def validate_sector_limits(pack: PricingPack, policy: Policy) -> None:
         )
 
 
+def validate_asset_class_limits(pack: PricingPack, policy: Policy) -> None:
+    """Every ``asset_class_limits_pct`` key is an asset class of ``pack``'s holdable securities."""
+    classes = sorted({s.asset_class for s in pack.securities if s.asset_class not in NOT_HOLDABLE})
+    unknown = sorted(set(policy.asset_class_limits_pct or {}) - set(classes))
+    if unknown:
+        raise InputError(
+            f"policy.asset_class_limits_pct: {', '.join(repr(k) for k in unknown)} "
+            f"{'is not an asset class' if len(unknown) == 1 else 'are not asset classes'} of pack {pack.id}; "
+            f"its asset classes are: {', '.join(classes)}",
+            details={"field": "policy.asset_class_limits_pct", "invalid": unknown, "allowed": classes},
+        )
+
+
 def validate_ratings(pack: PricingPack, ratings: dict[str, float]) -> None:
     """Every symbol a request rates is a symbol of ``pack`` (a typo would rate nothing, silently)."""
     unknown = sorted(set(ratings) - set(pack.symbols))
@@ -629,6 +644,9 @@ def _plan_setup(pack, holdings, policy, choice, plan_symbols, prices, factor, es
     sectors = tuple(
         SectorCap(name, np.array([sym_index[s] for s in members]), limit)
         for name, members, limit in _sector_caps(pack, policy, plan_symbols)
+    ) + tuple(
+        SectorCap(name, np.array([sym_index[s] for s in members]), limit, kind="asset_class_limit")
+        for name, members, limit in _asset_class_caps(pack, policy, plan_symbols)
     )
     te_factor = factor[:, est.index_of(plan_symbols)] if offset is not None else None
     return PlanSetup(
@@ -663,6 +681,17 @@ def _sector_caps(pack: PricingPack, policy: Policy, symbols) -> list[tuple[str, 
     return out
 
 
+def _asset_class_caps(pack: PricingPack, policy: Policy, symbols) -> list[tuple[str, list[str], float]]:
+    """``asset_class_limits_pct`` as (asset class, members among ``symbols``, limit) for the classes
+    that have members."""
+    out = []
+    for asset_class, limit in sorted((policy.asset_class_limits_pct or {}).items()):
+        members = [s for s in symbols if pack.security(s).asset_class == asset_class]
+        if members:
+            out.append((asset_class, members, limit / 100.0))
+    return out
+
+
 def _solver_risk(risk: RiskSetup, idx: np.ndarray, bench_vec: np.ndarray | None):
     """Factor, specific volatilities, benchmark offset and residual as the solver takes them."""
     if risk.structured is None:
@@ -686,6 +715,9 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskS
     sectors = tuple(
         SectorCap(name, np.array([elig_pos[s] for s in members if s in elig_pos]), limit)
         for name, members, limit in _sector_caps(pack, policy, choice.eligible)
+    ) + tuple(
+        SectorCap(name, np.array([elig_pos[s] for s in members]), limit, kind="asset_class_limit")
+        for name, members, limit in _asset_class_caps(pack, policy, choice.eligible)
     )
     plan_pos = {s: i for i, s in enumerate(setup.symbols)}
     weights_now = setup.current * setup.prices / setup.value
@@ -863,7 +895,7 @@ def _checks(policy: Policy, choice: Eligibility, setup: PlanSetup, snap) -> list
                                       met=bool(np.all(snap.weights <= setup.caps + EPS))))
     for sector in setup.sectors:
         weight = float(snap.weights[sector.members].sum())
-        checks.append(ConstraintCheck(constraint=f"sector_limit:{sector.name}", value=pct(weight),
+        checks.append(ConstraintCheck(constraint=sector.id, value=pct(weight),
                                       limit=round(sector.limit * 100, 6), met=weight <= sector.limit + EPS))
     if choice.forced:
         left = [s for i, s in enumerate(setup.symbols) if setup.forced[i] and snap.shares[i] != 0]

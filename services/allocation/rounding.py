@@ -213,9 +213,9 @@ def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: di
             candidates = members[(shares[members] > 0) & tradable[members]]
             if not len(candidates):
                 raise InfeasibleError(
-                    f"infeasible policy: sector {setup.sectors[v.index].name} is over its limit with frozen "
-                    "or halted holdings only, which cannot be traded; raise the sector limit or unfreeze one",
-                    details={"conflicts": [f"sector_limit:{setup.sectors[v.index].name}", "frozen_symbols"]},
+                    f"infeasible policy: {setup.sectors[v.index].id} is over its limit with frozen "
+                    "or halted holdings only, which cannot be traded; raise the limit or unfreeze one",
+                    details={"conflicts": [setup.sectors[v.index].id, "frozen_symbols"]},
                 )
             i = _most_overweight(snap, optimal, candidates)
             cut = max(1, math.ceil(v.amount * snap.value_after / price[i]))

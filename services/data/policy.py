@@ -87,6 +87,11 @@ class PolicyOverrides(BaseModel):
         None, description="Per-sector caps in % (0 excludes the sector), overriding max_sector_pct for the "
         "sectors named; each key must be a sector of the pricing pack."
     )
+    asset_class_limits_pct: dict[str, Annotated[float, Field(ge=0, le=100)]] | None = Field(
+        None, exclude_if=omit_if_null,
+        description="Per-asset-class caps in % of value (e.g. {\"etf\": 20}; 0 excludes the class); each key "
+        "must be an asset class of the pricing pack's holdable securities (the demo's: equity, etf).",
+    )
     max_tracking_error_pct: float | None = Field(
         None, gt=0, le=100, description="Ex-ante annualized tracking error limit vs benchmark, in %."
     )
@@ -219,6 +224,7 @@ class Policy(BaseModel):
     max_single_position_pct: float | None = None
     max_sector_pct: float | None = None
     sector_limits_pct: dict[str, float] = Field(default_factory=dict)
+    asset_class_limits_pct: dict[str, float] | None = Field(None, exclude_if=omit_if_null)
     max_tracking_error_pct: float | None = None
     benchmark: str | dict[str, float] | None = None
     max_turnover_pct: float | None = None
@@ -267,6 +273,7 @@ class Policy(BaseModel):
                       "max_turnover_pct", "cash_buffer_pct")
         }
         fields.update({f"sector_limits_pct.{k}": v for k, v in self.sector_limits_pct.items()})
+        fields.update({f"asset_class_limits_pct.{k}": v for k, v in (self.asset_class_limits_pct or {}).items()})
         for name, value in sorted(fields.items()):
             if value is not None and 0 < value < 1:
                 out.append(
