@@ -44,6 +44,7 @@ policies = st.fixed_dictionaries({
     "min_quality_score": st.one_of(st.none(), st.floats(3, 8)),
     "cash_buffer_pct": st.floats(0, 5),
     "min_trade_value": st.sampled_from([0, 100, 2500]),
+    "min_weight_pct": st.one_of(st.none(), st.floats(0, 3)),
     "asset_class_limits_pct": st.one_of(st.none(), st.fixed_dictionaries(
         {}, optional={"equity": st.floats(55, 100), "etf": st.floats(0, 40)})),
 })
@@ -93,6 +94,16 @@ def test_every_hard_constraint_holds_after_rounding(pack, portfolio, fields) -> 
         if "Sell in full" in t.rationale:
             forced_sold += prices[t.symbol] * t.current_shares
     assert max(sectors.values()) <= Decimal(policy.max_sector_pct / 100) + Decimal("1e-9")
+    if policy.min_weight_pct:
+        # Every name the policy may hold (universe, quality minimum; unrated names are eligible) at its floor.
+        candidates = (set(holdings.positions) if policy.universe == "holdings"
+                      else {s.symbol for s in pack.securities if s.asset_class not in ("index", "cash")})
+        floor = Decimal(max(policy.min_weight_pct, policy.min_position_pct or 0) / 100) - Decimal("1e-9")
+        held = {t.symbol: prices[t.symbol] * t.target_shares / value_after for t in result.trades}
+        for symbol in candidates:
+            rating = ratings.get(symbol)
+            if policy.min_quality_score is None or rating is None or rating >= policy.min_quality_score:
+                assert held.get(symbol, Decimal(0)) >= floor, symbol
     for asset_class, limit in (policy.asset_class_limits_pct or {}).items():
         assert classes.get(asset_class, Decimal(0)) <= Decimal(limit / 100) + Decimal("1e-9"), asset_class
 

@@ -156,6 +156,9 @@ def propose_trades(
                         fixed=np.array([s in fixed for s in plan_symbols]))
     if policy.min_position_pct is not None:
         setup = replace(setup, min_position=policy.min_position_pct / 100.0)
+    floors = minimum_weights(pack, policy, choice, fixed)
+    if floors:
+        setup = replace(setup, floors=_vector(floors, plan_symbols))
     if cash_flow and setup.max_turnover is not None:
         # Trades that invest a deposit or raise a withdrawal are the client's, not discretionary.
         widening = float(abs(cash_flow)) / setup.value
@@ -163,6 +166,9 @@ def propose_trades(
         warnings.append(f"cash flow: the turnover limit is widened by {widening * 100:.4f} points to "
                         f"{setup.max_turnover * 100:.4f}% for the trades that move the cash flow")
     problem, fallback = _allocation_problem(pack, policy, choice, setup, est, risk, bench_vec, warnings)
+    if floors:
+        problem = replace(problem, floors=_vector(floors, problem.symbols))
+        _check_floors(problem, floors)
     if no_buy or fixed:
         problem = _restricted_problem(problem, no_buy, fixed)
 
@@ -369,7 +375,8 @@ def _restricted_problem(problem: AllocationProblem, no_buy: set[str], fixed: set
     never reported as binding.
     """
     caps = problem.caps.copy()
-    floors = np.zeros(problem.n)
+    # Minimum weights (min_weight_pct) stay; a frozen or halted name's floor is its weight.
+    floors = problem.floors.copy() if problem.floors is not None else np.zeros(problem.n)
     labels = list(problem.cap_limits or ("max_single_position_pct",) * problem.n)
     for i, sym in enumerate(problem.symbols):
         if sym in fixed:
@@ -378,7 +385,8 @@ def _restricted_problem(problem: AllocationProblem, no_buy: set[str], fixed: set
         elif sym in no_buy and problem.current[i] < caps[i]:
             caps[i] = problem.current[i]
             labels[i] = "restricted_symbols"
-    return replace(problem, caps=caps, floors=floors if fixed else None, cap_limits=tuple(labels))
+    return replace(problem, caps=caps, floors=floors if fixed or problem.floors is not None else None,
+                   cap_limits=tuple(labels))
 
 
 def with_cash_flow(
@@ -681,6 +689,58 @@ def _sector_caps(pack: PricingPack, policy: Policy, symbols) -> list[tuple[str, 
     return out
 
 
+def minimum_weights(pack: PricingPack, policy: Policy, choice: Eligibility, fixed: set[str]) -> dict[str, float]:
+    """``min_weight_pct`` as {symbol: floor fraction}: one number floors every eligible name (frozen
+    and halted ones are held at their weight instead); a map floors the names it gives, which
+    must be eligible. A floor is raised to ``min_position_pct`` when that is larger.
+
+    Raises:
+        InputError: a named symbol not in the pack, not eligible, or frozen or halted.
+    """
+    spec = policy.min_weight_pct
+    if spec is None:
+        return {}
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - set(pack.symbols))
+        blocked = sorted(s for s in set(spec) - set(unknown) if s not in choice.eligible or s in fixed)
+        if unknown or blocked:
+            why = {s: choice.forced.get(s, "frozen or halted: held at its weight" if s in fixed
+                                        else "not eligible under the policy's universe and quality minimum")
+                   for s in blocked}
+            raise InputError(
+                "policy.min_weight_pct: a minimum weight needs a symbol the policy may hold; "
+                + "; ".join([f"{s}: not in pricing pack {pack.id}" for s in unknown] + [f"{s}: {r}" for s, r in why.items()]),
+                details={"field": "policy.min_weight_pct", "invalid": unknown + blocked,
+                         "allowed": sorted(set(choice.eligible) - fixed)},
+            )
+        floors = {s: v / 100.0 for s, v in spec.items() if v > 0}
+    else:
+        floors = {s: spec / 100.0 for s in choice.eligible if s not in fixed} if spec > 0 else {}
+    if policy.min_position_pct is not None:
+        floors = {s: max(f, policy.min_position_pct / 100.0) for s, f in floors.items()}
+    return floors
+
+
+def _check_floors(problem: AllocationProblem, floors: dict[str, float]) -> None:
+    """Floors above their position cap, or adding up to more than is invested, in words."""
+    over = sorted(s for s, c in zip(problem.symbols, problem.caps, strict=True) if floors.get(s, 0.0) > c + 1e-12)
+    if over:
+        raise InfeasibleError(
+            f"infeasible policy: min_weight_pct is above the position cap for {', '.join(over)} "
+            f"(a restricted holding's cap is its current weight); lower min_weight_pct or raise the cap",
+            details={"conflicts": ["min_weight_pct", "max_single_position_pct", "restricted_symbols"],
+                     "symbols": over},
+        )
+    total = sum(floors.values())
+    if total > problem.invested + 1e-12:
+        raise InfeasibleError(
+            f"infeasible policy: the minimum weights add up to {total * 100:.4g}%, more than the "
+            f"{problem.invested * 100:g}% invested; lower min_weight_pct (or cash_buffer_pct)",
+            details={"conflicts": ["min_weight_pct", "invested fraction (100 - cash_buffer_pct)"],
+                     "min_weight_total_pct": round(total * 100, 4)},
+        )
+
+
 def _asset_class_caps(pack: PricingPack, policy: Policy, symbols) -> list[tuple[str, list[str], float]]:
     """``asset_class_limits_pct`` as (asset class, members among ``symbols``, limit) for the classes
     that have members."""
@@ -908,6 +968,12 @@ def _checks(policy: Policy, choice: Eligibility, setup: PlanSetup, snap) -> list
         small = (snap.shares > 0) & ~fixed & (snap.weights < policy.min_position_pct / 100.0 - EPS)
         checks.append(ConstraintCheck(constraint="min_position_pct", value=pct(smallest),
                                       limit=policy.min_position_pct, met=not small.any()))
+    if setup.floors is not None:
+        floored = np.flatnonzero(setup.floors > 0)
+        margin = snap.weights[floored] - setup.floors[floored]
+        tightest = floored[int(np.argmin(margin))]
+        checks.append(ConstraintCheck(constraint="min_weight_pct", value=pct(snap.weights[tightest]),
+                                      limit=pct(setup.floors[tightest]), met=bool(np.all(margin >= -EPS))))
     if setup.max_turnover is not None:
         checks.append(ConstraintCheck(constraint="max_turnover_pct", value=pct(snap.discretionary_turnover),
                                       limit=policy.max_turnover_pct,

@@ -168,6 +168,11 @@ class PolicyOverrides(BaseModel):
     min_position_pct: float | None = Field(
         None, exclude_if=omit_if_null, gt=0, le=100, description="No position smaller than this % of value after trading, other than zero."
     )
+    min_weight_pct: Annotated[float, Field(ge=0, le=100)] | dict[str, Annotated[float, Field(ge=0, le=100)]] | None = Field(
+        None, exclude_if=omit_if_null,
+        description="A floor per position, % of value after trading: one number for every eligible symbol, or "
+        "{symbol: %} for the symbols named (each must be eligible to hold). Held in whole shares.",
+    )
     restricted_symbols: list[str] | None = Field(
         None, exclude_if=omit_if_null, description="Never bought (a holding may be kept or sold), e.g. the client's employer."
     )
@@ -247,6 +252,7 @@ class Policy(BaseModel):
     target_weights_pct: dict[str, float] | None = None
     approval_threshold: Decimal = Decimal("10000")
     min_position_pct: float | None = None
+    min_weight_pct: float | dict[str, float] | None = Field(None, exclude_if=omit_if_null)
     restricted_symbols: list[str] = Field(default_factory=list)
     frozen_symbols: list[str] = Field(default_factory=list)
     risk_model: RiskModelName | None = Field(None, exclude_if=omit_if_null)
