@@ -158,6 +158,14 @@ def test_without_frontier_points_there_is_no_frontier_and_the_same_hash(agent, s
     assert again["_metadata"]["inputs_hash"] == plain["_metadata"]["inputs_hash"]
 
 
+def test_asset_class_limits_and_floors_hold_on_every_point(agent) -> None:
+    policy = {**POLICY, "asset_class_limits_pct": {"etf": 10}, "min_weight_pct": {"KO": 3}}
+    result = agent.execute("optimizer.propose_trades", {**_request(frontier_points=3), "policy": policy})
+    limits = result["efficient_frontier"]["limits"]
+    assert "; asset class limits on etf 10%; min_weight_pct floors; max_turnover_pct 40%" in limits
+    assert "etf" not in limits.split("; asset class")[0]
+
+
 def test_restrictions_hold_on_every_point(agent) -> None:
     policy = {**POLICY, "restricted_symbols": ["AMD"], "frozen_symbols": ["JNJ"]}
     result = agent.execute("optimizer.propose_trades", {**_request(frontier_points=3), "policy": policy})

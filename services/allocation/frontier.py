@@ -90,8 +90,12 @@ def limits_sentence(problem: AllocationProblem, policy: Policy, benchmark: str |
     parts = [f"{problem.invested * 100:g}% invested, long only"]
     if policy.max_single_position_pct is not None:
         parts.append(f"max_single_position_pct {policy.max_single_position_pct:g}%")
-    if problem.sectors:
-        parts.append("sector limits on " + ", ".join(f"{s.name} {s.limit * 100:g}%" for s in problem.sectors))
+    for kind, words in (("sector_limit", "sector limits on "), ("asset_class_limit", "asset class limits on ")):
+        groups = [f"{s.name} {s.limit * 100:g}%" for s in problem.sectors if s.kind == kind]
+        if groups:
+            parts.append(words + ", ".join(groups))
+    if policy.min_weight_pct:
+        parts.append("min_weight_pct floors")
     if problem.max_turnover is not None:
         # The problem's limit: a cash flow widens the policy's by the flow's share of the value.
         parts.append(f"max_turnover_pct {round(problem.max_turnover * 100, 4):g}%")
