@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import (
     BaseModel,
     Field,
+    field_validator,
     model_validator,
 )
 
@@ -51,6 +52,18 @@ class ProposeTradesInput(PortfolioRequest):
         "may be sold too. Unset: sales are considered only when the deposit alone cannot meet the "
         "policy's limits. The drift_rebalance pattern passes the band check_drift used.",
     )
+    frontier_points: int | None = Field(
+        None, ge=2, le=50, strict=True, exclude_if=omit_if_null,
+        description="Also compute the efficient frontier: this many points (2-50) from the minimum-variance "
+        "portfolio to the highest expected return, under the same policy limits, risk model and expected "
+        "returns, with the current and proposed portfolios on the same axes (result field efficient_frontier).",
+    )
+    explain_limits: bool | None = Field(
+        None, strict=True, exclude_if=omit_if_null,
+        description="Also explain each binding limit in a sentence with its cost: the objective now and "
+        "re-solved with that limit one point looser (result field binding_explanations). One extra solve "
+        "per binding limit, at most 10: about 0.5 s each at 500 assets, so it is asked for, not default.",
+    )
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,8 @@ class ProposalInputs:
     cash_flow: Decimal | None = None
     drift_band_pct: float | None = None
     notes: tuple[str, ...] = ()
+    frontier_points: int | None = None
+    explain_limits: bool = False
 
 
 def resolve(request: ProposeTradesInput, services: Services, user: str | None = None) -> ProposalInputs:
@@ -98,7 +113,7 @@ def resolve(request: ProposeTradesInput, services: Services, user: str | None = 
         notes = rating_provenance(pack, policy, {s: source for s, (_, source) in stored.items()},
                                   seed_pack_ids(), seed_ratings_source())
     return ProposalInputs(pack, holdings, policy, ratings, services.benchmarks, request.cash_flow,
-                          request.drift_band_pct, notes)
+                          request.drift_band_pct, notes, request.frontier_points, bool(request.explain_limits))
 
 
 def rating_provenance(pack: PricingPack, policy: Policy, sources: dict[str, str],
@@ -126,7 +141,8 @@ def rating_provenance(pack: PricingPack, policy: Policy, sources: dict[str, str]
 def handle(request: ProposeTradesInput, ctx: RequestContext, services: Services) -> TradeProposal:
     inputs = resolve(request, services, ctx.user)
     return propose_trades(inputs.pack, inputs.holdings, inputs.policy, inputs.ratings, inputs.benchmarks,
-                          cash_flow=inputs.cash_flow, drift_band_pct=inputs.drift_band_pct, notes=inputs.notes)
+                          cash_flow=inputs.cash_flow, drift_band_pct=inputs.drift_band_pct, notes=inputs.notes,
+                          frontier_points=inputs.frontier_points, explain_limits=inputs.explain_limits)
 
 
 class _TradeBrief(BaseModel):
@@ -136,6 +152,24 @@ class _TradeBrief(BaseModel):
     target_weight_pct: float
     trade_value: float
     estimated_cost: float
+
+
+class _FrontierBrief(BaseModel):
+    """The efficient frontier compactly: [volatility %, expected return %] pairs, 2 decimals."""
+
+    points: list[tuple[float, float]] = Field(description="[volatility_pct, expected_return_pct] by volatility.")
+    current: tuple[float, float]
+    proposed: tuple[float, float]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pairs(cls, full: Any) -> Any:
+        if isinstance(full, dict) and "limits" in full:
+            def pair(r: dict[str, Any]) -> tuple[float, float]:
+                return round(r["volatility_pct"], 2), round(r["expected_return_pct"], 2)
+            return {"points": [pair(r) for r in full["points"]], "current": pair(full["current"]),
+                    "proposed": pair(full["proposed"])}
+        return full
 
 
 class ProposalSummary(Summary):
@@ -162,7 +196,14 @@ class ProposalSummary(Summary):
     before: RiskReturn
     after: RiskReturn
     binding_constraints: list[str]
+    binding_explanations: list[str] = Field(
+        default_factory=list, exclude_if=lambda v: not v,
+        description="Asked for with explain_limits: per binding constraint, what relaxing it by one point would "
+        "gain; absent otherwise.")
     constraints_met: bool
+    efficient_frontier: _FrontierBrief | None = Field(
+        None, exclude_if=omit_if_null, description="Asked for with frontier_points; the full view has the "
+        "Sharpe ratios and the limits the points respect.")
     warnings: list[str]
 
     @model_validator(mode="before")
@@ -171,6 +212,11 @@ class ProposalSummary(Summary):
         if isinstance(full, dict) and "proposal_id" not in full:
             return {**full, "proposal_id": proposal_id(full["_metadata"]["inputs_hash"])}
         return full
+
+    @field_validator("binding_explanations", mode="before")
+    @classmethod
+    def _sentences(cls, explanations: Any) -> Any:
+        return [e["explanation"] if isinstance(e, dict) else e for e in explanations]
 
 
 PROPOSE_TRADES = Capability(

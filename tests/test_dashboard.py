@@ -190,6 +190,14 @@ def test_a_manager_reviews_optimizes_approves_and_finds_it_in_the_history(
     assert "Turnover" in page.inner_text("#summary")
     turnover = float(page.inner_text("#summary dd >> nth=4").rstrip("%"))
     assert turnover <= 30 + 1e-6
+    # The page asks for 15 frontier points: drawn, and as numbers beside the chart with both portfolios.
+    page.wait_for_selector("#frontier-chart .main-svg")
+    assert page.locator("#frontier-chart .scatterlayer .trace").count() == 3  # frontier, current, proposed
+    rows = page.locator("#frontier table tbody tr").all_inner_texts()
+    assert len(rows) == 17 and rows[0].startswith("Frontier 1") and rows[-1].startswith("Proposed")
+    after = page.locator("#risk-return table tbody tr", has_text="Expected return").inner_text().split("\t")[-1]
+    assert after in rows[-1]  # the proposed portfolio on the frontier is the proposal's "after"
+    assert "max_turnover_pct 30%" in page.inner_text("#frontier")
     _fits(page, "desktop-proposal", served.shots)
 
     # Rebalancing back to the target waits for approval; approving books it.
@@ -282,7 +290,9 @@ def reported(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], 
     add_user("eve", env)
     case = Path(__file__).resolve().parent / "golden" / "optimizer" / "quality_xom_sold" / "case.json"
     request = directory / "request.json"
-    request.write_text(json.dumps(json.loads(case.read_text())["request"]), encoding="utf-8")
+    # The report shows the binding limits' costs when the proposal was asked to explain them.
+    request.write_text(json.dumps({**json.loads(case.read_text())["request"], "explain_limits": True}),
+                       encoding="utf-8")
     called = cli("call", "optimizer.propose_trades", "--input", str(request), "--user", "demo", env=env)
     assert called.returncode == 0, called.stderr
     page = directory / "proposal-1.html"
@@ -326,5 +336,29 @@ def test_report_opens_offline_with_its_chart_and_trades(
     assert page.locator("#trades tbody tr").count() == proposal["trade_count"] == 3
     assert "Binding (at their limit): max single position pct for AAPL; sector limit for Information Technology." \
         in page.inner_text("#constraints")
+    costs = page.locator("#binding-costs li").all_inner_texts()
+    assert costs == [e["explanation"] for e in proposal["binding_explanations"]] and len(costs) == 2
     assert requested == []
     _fits(page, "phone-report", tmp_path)
+
+
+def test_report_includes_the_frontier_when_the_proposal_has_one(
+    reported: tuple[dict[str, str], dict[str, Any], Path], browser: Any, tmp_path: Path,
+) -> None:
+    env = reported[0]
+    request = tmp_path / "frontier.json"
+    request.write_text(json.dumps({"portfolio_id": "demo_diversified", "pricing_pack_id": "PP_2022-12-28",
+                                   "policy_id": "quality_focused", "frontier_points": 6}), encoding="utf-8")
+    called = cli("call", "optimizer.propose_trades", "--input", str(request), "--user", "demo", env=env)
+    assert called.returncode == 0, called.stderr
+    frontier = json.loads(called.stdout)["efficient_frontier"]
+    html_file = tmp_path / "frontier.html"
+    done = cli("report", "2", "--html", str(html_file), "--user", "demo", env=env)
+    assert done.returncode == 0, done.stderr
+    page = browser.new_context(viewport=DESKTOP).new_page()
+    page.goto(html_file.as_uri())
+    page.wait_for_selector("#frontier-chart .main-svg")
+    rows = page.locator("#frontier table tbody tr").all_inner_texts()
+    assert len(rows) == 8
+    first = frontier["points"][0]
+    assert f"{first['expected_return_pct']:.2f}%" in rows[0] and f"{first['volatility_pct']:.2f}%" in rows[0]

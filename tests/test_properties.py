@@ -47,6 +47,9 @@ policies = st.fixed_dictionaries({
     # black_litterman only: min_variance with this floor on the posterior return (None: max_sharpe).
     "bl_floor": st.one_of(st.none(), st.floats(5, 25)),
     "expected_return_estimator": st.sampled_from(["hist", "hist", "factor", "user"]),
+    "min_weight_pct": st.one_of(st.none(), st.floats(0, 3)),
+    "asset_class_limits_pct": st.one_of(st.none(), st.fixed_dictionaries(
+        {}, optional={"equity": st.floats(55, 100), "etf": st.floats(0, 40)})),
 })
 FORECASTS = {"AAPL": 9.0, "MSFT": 7.5, "XOM": 5.0, "LLY": 11.0}
 
@@ -82,6 +85,7 @@ def test_every_hard_constraint_holds_after_rounding(pack, portfolio, fields) -> 
     assert cash / value_after >= Decimal(policy.cash_buffer_pct / 100) - Decimal("1e-6")
 
     sectors: dict[str, Decimal] = {}
+    classes: dict[str, Decimal] = {}
     forced_sold = Decimal(0)
     for t in result.trades:
         assert isinstance(t.target_shares, int) and t.target_shares >= 0
@@ -89,6 +93,8 @@ def test_every_hard_constraint_holds_after_rounding(pack, portfolio, fields) -> 
         assert weight <= Decimal(policy.max_single_position_pct / 100) + Decimal("1e-9"), t
         sector = pack.security(t.symbol).sector
         sectors[sector] = sectors.get(sector, Decimal(0)) + weight
+        asset_class = pack.security(t.symbol).asset_class
+        classes[asset_class] = classes.get(asset_class, Decimal(0)) + weight
         rating = ratings.get(t.symbol)
         if policy.min_quality_score is not None and rating is not None and rating < policy.min_quality_score:
             assert t.target_shares == 0 and t.action in ("SELL",) + (("HOLD",) if t.current_shares == 0 else ())
@@ -97,6 +103,18 @@ def test_every_hard_constraint_holds_after_rounding(pack, portfolio, fields) -> 
         if "Sell in full" in t.rationale:
             forced_sold += prices[t.symbol] * t.current_shares
     assert max(sectors.values()) <= Decimal(policy.max_sector_pct / 100) + Decimal("1e-9")
+    if policy.min_weight_pct:
+        # Every name the policy may hold (universe, quality minimum; unrated names are eligible) at its floor.
+        candidates = (set(holdings.positions) if policy.universe == "holdings"
+                      else {s.symbol for s in pack.securities if s.asset_class not in ("index", "cash")})
+        floor = Decimal(max(policy.min_weight_pct, policy.min_position_pct or 0) / 100) - Decimal("1e-9")
+        held = {t.symbol: prices[t.symbol] * t.target_shares / value_after for t in result.trades}
+        for symbol in candidates:
+            rating = ratings.get(symbol)
+            if policy.min_quality_score is None or rating is None or rating >= policy.min_quality_score:
+                assert held.get(symbol, Decimal(0)) >= floor, symbol
+    for asset_class, limit in (policy.asset_class_limits_pct or {}).items():
+        assert classes.get(asset_class, Decimal(0)) <= Decimal(limit / 100) + Decimal("1e-9"), asset_class
 
     traded = sum(prices[t.symbol] * abs(t.target_shares - t.current_shares) for t in result.trades)
     bought = sum(prices[t.symbol] * t.quantity for t in result.trades if t.action == "BUY")

@@ -239,4 +239,6 @@ def test_cli_prints_byte_identical_json_and_maps_errors_to_exit_codes(seeded_hom
     request.write_text(json.dumps({"portfolio_id": "demo_quality", "pricing_pack_id": PACK, "policy_id": "quality_focused"}))
     assert main(["call", "optimizer.propose_trades", "--input", str(request)]) == 3
     error = json.loads(capsys.readouterr().err)
-    assert error["code"] == "infeasible" and "2 × 10% = 20% < 100%" in error["message"]
+    # Two names under 10% caps and 25% sectors: the cap alone is not the conflict; every limit that must move is named.
+    assert error["code"] == "infeasible" and "max_single_position_pct from 10% to 50%" in error["message"]
+    assert "2 × 10% = 20% < 100%" in error["details"]["single_limit_diagnosis"]["message"]

@@ -39,8 +39,9 @@ def summary(agent: OptimizerAgent, name: str, request: dict[str, Any], user: str
 @pytest.mark.parametrize(
     ("name", "request_", "limit"),
     [
-        ("optimizer.propose_trades", PROPOSE, 3000),
-        ("optimizer.propose_trades", {**BASE, "policy_id": "aggressive_growth"}, 3000),
+        # 4000 since each binding limit carries a sentence with its cost (six under quality_focused).
+        ("optimizer.propose_trades", PROPOSE, 4000),
+        ("optimizer.propose_trades", {**BASE, "policy_id": "aggressive_growth"}, 4000),
         *[("optimizer.suggest_hedges", {**BASE, "scenario_id": s}, 4000)
           for s in ("equity_selloff", "rates_up", "usd_up", "credit_spread_widening", "volatility_spike",
                     "inflation_shock")],

@@ -44,11 +44,20 @@ TOL = 1e-7
 
 @dataclass(frozen=True, eq=False)
 class SectorCap:
-    """A cap on the summed weight of the decision assets at ``members``."""
+    """A cap on the summed weight of the decision assets at ``members``.
+
+    ``kind`` names the policy field behind it in binding ids (``sector_limit:Energy``,
+    ``asset_class_limit:etf``); sectors partition the assets, asset classes overlap them.
+    """
 
     name: str
     members: np.ndarray
     limit: float
+    kind: str = "sector_limit"
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}:{self.name}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -489,7 +498,7 @@ def binding_constraints(p: AllocationProblem, w: np.ndarray) -> tuple[str, ...]:
     labels = p.cap_limits if p.cap_limits is not None else ("max_single_position_pct",) * p.n
     out = [f"{label}:{s}" for s, wi, c, label in zip(p.symbols, w, p.caps, labels, strict=True)
            if label is not None and wi >= c - 1e-6]
-    out += [f"sector_limit:{s.name}" for s in p.sectors if w[s.members].sum() >= s.limit - 1e-6]
+    out += [s.id for s in p.sectors if w[s.members].sum() >= s.limit - 1e-6]
     te_limit = p.max_tracking_error
     if te_limit is not None and p.benchmark_offset is not None and tracking_error(p, w) >= te_limit * 0.98:
         out.append("max_tracking_error_pct")
@@ -545,6 +554,8 @@ def _check_capacity(p: AllocationProblem) -> None:
         in_sector = np.zeros(p.n, dtype=bool)
         sector_capacity = 0.0
         for s in p.sectors:
+            if s.kind != "sector_limit":
+                continue  # asset classes overlap the sectors: their capacities would count twice
             in_sector[s.members] = True
             sector_capacity += min(s.limit, float(p.caps[s.members].sum()))
         sector_capacity += float(p.caps[~in_sector].sum())
@@ -554,7 +565,7 @@ def _check_capacity(p: AllocationProblem) -> None:
                 f"invested across the eligible names' sectors, less than the {p.invested * pct:g}% required. "
                 "Raise max_sector_pct / sector_limits_pct or widen the universe to more sectors.",
                 details={"conflicts": ["max_sector_pct", "sector_limits_pct", "universe"],
-                         "sectors": {s.name: s.limit * pct for s in p.sectors},
+                         "sectors": {s.name: s.limit * pct for s in p.sectors if s.kind == "sector_limit"},
                          "max_investable_pct": sector_capacity * pct},
             )
     if p.max_turnover is not None:
@@ -573,8 +584,10 @@ def turnover_floor(p: AllocationProblem) -> float:
     """
     clipped = np.minimum(p.current, p.caps)
     sells = float((p.current - clipped).sum())
+    # Sectors only: they are disjoint, so their excesses add; an asset class overlaps them.
     for s in p.sectors:
-        sells += max(0.0, float(clipped[s.members].sum()) - s.limit)
+        if s.kind == "sector_limit":
+            sells += max(0.0, float(clipped[s.members].sum()) - s.limit)
     net = p.invested - float(p.current.sum())
     sells = max(sells, -net)
     buys = sells + net

@@ -112,6 +112,34 @@ class BlackLittermanInfo(BaseModel):
     posterior_covariance: list[list[float]] = Field(description="Posterior covariance Σ + M (annualized, decimal).")
 
 
+class BindingExplanation(BaseModel):
+    """A binding limit in words, with what one more point of it would gain (from its dual value)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    constraint: str = Field(description="The id in binding_constraints.")
+    limit_pct: float = Field(description="The limit's value in % (for a restricted holding, its weight).")
+    objective: str | None = Field(description="The objective the figures are in; None when no figure is computed.")
+    value: float | None = Field(description="The objective at the optimal (continuous) weights: Sharpe ratio, "
+                                "volatility %, utility % or daily CVaR %.")
+    relaxed_value: float | None = Field(description="First-order estimate (value + dual × 1 point) with the "
+                                        "limit one point looser.")
+    explanation: str
+
+
+class EfficientFrontier(BaseModel):
+    """The efficient frontier under the policy's limits, with the current and proposed portfolios."""
+
+    model_config = ConfigDict(frozen=True)
+
+    points: list[RiskReturn] = Field(description="From the minimum-variance portfolio to the highest expected "
+                                     "return the limits allow, ordered by volatility; each the least-variance "
+                                     "portfolio at its expected return, under every limit of the policy.")
+    current: RiskReturn = Field(description="The portfolio before trading (as ``before``).")
+    proposed: RiskReturn = Field(description="The proposal after trading, whole shares and costs (as ``after``).")
+    limits: str = Field(description="The policy limits every point respects.")
+
+
 class TradeProposal(BaseModel):
     """A constrained, costed, whole-share rebalance proposal."""
 
@@ -140,10 +168,18 @@ class TradeProposal(BaseModel):
     before: RiskReturn
     after: RiskReturn
     binding_constraints: list[str]
+    binding_explanations: list[BindingExplanation] = Field(
+        default_factory=list, exclude_if=lambda v: not v,
+        description="Asked for with explain_limits: per binding constraint, a sentence with what relaxing it by "
+        "one point would gain in the objective's units (re-solved with it relaxed); absent otherwise.")
     constraints: list[ConstraintCheck]
     constraints_met: bool
     estimation: EstimationInfo | None
     black_litterman: BlackLittermanInfo | None = Field(
         None, exclude_if=lambda v: v is None,
         description="black_litterman only: prior, posterior returns and posterior covariance.")
+    efficient_frontier: EfficientFrontier | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="Asked for with frontier_points: the efficient frontier under the policy's limits, with "
+        "the same risk model and expected returns as the proposal.")
     warnings: list[str]

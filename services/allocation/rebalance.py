@@ -15,10 +15,14 @@ from decimal import Decimal
 import numpy as np
 
 from services.allocation.costs import cents, to_decimal, trade_cost
+from services.allocation.elastic import joint_infeasible
+from services.allocation.explain import explain_binding
+from services.allocation.frontier import frontier_weights, limits_sentence
 from services.allocation.optimization import Allocation, AllocationProblem, SectorCap, solve
 from services.allocation.proposal import (
     BlackLittermanInfo,
     ConstraintCheck,
+    EfficientFrontier,
     EstimationInfo,
     RiskModelInfo,
     RiskReturn,
@@ -105,6 +109,8 @@ def propose_trades(
     estimates: EstimateCache | None = None,
     drift_band_pct: float | None = None,
     notes: Sequence[str] = (),
+    frontier_points: int | None = None,
+    explain_limits: bool = False,
 ) -> TradeProposal:
     """The best whole-share rebalance of ``holdings`` under ``policy``, priced from ``pack``.
 
@@ -117,11 +123,15 @@ def propose_trades(
     ``estimates`` shares estimation between proposals (a batch); without it every call
     estimates for itself. The result is the same either way. ``notes`` are warnings the caller
     found while gathering the inputs (where stored ratings came from), reported first.
+    ``frontier_points`` adds the efficient frontier under the same limits, risk model and
+    expected returns (``frontier``); ``explain_limits`` the cost of each binding limit, by
+    re-solving with it relaxed (``explain``).
     """
     prices = pack.last_prices()
     validate_holdings(pack, holdings)
     validate_sector_limits(pack, policy)
     validate_forecasts(pack, policy)
+    validate_asset_class_limits(pack, policy)
     warnings = list(notes) + policy.suspicious_values() + _unused_method_fields(policy)
     if cash_flow:
         holdings, note = with_cash_flow(holdings, cash_flow, prices, policy)
@@ -167,6 +177,9 @@ def propose_trades(
                         fixed=np.array([s in fixed for s in plan_symbols]))
     if policy.min_position_pct is not None:
         setup = replace(setup, min_position=policy.min_position_pct / 100.0)
+    floors = minimum_weights(pack, policy, choice, fixed)
+    if floors:
+        setup = replace(setup, floors=_vector(floors, plan_symbols))
     if cash_flow and setup.max_turnover is not None:
         # Trades that invest a deposit or raise a withdrawal are the client's, not discretionary.
         widening = float(abs(cash_flow)) / setup.value
@@ -174,6 +187,9 @@ def propose_trades(
         warnings.append(f"cash flow: the turnover limit is widened by {widening * 100:.4f} points to "
                         f"{setup.max_turnover * 100:.4f}% for the trades that move the cash flow")
     problem, fallback = _allocation_problem(pack, policy, choice, setup, est, risk, proj, warnings)
+    if floors:
+        problem = replace(problem, floors=_vector(floors, problem.symbols))
+        _check_floors(problem, floors)
     if no_buy or fixed:
         problem = _restricted_problem(problem, no_buy, fixed)
 
@@ -184,17 +200,18 @@ def propose_trades(
     floor = problem.min_return
     for n, (candidate, candidate_setup) in enumerate(attempts):
         try:
-            shares, optimal, allocation, share_notes, problem, used = _solve_and_round(
-                candidate, candidate_setup, risk, policy, est)
+            last = n == len(attempts) - 1
+            shares, optimal, allocation, share_notes, problem, used, margin = _solve_and_round(
+                candidate, candidate_setup, risk, policy, est, explain_infeasible=last)
         except InfeasibleError as err:
-            if n == len(attempts) - 1:
+            if last:
                 raise
             warnings.append(f"cash flow: the deposit alone cannot meet every limit without selling "
                             f"({err.message}); holdings may be sold")
             solves += len(TE_MARGINS)
             continue
         solves += used
-        if n < len(attempts) - 1 and (why := _outside_band(policy, candidate_setup, shares, drift_band_pct)):
+        if not last and (why := _outside_band(policy, candidate_setup, shares, drift_band_pct)):
             warnings.append(f"cash flow: investing the deposit without selling leaves {why}; holdings may be sold")
             continue
         setup = candidate_setup
@@ -228,18 +245,38 @@ def propose_trades(
     # Report the method that produced the weights: the policy's, unless the engine fell back.
     method = fallback or (policy.method if allocation.objective in ("track", _objective(policy))
                           else allocation.objective)
-    return _report(pack, holdings, policy, choice, setup, est, factor, proj, benchmark_name,
-                   binding, method, optimal, shares, share_notes, warnings, fallback, info, bl_info)
+    proposal = _report(pack, holdings, policy, choice, setup, est, factor, proj, benchmark_name,
+                       binding, method, optimal, shares, share_notes, warnings, fallback, info, bl_info)
+    explanations = (explain_binding(problem, allocation.objective, allocation.weights, binding, margin)
+                    if explain_limits else None)
+    if explanations:
+        proposal = proposal.model_copy(update={"binding_explanations": explanations})
+    if frontier_points is None:
+        return proposal
+    points = [_risk_return(est, factor, dict(zip(problem.symbols, w, strict=True)), policy.risk_free_rate)
+              for w in frontier_weights(problem, frontier_points)]
+    frontier = EfficientFrontier(
+        points=sorted(points, key=lambda r: (r.volatility_pct, r.expected_return_pct)),
+        current=proposal.before, proposed=proposal.after,
+        limits=limits_sentence(problem, policy, benchmark_name),
+    )
+    return proposal.model_copy(update={"efficient_frontier": frontier})
 
 
 def _solve_and_round(
-    problem: AllocationProblem, setup: PlanSetup, risk: RiskSetup, policy: Policy, est: Estimates
-) -> tuple[np.ndarray, np.ndarray, Allocation, dict[str, str], AllocationProblem, int]:
+    problem: AllocationProblem, setup: PlanSetup, risk: RiskSetup, policy: Policy, est: Estimates,
+    *, explain_infeasible: bool = True,
+) -> tuple[np.ndarray, np.ndarray, Allocation, dict[str, str], AllocationProblem, int, float]:
     """Solve, round to whole shares, and re-solve while the rounded portfolio breaks a limit the
-    solver cannot see in whole shares; (shares, optimal, allocation, notes, problem, solves).
+    solver cannot see in whole shares; (shares, optimal, allocation, notes, problem, solves,
+    tracking-error margin).
 
     Tracking error: re-solved with a tighter margin. A floor on expected return
     (``problem.min_return``): re-solved with the floor raised by what whole shares and costs lost.
+
+    An infeasible problem is explained with every limit that must move at once
+    (``joint_infeasible``, an elastic solve) when ``explain_infeasible``; a caller that has
+    another problem to try next passes False and gets the solver's own error.
 
     Raises:
         InfeasibleError: the problem is infeasible, or whole shares cannot keep tracking error
@@ -253,10 +290,13 @@ def _solve_and_round(
         for _ in range(FAST_RESOLVES):
             try:
                 allocation = solve(problem, te_margin=margin)
-            except InfeasibleError:
-                if not short:
+            except InfeasibleError as err:
+                if short:
+                    raise _floor_in_whole_shares(policy, setup.value, est, setup, rounded) from None
+                if not explain_infeasible:
                     raise
-                raise _floor_in_whole_shares(policy, setup.value, est, setup, rounded) from None
+                # One conflict named by the solve; the elastic problem finds whether more must move at once.
+                raise joint_infeasible(problem, margin, err) from None
             solves += 1
             optimal = _vector(dict(zip(problem.symbols, allocation.weights, strict=True)), setup.symbols)
             understated = _understated_te(risk, setup, optimal, margin)
@@ -269,7 +309,7 @@ def _solve_and_round(
         rounded = evaluate(setup, shares)
         short = _floor_shortfall(floor, est, setup, rounded, policy.risk_free_rate)
         if tracking_error_ok(setup, rounded) and not short:
-            return shares, optimal, allocation, notes, problem, solves
+            return shares, optimal, allocation, notes, problem, solves, margin
         if short:
             # Whole shares and their costs left the expected return below the floor: raise the
             # floor the solver sees by the shortfall and solve again.
@@ -456,7 +496,8 @@ def _restricted_problem(problem: AllocationProblem, no_buy: set[str], fixed: set
     never reported as binding.
     """
     caps = problem.caps.copy()
-    floors = np.zeros(problem.n)
+    # Minimum weights (min_weight_pct) stay; a frozen or halted name's floor is its weight.
+    floors = problem.floors.copy() if problem.floors is not None else np.zeros(problem.n)
     labels = list(problem.cap_limits or ("max_single_position_pct",) * problem.n)
     for i, sym in enumerate(problem.symbols):
         if sym in fixed:
@@ -465,7 +506,8 @@ def _restricted_problem(problem: AllocationProblem, no_buy: set[str], fixed: set
         elif sym in no_buy and problem.current[i] < caps[i]:
             caps[i] = problem.current[i]
             labels[i] = "restricted_symbols"
-    return replace(problem, caps=caps, floors=floors if fixed else None, cap_limits=tuple(labels))
+    return replace(problem, caps=caps, floors=floors if fixed or problem.floors is not None else None,
+                   cap_limits=tuple(labels))
 
 
 def with_cash_flow(
@@ -516,6 +558,7 @@ def estimation_symbols(
     validate_holdings(pack, holdings)
     validate_sector_limits(pack, policy)
     validate_forecasts(pack, policy)
+    validate_asset_class_limits(pack, policy)
     if cash_flow:
         holdings, _ = with_cash_flow(holdings, cash_flow, pack.last_prices(), policy)
     choice = eligibility(pack, holdings, policy, ratings)
@@ -722,6 +765,19 @@ def validate_sector_limits(pack: PricingPack, policy: Policy) -> None:
         )
 
 
+def validate_asset_class_limits(pack: PricingPack, policy: Policy) -> None:
+    """Every ``asset_class_limits_pct`` key is an asset class of ``pack``'s holdable securities."""
+    classes = sorted({s.asset_class for s in pack.securities if s.asset_class not in NOT_HOLDABLE})
+    unknown = sorted(set(policy.asset_class_limits_pct or {}) - set(classes))
+    if unknown:
+        raise InputError(
+            f"policy.asset_class_limits_pct: {', '.join(repr(k) for k in unknown)} "
+            f"{'is not an asset class' if len(unknown) == 1 else 'are not asset classes'} of pack {pack.id}; "
+            f"its asset classes are: {', '.join(classes)}",
+            details={"field": "policy.asset_class_limits_pct", "invalid": unknown, "allowed": classes},
+        )
+
+
 def validate_ratings(pack: PricingPack, ratings: dict[str, float]) -> None:
     """Every symbol a request rates is a symbol of ``pack`` (a typo would rate nothing, silently)."""
     unknown = sorted(set(ratings) - set(pack.symbols))
@@ -745,6 +801,9 @@ def _plan_setup(pack, holdings, policy, choice, plan_symbols, prices, factor, es
     sectors = tuple(
         SectorCap(name, np.array([sym_index[s] for s in members]), limit)
         for name, members, limit in _sector_caps(pack, policy, plan_symbols)
+    ) + tuple(
+        SectorCap(name, np.array([sym_index[s] for s in members]), limit, kind="asset_class_limit")
+        for name, members, limit in _asset_class_caps(pack, policy, plan_symbols)
     )
     te_factor = factor[:, est.index_of(plan_symbols)] if offset is not None else None
     if te_factor is not None and proj is not None and proj.residual_variance > 0.0:
@@ -780,6 +839,69 @@ def _sector_caps(pack: PricingPack, policy: Policy, symbols) -> list[tuple[str, 
         limit = policy.sector_limits_pct.get(sector, policy.max_sector_pct)
         if limit is not None:
             out.append((sector, members, limit / 100.0))
+    return out
+
+
+def minimum_weights(pack: PricingPack, policy: Policy, choice: Eligibility, fixed: set[str]) -> dict[str, float]:
+    """``min_weight_pct`` as {symbol: floor fraction}: one number floors every eligible name (frozen
+    and halted ones are held at their weight instead); a map floors the names it gives, which
+    must be eligible. A floor is raised to ``min_position_pct`` when that is larger.
+
+    Raises:
+        InputError: a named symbol not in the pack, not eligible, or frozen or halted.
+    """
+    spec = policy.min_weight_pct
+    if spec is None:
+        return {}
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - set(pack.symbols))
+        blocked = sorted(s for s in set(spec) - set(unknown) if s not in choice.eligible or s in fixed)
+        if unknown or blocked:
+            why = {s: choice.forced.get(s, "frozen or halted: held at its weight" if s in fixed
+                                        else "not eligible under the policy's universe and quality minimum")
+                   for s in blocked}
+            raise InputError(
+                "policy.min_weight_pct: a minimum weight needs a symbol the policy may hold; "
+                + "; ".join([f"{s}: not in pricing pack {pack.id}" for s in unknown] + [f"{s}: {r}" for s, r in why.items()]),
+                details={"field": "policy.min_weight_pct", "invalid": unknown + blocked,
+                         "allowed": sorted(set(choice.eligible) - fixed)},
+            )
+        floors = {s: v / 100.0 for s, v in spec.items() if v > 0}
+    else:
+        floors = {s: spec / 100.0 for s in choice.eligible if s not in fixed} if spec > 0 else {}
+    if policy.min_position_pct is not None:
+        floors = {s: max(f, policy.min_position_pct / 100.0) for s, f in floors.items()}
+    return floors
+
+
+def _check_floors(problem: AllocationProblem, floors: dict[str, float]) -> None:
+    """Floors above their position cap, or adding up to more than is invested, in words."""
+    over = sorted(s for s, c in zip(problem.symbols, problem.caps, strict=True) if floors.get(s, 0.0) > c + 1e-12)
+    if over:
+        raise InfeasibleError(
+            f"infeasible policy: min_weight_pct is above the position cap for {', '.join(over)} "
+            f"(a restricted holding's cap is its current weight); lower min_weight_pct or raise the cap",
+            details={"conflicts": ["min_weight_pct", "max_single_position_pct", "restricted_symbols"],
+                     "symbols": over},
+        )
+    total = sum(floors.values())
+    if total > problem.invested + 1e-12:
+        raise InfeasibleError(
+            f"infeasible policy: the minimum weights add up to {total * 100:.4g}%, more than the "
+            f"{problem.invested * 100:g}% invested; lower min_weight_pct (or cash_buffer_pct)",
+            details={"conflicts": ["min_weight_pct", "invested fraction (100 - cash_buffer_pct)"],
+                     "min_weight_total_pct": round(total * 100, 4)},
+        )
+
+
+def _asset_class_caps(pack: PricingPack, policy: Policy, symbols) -> list[tuple[str, list[str], float]]:
+    """``asset_class_limits_pct`` as (asset class, members among ``symbols``, limit) for the classes
+    that have members."""
+    out = []
+    for asset_class, limit in sorted((policy.asset_class_limits_pct or {}).items()):
+        members = [s for s in symbols if pack.security(s).asset_class == asset_class]
+        if members:
+            out.append((asset_class, members, limit / 100.0))
     return out
 
 
@@ -822,6 +944,9 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskS
     sectors = tuple(
         SectorCap(name, np.array([elig_pos[s] for s in members if s in elig_pos]), limit)
         for name, members, limit in _sector_caps(pack, policy, choice.eligible)
+    ) + tuple(
+        SectorCap(name, np.array([elig_pos[s] for s in members]), limit, kind="asset_class_limit")
+        for name, members, limit in _asset_class_caps(pack, policy, choice.eligible)
     )
     plan_pos = {s: i for i, s in enumerate(setup.symbols)}
     weights_now = setup.current * setup.prices / setup.value
@@ -1046,7 +1171,7 @@ def _checks(policy: Policy, choice: Eligibility, setup: PlanSetup, snap) -> list
                                       met=bool(np.all(snap.weights <= setup.caps + EPS))))
     for sector in setup.sectors:
         weight = float(snap.weights[sector.members].sum())
-        checks.append(ConstraintCheck(constraint=f"sector_limit:{sector.name}", value=pct(weight),
+        checks.append(ConstraintCheck(constraint=sector.id, value=pct(weight),
                                       limit=round(sector.limit * 100, 6), met=weight <= sector.limit + EPS))
     if choice.forced:
         left = [s for i, s in enumerate(setup.symbols) if setup.forced[i] and snap.shares[i] != 0]
@@ -1059,6 +1184,12 @@ def _checks(policy: Policy, choice: Eligibility, setup: PlanSetup, snap) -> list
         small = (snap.shares > 0) & ~fixed & (snap.weights < policy.min_position_pct / 100.0 - EPS)
         checks.append(ConstraintCheck(constraint="min_position_pct", value=pct(smallest),
                                       limit=policy.min_position_pct, met=not small.any()))
+    if setup.floors is not None:
+        floored = np.flatnonzero(setup.floors > 0)
+        margin = snap.weights[floored] - setup.floors[floored]
+        tightest = floored[int(np.argmin(margin))]
+        checks.append(ConstraintCheck(constraint="min_weight_pct", value=pct(snap.weights[tightest]),
+                                      limit=pct(setup.floors[tightest]), met=bool(np.all(margin >= -EPS))))
     if setup.max_turnover is not None:
         checks.append(ConstraintCheck(constraint="max_turnover_pct", value=pct(snap.discretionary_turnover),
                                       limit=policy.max_turnover_pct,

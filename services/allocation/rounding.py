@@ -62,6 +62,8 @@ class PlanSetup:
     # Holdings not to be sold when rounding (a deposit is invested before any sale is
     # considered); a repair that a hard limit needs may still sell. None: no such names.
     no_sell: np.ndarray | None = None
+    # A floor per position (min_weight_pct), as a fraction of value after trading; None: no floors.
+    floors: np.ndarray | None = None
 
     @property
     def value(self) -> float:
@@ -141,6 +143,9 @@ def violations(setup: PlanSetup, snap: Snapshot) -> list[Violation]:
     out: list[Violation] = []
     over = snap.weights - setup.caps
     out += [Violation("position_cap", int(i), float(over[i])) for i in np.flatnonzero(over > EPS)]
+    if setup.floors is not None:
+        under = setup.floors - snap.weights
+        out += [Violation("floor", int(i), float(under[i])) for i in np.flatnonzero(under > EPS)]
     for k, sector in enumerate(setup.sectors):
         excess = float(snap.weights[sector.members].sum()) - sector.limit
         if excess > EPS:
@@ -183,6 +188,9 @@ def round_to_shares(setup: PlanSetup, optimal: np.ndarray) -> tuple[np.ndarray, 
         shares = np.where(setup.no_sell, np.maximum(shares, setup.current), shares)
     if setup.fixed is not None:
         shares[setup.fixed] = setup.current[setup.fixed]
+    if setup.floors is not None:
+        # Round up, not toward the holding, where truncation would leave a position under its floor.
+        shares = np.maximum(shares, _floor_shares(setup, setup.value))
 
     # A sale that closes a position is never too small: dropping it would keep a sliver.
     for i in np.flatnonzero((shares != setup.current) & ~setup.forced & (shares != 0)):
@@ -351,6 +359,8 @@ def _min_position_program(
                  holding[idx] >= minimum * value * held[idx] + safety * held[idx]]
     for sector in setup.sectors:
         cons.append(cp.sum(holding[sector.members]) <= sector.limit * value_after - safety)
+    if setup.floors is not None:
+        cons.append(holding >= cp.multiply(setup.floors, value_after) + safety * (setup.floors > 0))
     if setup.max_turnover is not None:
         forced_sales = float((current * price)[setup.forced].sum())
         buys = (cp.sum(trade) + cp.sum(size)) / 2
@@ -366,17 +376,31 @@ def _min_position_program(
     return np.round(shares.value).astype(np.int64)
 
 
+def _floor_shares(setup: PlanSetup, value: float) -> np.ndarray:
+    """The fewest shares of each name that keep it at its floor in a portfolio worth ``value``."""
+    assert setup.floors is not None
+    return np.ceil(setup.floors * value * (1 + 1e-9) / setup.prices - 1e-9).astype(np.int64)
+
+
 def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: dict[str, str]) -> np.ndarray:
-    tradable = np.ones(len(shares), dtype=bool) if setup.fixed is None else ~setup.fixed
+    fixed = np.zeros(len(shares), dtype=bool) if setup.fixed is None else setup.fixed
     for _ in range(20 * len(shares) + 20):
         snap = evaluate(setup, shares)
+        # Shares a cut may take: not frozen or halted, and none below a floor (``keep``).
+        keep = np.zeros(len(shares), dtype=np.int64) if setup.floors is None else _floor_shares(setup, snap.value_after)
+        tradable = ~fixed & (shares > keep)
         # A frozen or halted holding over its cap stays: it cannot be traded.
-        found = [v for v in violations(setup, snap) if v.kind != "position_cap" or tradable[v.index]]
+        found = [v for v in violations(setup, snap) if v.kind != "position_cap" or not fixed[v.index]]
         if not found:
             return shares
         v = found[0]
         price = setup.prices
-        if v.kind == "position_cap":
+        if v.kind == "floor":
+            i = v.index
+            assert i is not None
+            shares[i] = max(int(shares[i]), int(_floor_shares(setup, snap.value_after)[i]))
+            notes.setdefault(setup.symbols[i], "raised to its minimum weight after rounding to whole shares")
+        elif v.kind == "position_cap":
             i = v.index
             assert i is not None
             allowed = math.floor(setup.caps[i] * snap.value_after * (1 - 1e-9) / price[i])
@@ -391,20 +415,20 @@ def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: di
                 candidates = candidates[shares[candidates] > setup.current[candidates]]
             if not len(candidates):
                 raise InfeasibleError(
-                    f"infeasible policy: sector {setup.sectors[v.index].name} is over its limit with frozen "
-                    "or halted holdings only, which cannot be traded; raise the sector limit or unfreeze one",
-                    details={"conflicts": [f"sector_limit:{setup.sectors[v.index].name}", "frozen_symbols"]},
+                    f"infeasible policy: {setup.sectors[v.index].id} is over its limit with frozen "
+                    "or halted holdings only, which cannot be traded; raise the limit or unfreeze one",
+                    details={"conflicts": [setup.sectors[v.index].id, "frozen_symbols"]},
                 )
             i = _most_overweight(snap, optimal, candidates)
             cut = max(1, math.ceil(v.amount * snap.value_after / price[i]))
             spared = setup.no_sell is not None and shares[i] > setup.current[i]
-            shares[i] = max(int(setup.current[i]) if spared else 0, int(shares[i]) - cut)
+            shares[i] = max(int(setup.current[i]) if spared else 0, int(keep[i]), int(shares[i]) - cut)
             notes.setdefault(setup.symbols[i], "trimmed to the sector cap after rounding to whole shares")
         elif v.kind == "cash":
-            buys = np.flatnonzero(shares > setup.current)
+            buys = np.flatnonzero((shares > setup.current) & tradable)
             if len(buys):
                 i = _most_overweight(snap, optimal, buys)
-                cut = min(int(shares[i] - setup.current[i]), max(1, math.ceil(v.amount / price[i])))
+                cut = min(int(shares[i] - max(setup.current[i], keep[i])), max(1, math.ceil(v.amount / price[i])))
                 shares[i] -= cut
                 if 0 < (shares[i] - setup.current[i]) * price[i] < setup.min_trade_value:
                     shares[i] = setup.current[i]
@@ -417,16 +441,23 @@ def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: di
                         details={"conflicts": ["cash", "frozen_symbols"]},
                     )
                 i = _most_overweight(snap, optimal, held)
-                shares[i] = max(0, int(shares[i]) - max(1, math.ceil(v.amount / price[i])))
+                shares[i] = max(int(keep[i]), int(shares[i]) - max(1, math.ceil(v.amount / price[i])))
                 notes.setdefault(setup.symbols[i], "sold to keep the cash buffer and pay costs")
         else:
             # Turnover: shrink the largest purchase (which can break no cap), else the largest sale.
-            buys = np.flatnonzero(shares > setup.current)
-            movable = buys if len(buys) else np.flatnonzero((shares != setup.current) & ~setup.forced)
+            buys = np.flatnonzero((shares > setup.current) & tradable)
+            movable = buys if len(buys) else np.flatnonzero((shares < setup.current) & ~setup.forced)
+            if not len(movable):
+                raise InfeasibleError(
+                    "infeasible policy: in whole shares the minimum weights and the turnover limit cannot both "
+                    "hold; lower min_weight_pct or raise max_turnover_pct",
+                    details={"conflicts": ["min_weight_pct", "max_turnover_pct", "whole shares"]},
+                )
             i = movable[np.argmax(np.abs(snap.trade_values[movable]))]
             cut = max(1, math.ceil(v.amount * setup.value / price[i]))
             step = int(np.sign(shares[i] - setup.current[i]))
-            shares[i] -= step * min(cut, abs(int(shares[i] - setup.current[i])))
+            room = int(shares[i] - max(setup.current[i], keep[i])) if step > 0 else abs(int(shares[i] - setup.current[i]))
+            shares[i] -= step * min(cut, room)
             notes.setdefault(setup.symbols[i], "trade reduced to respect the turnover limit after rounding")
     raise RuntimeError("whole-share repair did not converge")  # a bug, not a user error
 

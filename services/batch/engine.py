@@ -56,6 +56,8 @@ class ProposalJob:
     cash_flow: Decimal | None = None
     drift_band_pct: float | None = None
     notes: tuple[str, ...] = ()
+    frontier_points: int | None = None
+    explain_limits: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ def compute_proposal(
             pack, job.holdings, job.policy, dict(job.ratings),
             {name: dict(weights) for name, weights in job.named_benchmarks.items()},
             cash_flow=job.cash_flow, estimates=cache, drift_band_pct=job.drift_band_pct, notes=job.notes,
+            frontier_points=job.frontier_points, explain_limits=job.explain_limits,
         )
         return Outcome(proposal, None, time.perf_counter() - started)
     except OptimizerError as err:

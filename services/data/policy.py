@@ -88,6 +88,11 @@ class PolicyOverrides(BaseModel):
         None, description="Per-sector caps in % (0 excludes the sector), overriding max_sector_pct for the "
         "sectors named; each key must be a sector of the pricing pack."
     )
+    asset_class_limits_pct: dict[str, Annotated[float, Field(ge=0, le=100)]] | None = Field(
+        None, exclude_if=omit_if_null,
+        description="Per-asset-class caps in % of value (e.g. {\"etf\": 20}; 0 excludes the class); each key "
+        "must be an asset class of the pricing pack's holdable securities (the demo's: equity, etf).",
+    )
     max_tracking_error_pct: float | None = Field(
         None, gt=0, le=100, description="Ex-ante annualized tracking error limit vs benchmark, in %."
     )
@@ -180,6 +185,11 @@ class PolicyOverrides(BaseModel):
     min_position_pct: float | None = Field(
         None, exclude_if=omit_if_null, gt=0, le=100, description="No position smaller than this % of value after trading, other than zero."
     )
+    min_weight_pct: Annotated[float, Field(ge=0, le=100)] | dict[str, Annotated[float, Field(ge=0, le=100)]] | None = Field(
+        None, exclude_if=omit_if_null,
+        description="A floor per position, % of value after trading: one number for every eligible symbol, or "
+        "{symbol: %} for the symbols named (each must be eligible to hold). Held in whole shares.",
+    )
     restricted_symbols: list[str] | None = Field(
         None, exclude_if=omit_if_null, description="Never bought (a holding may be kept or sold), e.g. the client's employer."
     )
@@ -236,6 +246,7 @@ class Policy(BaseModel):
     max_single_position_pct: float | None = None
     max_sector_pct: float | None = None
     sector_limits_pct: dict[str, float] = Field(default_factory=dict)
+    asset_class_limits_pct: dict[str, float] | None = Field(None, exclude_if=omit_if_null)
     max_tracking_error_pct: float | None = None
     benchmark: str | dict[str, float] | None = None
     max_turnover_pct: float | None = None
@@ -261,6 +272,7 @@ class Policy(BaseModel):
     target_weights_pct: dict[str, float] | None = None
     approval_threshold: Decimal = Decimal("10000")
     min_position_pct: float | None = None
+    min_weight_pct: float | dict[str, float] | None = Field(None, exclude_if=omit_if_null)
     restricted_symbols: list[str] = Field(default_factory=list)
     frozen_symbols: list[str] = Field(default_factory=list)
     risk_model: RiskModelName | None = Field(None, exclude_if=omit_if_null)
@@ -287,6 +299,7 @@ class Policy(BaseModel):
                       "max_turnover_pct", "cash_buffer_pct")
         }
         fields.update({f"sector_limits_pct.{k}": v for k, v in self.sector_limits_pct.items()})
+        fields.update({f"asset_class_limits_pct.{k}": v for k, v in (self.asset_class_limits_pct or {}).items()})
         for name, value in sorted(fields.items()):
             if value is not None and 0 < value < 1:
                 out.append(

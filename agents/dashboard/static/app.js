@@ -198,6 +198,8 @@ function enumOf(schema, name) {
   return found ? found.enum : [];
 }
 
+const FRONTIER_POINTS = 15;
+
 async function optimizePage(id) {
   const [detail, pack, policies, capabilities] = await Promise.all([
     api("GET", `/v1/portfolios/${encodeURIComponent(id)}`), latestPack(), api("GET", "/v1/policies"),
@@ -234,7 +236,8 @@ async function optimizePage(id) {
     event.preventDefault();
     out.replaceChildren(el("p", { class: "muted" }, "Optimizing…"));
     try {
-      const proposal = await execute("optimizer.propose_trades", request());
+      // The frontier is drawn on this page only; the approval run proposes the same trades without it.
+      const proposal = await execute("optimizer.propose_trades", { ...request(), frontier_points: FRONTIER_POINTS, explain_limits: true });
       out.replaceChildren(...proposalView(proposal, submitButton(request())));
       drawCharts();
     } catch (err) {

@@ -65,6 +65,25 @@ function chartWithTable(id, traces, layout, dataTable) {
   return pair;
 }
 
+// The efficient frontier under the policy's limits, with the current and proposed portfolios on it.
+function frontierView(f) {
+  const marker = (name, r) => ({ type: "scatter", mode: "markers+text", name, x: [r.volatility_pct], y: [r.expected_return_pct],
+    text: [name.toLowerCase()], textposition: "top center", marker: { size: 12 } });
+  const rows = [
+    ...f.points.map((r, i) => ({ portfolio: `Frontier ${i + 1}`, ...r })),
+    { portfolio: "Current", ...f.current }, { portfolio: "Proposed", ...f.proposed },
+  ];
+  return el("section", { class: "card", id: "frontier" }, el("h2", {}, "Efficient frontier"),
+    el("p", { class: "muted" }, `Every point respects: ${f.limits}.`),
+    chartWithTable("frontier-chart", [
+      { type: "scatter", mode: "lines+markers", name: "Efficient frontier", x: f.points.map((r) => r.volatility_pct),
+        y: f.points.map((r) => r.expected_return_pct) },
+      marker("Current", f.current), marker("Proposed", f.proposed),
+    ], { title: "Efficient frontier, % a year", xaxis: { title: { text: "Volatility %" } }, yaxis: { title: { text: "Expected return %" } } },
+    table("Efficient frontier", [["Portfolio", "portfolio"], ["Expected return", (r) => pct(r.expected_return_pct), true],
+      ["Volatility", (r) => pct(r.volatility_pct), true], ["Sharpe", (r) => num(r.sharpe, 4), true]], rows)));
+}
+
 // A propose_trades result: figures before and after, trades, costs, constraints in words.
 // ``action`` (optional) is shown in the summary card, e.g. the dashboard's submit button.
 function proposalView(p, action) {
@@ -88,6 +107,7 @@ function proposalView(p, action) {
         { type: "scatter", mode: "markers+text", name: "Proposed", x: [p.after.volatility_pct], y: [p.after.expected_return_pct], text: ["proposed"], textposition: "top center", marker: { size: 12 } },
       ], { title: "Expected return vs volatility, % a year", xaxis: { title: { text: "Volatility %" } }, yaxis: { title: { text: "Expected return %" } } },
       table("Before and after", [["Figure", "figure"], ["Before", "before", true], ["After", "after", true]], metrics))),
+    p.efficient_frontier ? frontierView(p.efficient_frontier) : null,
     el("section", { class: "card", id: "trades" }, el("h2", {}, "Trades"),
       table("Proposed trades", [["Symbol", "symbol"], ["Action", "action"], ["Quantity", "quantity", true],
         ["Price", (t) => num(t.price, 3), true], ["Value", (t) => money(t.trade_value), true],
@@ -97,6 +117,7 @@ function proposalView(p, action) {
       el("p", {}, p.binding_constraints.length
         ? `Binding (at their limit): ${p.binding_constraints.map((c) => c.replaceAll("_", " ").replace(":", " for ")).join("; ")}.`
         : "No constraint is at its limit."),
+      p.binding_explanations ? el("ul", { class: "plain", id: "binding-costs" }, p.binding_explanations.map((e) => el("li", {}, e.explanation))) : null,
       table("Constraints", [["Constraint", (c) => c.constraint.replaceAll("_", " ")], ["Limit", (c) => num(c.limit, 4), true],
         ["Value", (c) => num(c.value, 4), true], ["Met", (c) => (c.met ? "yes" : "NO")]], p.constraints)),
   ];
