@@ -22,6 +22,7 @@ from services.data.models import PricingPack, Security
 from services.data.policy import PolicyOverrides, parse_overrides, resolve_policy
 from services.data.seeds import load_benchmarks, load_constraint_defaults, seed_root
 from services.errors import InfeasibleError, InputError
+from services.estimation.benchmark import project
 from services.estimation.estimators import estimate_for_policy
 from services.estimation.risk_models import fundamental, statistical, statistical_factor_count
 
@@ -132,12 +133,12 @@ def test_invalid_values_are_input_errors(fields) -> None:
         _policy(**fields)
 
 
-def _engine_symbols(pack, holdings, policy, bench) -> tuple[list[str], list[str]]:
+def _engine_symbols(pack, holdings, policy) -> tuple[list[str], list[str]]:
     """Eligible names and the symbols the engine estimates on, in its order (a statistical model
-    depends on the set of symbols it is fitted to)."""
+    depends on the set of symbols it is fitted to): the portfolio's own names, never a benchmark's
+    (services.estimation.benchmark projects those)."""
     eligible = list(eligibility(pack, holdings, policy, {}).eligible)
-    symbols = eligible + sorted(set(holdings.positions) - set(eligible))
-    return eligible, symbols + sorted(set(bench) - set(symbols))
+    return eligible, eligible + sorted(set(holdings.positions) - set(eligible))
 
 
 def _holdings() -> Holdings:
@@ -163,7 +164,7 @@ def test_factor_model_figures_use_the_factor_covariance(pack) -> None:
     # Volatility after trading, recomputed from the target weights and Σ_F built by hand from eigh.
     weights = {t.symbol: t.target_weight_pct / 100 for t in result.trades}
     bench = load_benchmarks()["DEMO_20"]
-    _, symbols = _engine_symbols(pack, _holdings(), policy, bench)
+    _, symbols = _engine_symbols(pack, _holdings(), policy)  # every DEMO_20 name is in the universe
     est = estimate_for_policy(pack, symbols, policy)
     values, vectors = np.linalg.eigh(est.cov)
     loadings = vectors[:, -4:] * np.sqrt(values[-4:])
@@ -184,7 +185,7 @@ def test_fast_solve_reports_under_the_full_covariance(pack) -> None:
     assert (info.risk_model, info.k, info.solve) == ("sample", 2, "fast") and info.solves >= 1
     weights = {t.symbol: t.target_weight_pct / 100 for t in result.trades}
     bench = load_benchmarks()["DEMO_20"]
-    _, symbols = _engine_symbols(pack, _holdings(), policy, bench)  # Ledoit-Wolf depends on the set too
+    _, symbols = _engine_symbols(pack, _holdings(), policy)  # Ledoit-Wolf depends on the set too
     cov = estimate_for_policy(pack, symbols, policy).cov  # the full sample (Ledoit-Wolf) covariance
     w = np.array([weights.get(s, 0.0) for s in symbols])
     b = np.array([bench.get(s, 0.0) for s in symbols]) / sum(bench.values())
@@ -264,12 +265,18 @@ def test_hard_limits_hold_after_rounding_with_factor_model_and_fast_solve(pack, 
         # Under the covariance the limit is stated in: the full sample one for fast, Σ_F for a factor model.
         weights = {t.symbol: float(prices[t.symbol] * t.target_shares / value_after) for t in result.trades}
         bench = load_benchmarks()["DEMO_20"]
-        eligible, symbols = _engine_symbols(pack, holdings, policy, bench)
+        eligible, symbols = _engine_symbols(pack, holdings, policy)
         est = estimate_for_policy(pack, symbols, policy)
         cov = est.cov if policy.risk_model is None else risk_setup(pack, est, policy, len(eligible)).structured.covariance()
         w = np.array([weights.get(s, 0.0) for s in symbols])
-        b = np.array([bench.get(s, 0.0) for s in symbols]) / sum(bench.values())
-        assert np.sqrt((w - b) @ cov @ (w - b)) * 100 <= policy.max_tracking_error_pct + 1e-6
+        # The benchmark's names the portfolio does not own are projected onto its own estimate; the
+        # part they cannot replicate adds its residual variance (tested against a regression in
+        # tests/test_estimation_window.py).
+        total = sum(bench.values())
+        proj = project(est, {s: v / total for s, v in bench.items()},
+                       lambda names: estimate_for_policy(pack, names, policy))
+        active = w - proj.weights
+        assert np.sqrt(active @ cov @ active + proj.residual_variance) * 100 <= policy.max_tracking_error_pct + 1e-6
     assert result.constraints_met
 
 
