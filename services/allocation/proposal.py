@@ -108,6 +108,17 @@ class BlackLittermanInfo(BaseModel):
     posterior_covariance: list[list[float]] = Field(description="Posterior covariance Σ + M (annualized, decimal).")
 
 
+class RiskContributionInfo(BaseModel):
+    """risk_budgeting: each name's share of portfolio variance, w_i(Σw)_i / w'Σw, against its budget."""
+
+    model_config = ConfigDict(frozen=True)
+
+    symbols: list[str] = Field(description="The decision assets, sorted; the order of the lists below.")
+    budget_pct: list[float] = Field(description="Risk budget, % of total risk (the budgets sum to 100).")
+    optimal_pct: list[float] = Field(description="Risk contribution of the optimizer's continuous weights, %.")
+    after_pct: list[float] = Field(description="Risk contribution after rounding to whole shares, %.")
+
+
 class TradeProposal(BaseModel):
     """A constrained, costed, whole-share rebalance proposal."""
 
@@ -142,4 +153,7 @@ class TradeProposal(BaseModel):
     black_litterman: BlackLittermanInfo | None = Field(
         None, exclude_if=lambda v: v is None,
         description="black_litterman only: prior, posterior returns and posterior covariance.")
+    risk_contributions: RiskContributionInfo | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="risk_budgeting only: risk budgets and the achieved risk contributions.")
     warnings: list[str]

@@ -14,6 +14,8 @@ from decimal import Decimal
 import numpy as np
 
 from services.allocation.costs import cents, to_decimal, trade_cost
+from services.allocation.methods import HIERARCHICAL, hierarchical_warning, risk_contribution_report
+from services.allocation.methods import configure as configure_method
 from services.allocation.optimization import AllocationProblem, SectorCap, solve
 from services.allocation.proposal import (
     BlackLittermanInfo,
@@ -190,7 +192,11 @@ def propose_trades(
                      "smallest_relaxation": {"max_tracking_error_pct": math.ceil(rounded.tracking_error * 1e4) / 100}},
         )
     assert shares is not None and optimal is not None and allocation is not None
-    warnings += allocation.warnings
+    warnings += [*allocation.warnings, *hierarchical_warning(policy, problem, allocation)]
+    contributions = None
+    if problem.risk_budget is not None and allocation.objective == "risk_budgeting":
+        decision = [setup.symbols.index(s) for s in problem.symbols]
+        contributions = risk_contribution_report(problem, allocation.weights, rounded.weights[decision], warnings)
     binding = allocation.binding
     if risk.approximate and setup.max_tracking_error is not None:
         if problem.max_tracking_error is not None and problem.max_tracking_error < setup.max_tracking_error:
@@ -213,8 +219,9 @@ def propose_trades(
     # Report the method that produced the weights: the policy's, unless the engine fell back.
     method = fallback or (policy.method if allocation.objective in ("track", _objective(policy))
                           else allocation.objective)
-    return _report(pack, holdings, policy, choice, setup, est, factor, bench_vec, benchmark_name,
-                   binding, method, optimal, shares, notes, warnings, fallback, info, bl_info)
+    proposal = _report(pack, holdings, policy, choice, setup, est, factor, bench_vec, benchmark_name,
+                       binding, method, optimal, shares, notes, warnings, fallback, info, bl_info)
+    return proposal if contributions is None else proposal.model_copy(update={"risk_contributions": contributions})
 
 
 def _objective(policy: Policy) -> str:
@@ -553,6 +560,11 @@ METHOD_FIELDS = {
     "bl_objective": ("black_litterman",),
     "bl_tau": ("black_litterman",),
     "market_risk_aversion": ("black_litterman",),
+    "risk_budget": ("risk_budgeting",),
+    "risk_measure": ("min_risk",),
+    "robust_uncertainty": ("robust",),
+    "robust_confidence": ("robust",),
+    "objective_weights": ("multi_objective",),
 }
 
 
@@ -688,12 +700,14 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskS
             "against a benchmark; name one (an index symbol, a named benchmark such as DEMO_20, or weights)",
             details={"field": "policy.benchmark", "value": None, "method": "max_information_ratio"},
         )
-    elif policy.method in ("risk_parity", "hrp") and n > 0:
+    elif policy.method in ("risk_parity", *HIERARCHICAL) and n > 0:
         returns = est.returns[list(choice.eligible)]
         # The targets use the risk model's covariance (the sample one unless a factor model is asked for).
         cov = est.cov if risk.model == "sample" else risk.factor.T @ risk.factor
         if policy.method == "risk_parity":
             base = riskfolio_adapter.risk_parity_weights(returns, cov[np.ix_(idx, idx)])
+        elif policy.method == "herc":
+            base = riskfolio_adapter.herc_weights(returns, cov[np.ix_(idx, idx)])
         else:
             base = riskfolio_adapter.hrp_weights(returns, cov[np.ix_(idx, idx)])
         objective, target = "track", base * invested
@@ -724,6 +738,8 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskS
         benchmark_weights=_decision_benchmark(bench_vec, idx),
         annualization_days=policy.annualization_days,
     )
+    if not est.too_short:
+        problem = configure_method(problem, policy, pack, est, warnings)
     return problem, fallback
 
 
