@@ -82,7 +82,7 @@ class AllocationProblem:
             weight); only named caps are reported as binding. None: every cap is the policy's
             ``max_single_position_pct``.
         risk_budget: risk_budgeting's budgets per asset (summing to 1; 0: not held).
-        risk_measure: min_risk's measure: variance, cvar or one of ``risk_measures.SCENARIO_MEASURES``.
+        risk_measure: min_risk's measure: variance, cvar, or a scenario measure of ``risk_measures``.
         return_haircut: robust, box set: per-asset δ with worst-case mean (μ − δ)ᵀw (long only).
         return_radius: robust, ellipsoid set: r with worst-case mean μᵀw − r‖G w‖.
         objective_weights: multi_objective's weights of return, variance, tracking_error,
