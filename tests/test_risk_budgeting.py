@@ -19,7 +19,7 @@ from services.allocation.rebalance import covariance_factor
 from services.data.importers import read_pack
 from services.data.policy import parse_overrides, resolve_policy
 from services.data.seeds import load_constraint_defaults, seed_root
-from services.errors import InputError
+from services.errors import InfeasibleError, InputError
 from services.estimation.estimators import daily_returns, estimate_for_policy
 
 PACK = "PP_2022-12-28"
@@ -194,6 +194,14 @@ def test_names_without_a_budget_are_not_held(pack) -> None:
     xom = next(t for t in result.trades if t.symbol == "XOM")
     assert xom.target_shares == 0 and xom.action == "SELL"
     assert "risk_budget: no budget for XOM; they get no risk and are not held" in result.warnings
+
+
+def test_budgets_only_on_names_that_may_not_be_held_are_infeasible(pack) -> None:
+    # Energy at 0% leaves the only budgeted names (CVX, XOM) capped at 0.
+    with pytest.raises(InfeasibleError) as err:
+        _propose(pack, risk_budget={"CVX": 1.0, "XOM": 1.0}, sector_limits_pct={"Energy": 0.0})
+    assert "no name with a positive risk_budget may be held" in err.value.message
+    assert err.value.details["budgeted"] == ["CVX", "XOM"]
 
 
 def test_unknown_budget_keys_are_an_input_error(pack) -> None:

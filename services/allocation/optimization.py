@@ -386,7 +386,8 @@ def _solve_risk_budgeting(p: AllocationProblem, te_margin: float) -> tuple[np.nd
     riskfolio's ``rp_optimization`` (Richard and Roncalli's constrained risk budgeting). Without a
     binding limit the optimum has v_i(Σv)_i proportional to b_i, so the risk contributions are
     exactly the budgets; a binding limit moves risk from the names it holds back to the others.
-    Assets with budget 0, or that may not be held (cap 0), stay at their floor.
+    Assets with budget 0, or that may not be held (cap 0, or a sector limited to 0%), stay at their
+    floor; when no budgeted asset may be held, the policy is infeasible, and the error says why.
     """
     import cvxpy as cp
 
@@ -395,9 +396,19 @@ def _solve_risk_budgeting(p: AllocationProblem, te_margin: float) -> tuple[np.nd
     kappa = cp.Variable(nonneg=True)
     risk, constraints = _risk_variable(p, v)
     constraints += _constraints(p, v, risk, kappa, te_margin)
-    budgeted = (p.risk_budget > 0) & (p.caps > 0)
+    holdable = p.caps > 0
+    for sector in p.sectors:
+        if sector.limit <= 0:
+            holdable[sector.members] = False
+    budgeted = (p.risk_budget > 0) & holdable
     if not budgeted.any():
-        return None, "infeasible"
+        raise InfeasibleError(
+            "infeasible policy: no name with a positive risk_budget may be held (each is restricted and not "
+            "held, or in a sector limited to 0%), so no risk can be budgeted; give a budget to a name that may "
+            "be bought",
+            details={"conflicts": ["risk_budget", "restricted_symbols", "sector_limits_pct"],
+                     "budgeted": [s for s, b in zip(p.symbols, p.risk_budget, strict=True) if b > 0]},
+        )
     held = np.flatnonzero(budgeted)
     budgets = p.risk_budget[held] / p.risk_budget[held].sum()
     constraints.append(budgets @ cp.log(v[held]) >= 1)
