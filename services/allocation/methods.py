@@ -11,8 +11,9 @@ from dataclasses import replace
 
 import numpy as np
 
+from services.allocation import risk_measures
 from services.allocation.optimization import Allocation, AllocationProblem, risk_contributions
-from services.allocation.proposal import RiskContributionInfo, pct
+from services.allocation.proposal import RiskContributionInfo, RiskMeasureInfo, pct, ratio
 from services.data.models import PricingPack
 from services.data.policy import Policy
 from services.errors import InputError
@@ -147,6 +148,20 @@ def risk_contribution_report(problem: AllocationProblem, optimal: np.ndarray, af
         budget_pct=[pct(budget[i]) for i in order],
         optimal_pct=[pct(achieved[i]) for i in order],
         after_pct=[pct(rounded[i]) for i in order],
+    )
+
+
+def risk_measure_report(problem: AllocationProblem, returns: np.ndarray, before: np.ndarray,
+                        after: np.ndarray) -> RiskMeasureInfo:
+    """min_risk's measure of the portfolio before and after trading (whole shares), from the daily
+    ``returns`` of every symbol of the plan and the plan's weights (cash earns nothing here)."""
+    measure = problem.risk_measure
+    tail = measure in ("cvar", "cdar", "evar")
+    return RiskMeasureInfo(
+        measure=measure,
+        confidence=ratio(problem.cvar_confidence) if tail else None,
+        before_pct=pct(risk_measures.value(measure, returns, before, problem.cvar_confidence)),
+        after_pct=pct(risk_measures.value(measure, returns, after, problem.cvar_confidence)),
     )
 
 

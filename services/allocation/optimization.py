@@ -303,6 +303,8 @@ def _solve_convex(p: AllocationProblem, objective: str, te_margin: float) -> tup
 
     if objective == "risk_budgeting":
         return _solve_risk_budgeting(p, te_margin)
+    if objective == "min_risk" and p.risk_measure == "evar":
+        return _solve_evar(p, te_margin)
     w = cp.Variable(p.n, nonneg=True)
     risk, constraints = _risk_variable(p, w)
     constraints += _constraints(p, w, risk, 1.0, te_margin)
@@ -377,6 +379,28 @@ def _breadth_objective(p: AllocationProblem, w: cp.Variable, risk: cp.Expression
             goal = goal - per_trade * cp.norm(w - p.current, 1)
         return cp.Maximize(goal), []
     raise ValueError(f"unknown objective {objective}")
+
+
+def _solve_evar(p: AllocationProblem, te_margin: float) -> tuple[np.ndarray | None, str]:
+    """min_risk with evar, its exponential cones stated in each of ``risk_measures.EVAR_UNITS`` in
+    turn until Clarabel succeeds (the same minimizer in every unit); the last failure is raised."""
+    import cvxpy as cp
+
+    from services.allocation import risk_measures
+
+    assert p.scenarios is not None
+    failure: SolverError | None = None
+    for unit in risk_measures.EVAR_UNITS:
+        w = cp.Variable(p.n, nonneg=True)
+        risk, constraints = _risk_variable(p, w)
+        constraints += _constraints(p, w, risk, 1.0, te_margin)
+        goal, extra = risk_measures.objective("evar", p.scenarios, w, p.cvar_confidence, unit)
+        try:
+            return _run(cp.Problem(cp.Minimize(goal), constraints + extra), w)
+        except SolverError as err:
+            failure = err
+    assert failure is not None
+    raise failure
 
 
 def _solve_risk_budgeting(p: AllocationProblem, te_margin: float) -> tuple[np.ndarray | None, str]:

@@ -119,6 +119,17 @@ class RiskContributionInfo(BaseModel):
     after_pct: list[float] = Field(description="Risk contribution after rounding to whole shares, %.")
 
 
+class RiskMeasureInfo(BaseModel):
+    """min_risk: the scenario risk measure minimized, of the daily returns over the lookback."""
+
+    model_config = ConfigDict(frozen=True)
+
+    measure: Literal["cvar", "cdar", "mad", "semi_variance", "evar"]
+    confidence: float | None = Field(description="cvar, cdar, evar: the confidence level; null otherwise.")
+    before_pct: float = Field(description="The measure of the portfolio before trading, % of value (daily).")
+    after_pct: float = Field(description="The measure of the whole-share portfolio after trading, % (daily).")
+
+
 class TradeProposal(BaseModel):
     """A constrained, costed, whole-share rebalance proposal."""
 
@@ -156,4 +167,7 @@ class TradeProposal(BaseModel):
     risk_contributions: RiskContributionInfo | None = Field(
         None, exclude_if=lambda v: v is None,
         description="risk_budgeting only: risk budgets and the achieved risk contributions.")
+    risk_measure: RiskMeasureInfo | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="min_risk with a scenario measure only: the measure before and after trading.")
     warnings: list[str]

@@ -14,7 +14,12 @@ from decimal import Decimal
 import numpy as np
 
 from services.allocation.costs import cents, to_decimal, trade_cost
-from services.allocation.methods import HIERARCHICAL, hierarchical_warning, risk_contribution_report
+from services.allocation.methods import (
+    HIERARCHICAL,
+    hierarchical_warning,
+    risk_contribution_report,
+    risk_measure_report,
+)
 from services.allocation.methods import configure as configure_method
 from services.allocation.optimization import AllocationProblem, SectorCap, solve
 from services.allocation.proposal import (
@@ -193,10 +198,15 @@ def propose_trades(
         )
     assert shares is not None and optimal is not None and allocation is not None
     warnings += [*allocation.warnings, *hierarchical_warning(policy, problem, allocation)]
-    contributions = None
+    extras: dict = {}
     if problem.risk_budget is not None and allocation.objective == "risk_budgeting":
         decision = [setup.symbols.index(s) for s in problem.symbols]
-        contributions = risk_contribution_report(problem, allocation.weights, rounded.weights[decision], warnings)
+        extras["risk_contributions"] = risk_contribution_report(problem, allocation.weights,
+                                                                rounded.weights[decision], warnings)
+    if allocation.objective == "min_risk" and problem.risk_measure != "variance":
+        weights_now = setup.current * setup.prices / setup.value
+        extras["risk_measure"] = risk_measure_report(problem, est.returns[list(setup.symbols)].to_numpy(),
+                                                     weights_now, rounded.weights)
     binding = allocation.binding
     if risk.approximate and setup.max_tracking_error is not None:
         if problem.max_tracking_error is not None and problem.max_tracking_error < setup.max_tracking_error:
@@ -221,7 +231,7 @@ def propose_trades(
                           else allocation.objective)
     proposal = _report(pack, holdings, policy, choice, setup, est, factor, bench_vec, benchmark_name,
                        binding, method, optimal, shares, notes, warnings, fallback, info, bl_info)
-    return proposal if contributions is None else proposal.model_copy(update={"risk_contributions": contributions})
+    return proposal.model_copy(update=extras) if extras else proposal
 
 
 def _objective(policy: Policy) -> str:

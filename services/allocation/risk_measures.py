@@ -25,12 +25,18 @@ import numpy as np
 if TYPE_CHECKING:
     import cvxpy as cp
 
-CONE_SCALE = 1000.0  # riskfolio's scaling of the same cones
+# The units evar's cones are tried in, in order, until the solver succeeds. One fixed unit was
+# not enough: on the demo's returns Clarabel stopped with a numerical error in decimals (and with
+# riskfolio's ×1000 scaling of the cone rows) without caps, and in percent under 30% caps and two
+# sector caps; each case solves in another unit (tests/test_risk_measures.py has both).
+EVAR_UNITS = (100.0, 1.0, 1000.0)
 
 
-def objective(measure: str, scenarios: np.ndarray, w: cp.Expression, confidence: float) -> tuple[cp.Expression, list]:
+def objective(measure: str, scenarios: np.ndarray, w: cp.Expression, confidence: float,
+              unit: float = 1.0) -> tuple[cp.Expression, list]:
     """The measure of the daily returns ``scenarios @ w`` as an expression to minimize, and its
-    auxiliary constraints."""
+    auxiliary constraints. ``unit`` (evar only) states the returns in another unit inside the
+    cones (100: percent); the measure is positively homogeneous, so the minimizer is the same."""
     import cvxpy as cp
 
     t = scenarios.shape[0]
@@ -52,15 +58,13 @@ def objective(measure: str, scenarios: np.ndarray, w: cp.Expression, confidence:
         cons = [u[0] >= -x[0], u[1:] >= u[:-1] - x[1:], excess >= u - dar]
         return dar + cp.sum(excess) / (alpha * t), cons
     if measure == "evar":
+        x = (scenarios * unit) @ w
         level = cp.Variable()
         scale = cp.Variable(nonneg=True)
         tail = cp.Variable(t)
         # scale·exp((−X_t − level)/scale) ≤ tail_t and Σ tail ≤ scale: level ≥ scale·log Σ exp(−X_t/scale).
-        # The cone's arguments are scaled by CONE_SCALE (a cone is invariant under it): daily returns
-        # of 1e-2 put its entries near Clarabel's tolerances, and it then stopped with a solver error.
-        cons = [cp.ExpCone(CONE_SCALE * (-x - level), CONE_SCALE * scale * np.ones(t), CONE_SCALE * tail),
-                CONE_SCALE * cp.sum(tail) <= CONE_SCALE * scale]
-        return level + scale * np.log(1.0 / (alpha * t)), cons
+        cons = [cp.ExpCone(-x - level, scale * np.ones(t), tail), cp.sum(tail) <= scale]
+        return (level + scale * np.log(1.0 / (alpha * t))) / unit, cons
     raise ValueError(f"unknown risk measure {measure!r}")
 
 
