@@ -100,3 +100,40 @@ def test_floors_above_what_is_invested_or_above_a_cap_are_infeasible(agent) -> N
     with pytest.raises(InfeasibleError) as err:
         agent.execute("optimizer.propose_trades", _request(min_weight_pct={"XOM": 30}))
     assert "min_weight_pct is above the position cap for XOM" in str(err.value)
+
+
+def _small_proposal(shares: int, **fields):
+    """A portfolio of ``shares`` each of AAPL, AMD and BAC, no cash, under max_sharpe over the pack."""
+    from decimal import Decimal
+
+    from services.allocation.rebalance import Holdings, propose_trades
+    from services.data.importers import read_pack
+    from services.data.policy import parse_overrides, resolve_policy
+    from services.data.seeds import load_benchmarks, load_constraint_defaults, seed_root
+
+    directory = seed_root() / "packs" / PACK
+    pack = read_pack(PACK, directory / "prices.csv", directory / "securities.csv")
+    policy = resolve_policy(load_constraint_defaults(), None, parse_overrides(
+        {"method": "max_sharpe", "universe": "pack", "max_single_position_pct": 12, "max_sector_pct": 30,
+         "min_trade_value": 0, **fields}), policy_id=None)
+    positions = {"AAPL": shares, "AMD": shares, "BAC": shares}
+    return pack, propose_trades(pack, Holdings(None, positions, Decimal(0)), policy, {}, load_benchmarks())
+
+
+def test_floors_whole_shares_cannot_buy_is_an_infeasibility_not_a_crash() -> None:
+    # A 1% floor on every name of the pack needs a share of each (hundreds of dollars): the
+    # repair used to ping-pong between floors and cash until it gave up with a RuntimeError.
+    with pytest.raises(InfeasibleError) as err:
+        _small_proposal(1, min_weight_pct=1.0)  # $220
+    assert err.value.details["conflicts"] == ["min_weight_pct", "whole shares", "portfolio value"]
+    assert err.value.details["floors_cost"] > err.value.details["investable"]
+
+
+def test_a_purchase_a_floor_needs_is_at_least_the_minimum_trade() -> None:
+    # Reaching a floor with one share worth less than min_trade_value used to leave that trade,
+    # marked "dropped", in the proposal; it is now raised to the minimum trade.
+    # $22,054: a 0.3% floor on BBY ($78.28) is one share, $78.28; the minimum trade is $100.
+    _, result = _small_proposal(100, min_weight_pct={"BBY": 0.3}, min_trade_value=100, max_single_position_pct=25)
+    bby = next(t for t in result.trades if t.symbol == "BBY")
+    assert (bby.current_shares, bby.target_shares) == (0, 2)
+    assert bby.trade_value >= 100 and "dropped" not in bby.rationale

@@ -54,10 +54,39 @@ policies = st.fixed_dictionaries({
 FORECASTS = {"AAPL": 9.0, "MSFT": 7.5, "XOM": 5.0, "LLY": 11.0}
 
 
+NEW_METHODS = ["risk_budgeting", "herc", "min_risk", "max_return", "robust", "multi_objective"]
+SECTORS = ["Consumer Discretionary", "Consumer Staples", "Energy", "Financials", "Health Care", "Industrials",
+           "Information Technology", "Multi-Sector"]
+# The fields of one method each; budgets cover every sector, so some eligible name always has one.
+method_fields = st.fixed_dictionaries({
+    "risk_budget": st.one_of(st.none(), st.fixed_dictionaries({s: st.floats(0.5, 3) for s in SECTORS})),
+    "risk_measure": st.sampled_from(["variance", "cvar", "cdar", "mad", "semi_variance", "evar"]),
+    "robust_uncertainty": st.sampled_from(["box", "ellipsoid"]),
+    "robust_confidence": st.floats(0.5, 0.99),
+    "objective_weights": st.sampled_from([{"return": 1.0, "variance": 2.0, "turnover": 0.01, "cost": 1.0},
+                                          {"variance": 1.0, "tracking_error": 5.0}, {"return": 1.0}]),
+})
+METHOD_OF = {"risk_budget": "risk_budgeting", "risk_measure": "min_risk", "robust_uncertainty": "robust",
+             "robust_confidence": "robust", "objective_weights": "multi_objective"}
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(portfolio=portfolios, fields=policies)
 def test_every_hard_constraint_holds_after_rounding(pack, portfolio, fields) -> None:
-    needs_benchmark = fields["max_tracking_error_pct"] or fields["method"] in ("max_information_ratio", "black_litterman")
+    _check_proposal(pack, portfolio, fields)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(portfolio=portfolios, fields=policies, method=st.sampled_from(NEW_METHODS), extra=method_fields)
+def test_every_hard_constraint_holds_after_rounding_under_the_newer_methods(pack, portfolio, fields, method,
+                                                                            extra) -> None:
+    fields = dict(fields, method=method, **{k: v for k, v in extra.items() if METHOD_OF[k] == method and v is not None})
+    _check_proposal(pack, portfolio, fields)
+
+
+def _check_proposal(pack, portfolio, fields) -> None:
+    needs_benchmark = (fields["max_tracking_error_pct"] or fields["method"] in ("max_information_ratio", "black_litterman")
+                       or "tracking_error" in fields.get("objective_weights", {}))
     fields = dict(fields, benchmark="DEMO_20" if needs_benchmark else None)
     floor = fields.pop("bl_floor")
     if fields["method"] == "black_litterman" and floor is not None:

@@ -93,6 +93,13 @@ class AllocationProblem:
             ``restricted_symbols``) or None for a cap nobody set (the implicit 100%, a frozen
             weight); only named caps are reported as binding. None: every cap is the policy's
             ``max_single_position_pct``.
+        risk_budget: risk_budgeting's budgets per asset (summing to 1; 0: not held).
+        risk_measure: min_risk's measure: variance, cvar, or a scenario measure of ``risk_measures``.
+        return_haircut: robust, box set: per-asset δ with worst-case mean (μ − δ)ᵀw (long only).
+        return_radius: robust, ellipsoid set: r with worst-case mean μᵀw − r‖G w‖.
+        objective_weights: multi_objective's weights of return, variance, tracking_error,
+            turnover and cost (missing terms weigh 0).
+        impact_rate: the linear market impact per unit of trade value (multi_objective's cost term).
     """
 
     symbols: tuple[str, ...]
@@ -121,6 +128,12 @@ class AllocationProblem:
     benchmark_weights: np.ndarray | None = None
     annualization_days: int = 252
     min_return: float | None = None
+    risk_budget: np.ndarray | None = None
+    risk_measure: str = "variance"
+    return_haircut: np.ndarray | None = None
+    return_radius: float = 0.0
+    objective_weights: dict[str, float] | None = None
+    impact_rate: float = 0.0
 
     @property
     def n(self) -> int:
@@ -301,10 +314,17 @@ def warm_up() -> None:
 def _solve_convex(p: AllocationProblem, objective: str, te_margin: float) -> tuple[np.ndarray | None, str]:
     cp = import_cvxpy()
 
+    if objective == "risk_budgeting":
+        return _solve_risk_budgeting(p, te_margin)
+    if objective == "min_risk" and p.risk_measure == "evar":
+        return _solve_evar(p, te_margin)
     w = cp.Variable(p.n, nonneg=True)
     risk, constraints = _risk_variable(p, w)
     constraints += _constraints(p, w, risk, 1.0, te_margin)
-    if objective == "min_variance":
+    if objective in BREADTH_OBJECTIVES:
+        goal, extra = _breadth_objective(p, w, risk)
+        constraints += extra
+    elif objective == "min_variance":
         goal = cp.Minimize(cp.sum_squares(risk))
     elif objective == "mean_variance":
         goal = cp.Maximize(p.mu @ w - p.risk_aversion * cp.sum_squares(risk))
@@ -322,6 +342,131 @@ def _solve_convex(p: AllocationProblem, objective: str, te_margin: float) -> tup
     else:
         raise ValueError(f"unknown objective {objective}")
     return _run(cp.Problem(goal, constraints), w)
+
+
+BREADTH_OBJECTIVES = ("min_risk", "max_return", "robust", "multi_objective")
+
+
+def _breadth_objective(p: AllocationProblem, w: cp.Variable, risk: cp.Expression) -> tuple[Any, list]:
+    """The goal of min_risk, max_return, robust or multi_objective over weights ``w``, and the
+    auxiliary constraints it needs; the limits are the caller's.
+
+    - min_risk: the policy's ``risk_measure`` (variance w'Σw, or a scenario measure).
+    - max_return: μ'w, a linear program.
+    - robust: robust mean–variance, the worst-case mean over the uncertainty set minus
+      λ w'Σw: (μ − δ)'w for a box (w ≥ 0, so the worst case is every return at its low end),
+      μ'w − r‖G w‖ for an ellipsoid.
+    - multi_objective: return·μ'w − variance·w'Σw − tracking_error·‖G(w − w_b)‖²
+      − (turnover + cost·impact)·Σ|w − w₀|.
+    """
+    import cvxpy as cp
+
+    from services.allocation import risk_measures
+
+    objective = p.objective
+    if objective == "min_risk":
+        if p.risk_measure == "variance":
+            return cp.Minimize(cp.sum_squares(risk)), []
+        if p.risk_measure == "cvar":
+            return _cvar_objective(p, w)
+        assert p.scenarios is not None
+        goal, extra = risk_measures.objective(p.risk_measure, p.scenarios, w, p.cvar_confidence)
+        return cp.Minimize(goal), extra
+    if objective == "max_return":
+        return cp.Maximize(p.mu @ w), []
+    if objective == "robust":
+        worst = p.mu @ w
+        if p.return_haircut is not None:
+            worst = (p.mu - p.return_haircut) @ w
+        if p.return_radius > 0:
+            worst = worst - p.return_radius * cp.norm(risk, 2)
+        return cp.Maximize(worst - p.risk_aversion * cp.sum_squares(risk)), []
+    if objective == "multi_objective":
+        weights = p.objective_weights or {}
+        goal = weights.get("return", 0.0) * (p.mu @ w) - weights.get("variance", 0.0) * cp.sum_squares(risk)
+        if weights.get("tracking_error", 0.0) > 0:
+            assert p.benchmark_offset is not None
+            goal = goal - weights["tracking_error"] * cp.square(_active_risk(p, risk, 1.0))
+        per_trade = weights.get("turnover", 0.0) + weights.get("cost", 0.0) * p.impact_rate
+        if per_trade > 0:
+            goal = goal - per_trade * cp.norm(w - p.current, 1)
+        return cp.Maximize(goal), []
+    raise ValueError(f"unknown objective {objective}")
+
+
+def _solve_evar(p: AllocationProblem, te_margin: float) -> tuple[np.ndarray | None, str]:
+    """min_risk with evar, its exponential cones stated in each of ``risk_measures.EVAR_UNITS`` in
+    turn until Clarabel succeeds (the same minimizer in every unit); the last failure is raised."""
+    import cvxpy as cp
+
+    from services.allocation import risk_measures
+
+    assert p.scenarios is not None
+    failure: SolverError | None = None
+    for unit in risk_measures.EVAR_UNITS:
+        w = cp.Variable(p.n, nonneg=True)
+        risk, constraints = _risk_variable(p, w)
+        constraints += _constraints(p, w, risk, 1.0, te_margin)
+        goal, extra = risk_measures.objective("evar", p.scenarios, w, p.cvar_confidence, unit)
+        try:
+            return _run(cp.Problem(cp.Minimize(goal), constraints + extra), w)
+        except SolverError as err:
+            failure = err
+    assert failure is not None
+    raise failure
+
+
+def _solve_risk_budgeting(p: AllocationProblem, te_margin: float) -> tuple[np.ndarray | None, str]:
+    """Risk budgeting in Spinu's convex log-barrier form, with every limit in the same problem.
+
+    minimize v'Σv subject to Σ b_i log v_i ≥ 1 and the limits homogenized by κ (v = κw), which is
+    riskfolio's ``rp_optimization`` (Richard and Roncalli's constrained risk budgeting). Without a
+    binding limit the optimum has v_i(Σv)_i proportional to b_i, so the risk contributions are
+    exactly the budgets; a binding limit moves risk from the names it holds back to the others.
+    Assets with budget 0, or that may not be held (cap 0, or a sector limited to 0%), stay at their
+    floor; when no budgeted asset may be held, the policy is infeasible, and the error says why.
+    """
+    import cvxpy as cp
+
+    assert p.risk_budget is not None
+    v = cp.Variable(p.n, nonneg=True)
+    kappa = cp.Variable(nonneg=True)
+    risk, constraints = _risk_variable(p, v)
+    constraints += _constraints(p, v, risk, kappa, te_margin)
+    holdable = p.caps > 0
+    for sector in p.sectors:
+        if sector.limit <= 0:
+            holdable[sector.members] = False
+    budgeted = (p.risk_budget > 0) & holdable
+    if not budgeted.any():
+        raise InfeasibleError(
+            "infeasible policy: no name with a positive risk_budget may be held (each is restricted and not "
+            "held, or in a sector limited to 0%), so no risk can be budgeted; give a budget to a name that may "
+            "be bought",
+            details={"conflicts": ["risk_budget", "restricted_symbols", "sector_limits_pct"],
+                     "budgeted": [s for s, b in zip(p.symbols, p.risk_budget, strict=True) if b > 0]},
+        )
+    held = np.flatnonzero(budgeted)
+    budgets = p.risk_budget[held] / p.risk_budget[held].sum()
+    constraints.append(budgets @ cp.log(v[held]) >= 1)
+    still = np.flatnonzero(~budgeted)
+    if still.size:
+        floors = np.zeros(p.n) if p.floors is None else p.floors
+        constraints.append(v[still] == kappa * floors[still])
+    weights, status = _run(cp.Problem(cp.Minimize(cp.sum_squares(risk)), constraints), v)
+    if weights is None or kappa.value is None or kappa.value <= 1e-12:
+        return None, status
+    return weights / float(kappa.value), status
+
+
+def risk_contributions(p: AllocationProblem, w: np.ndarray) -> np.ndarray:
+    """Each asset's share w_i(Σw)_i / w'Σw of the variance of weights ``w`` (summing to 1)."""
+    exposure = p.exposure(w)
+    marginal = p.factor.T @ exposure[: p.factor.shape[0]]
+    if p.specific is not None:
+        marginal = marginal + p.specific**2 * w
+    total = float(w @ marginal)
+    return w * marginal / total if total > 0 else np.zeros(p.n)
 
 
 def _solve_max_sharpe(p: AllocationProblem, te_margin: float) -> tuple[np.ndarray | None, str]:

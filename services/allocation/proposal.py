@@ -113,7 +113,7 @@ class BlackLittermanInfo(BaseModel):
 
 
 class BindingExplanation(BaseModel):
-    """A binding limit in words, with what one more point of it would gain (from its dual value)."""
+    """A binding limit in words, with what one more point of it would gain (re-solved with it relaxed)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -122,8 +122,7 @@ class BindingExplanation(BaseModel):
     objective: str | None = Field(description="The objective the figures are in; None when no figure is computed.")
     value: float | None = Field(description="The objective at the optimal (continuous) weights: Sharpe ratio, "
                                 "volatility %, utility % or daily CVaR %.")
-    relaxed_value: float | None = Field(description="First-order estimate (value + dual × 1 point) with the "
-                                        "limit one point looser.")
+    relaxed_value: float | None = Field(description="The objective re-solved with the limit one point looser.")
     explanation: str
 
 
@@ -138,6 +137,26 @@ class EfficientFrontier(BaseModel):
     current: RiskReturn = Field(description="The portfolio before trading (as ``before``).")
     proposed: RiskReturn = Field(description="The proposal after trading, whole shares and costs (as ``after``).")
     limits: str = Field(description="The policy limits every point respects.")
+class RiskContributionInfo(BaseModel):
+    """risk_budgeting: each name's share of portfolio variance, w_i(Σw)_i / w'Σw, against its budget."""
+
+    model_config = ConfigDict(frozen=True)
+
+    symbols: list[str] = Field(description="The decision assets, sorted; the order of the lists below.")
+    budget_pct: list[float] = Field(description="Risk budget, % of total risk (the budgets sum to 100).")
+    optimal_pct: list[float] = Field(description="Risk contribution of the optimizer's continuous weights, %.")
+    after_pct: list[float] = Field(description="Risk contribution after rounding to whole shares, %.")
+
+
+class RiskMeasureInfo(BaseModel):
+    """min_risk: the scenario risk measure minimized, of the daily returns over the lookback."""
+
+    model_config = ConfigDict(frozen=True)
+
+    measure: Literal["cvar", "cdar", "mad", "semi_variance", "evar"]
+    confidence: float | None = Field(description="cvar, cdar, evar: the confidence level; null otherwise.")
+    before_pct: float = Field(description="The measure of the portfolio before trading, % of value (daily).")
+    after_pct: float = Field(description="The measure of the whole-share portfolio after trading, % (daily).")
 
 
 class TradeProposal(BaseModel):
@@ -182,4 +201,10 @@ class TradeProposal(BaseModel):
         None, exclude_if=lambda v: v is None,
         description="Asked for with frontier_points: the efficient frontier under the policy's limits, with "
         "the same risk model and expected returns as the proposal.")
+    risk_contributions: RiskContributionInfo | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="risk_budgeting only: risk budgets and the achieved risk contributions.")
+    risk_measure: RiskMeasureInfo | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="min_risk with a scenario measure only: the measure before and after trading.")
     warnings: list[str]

@@ -18,6 +18,13 @@ from services.allocation.costs import cents, to_decimal, trade_cost
 from services.allocation.elastic import joint_infeasible
 from services.allocation.explain import explain_binding
 from services.allocation.frontier import frontier_weights, limits_sentence
+from services.allocation.methods import (
+    HIERARCHICAL,
+    hierarchical_warning,
+    risk_contribution_report,
+    risk_measure_report,
+)
+from services.allocation.methods import configure as configure_method
 from services.allocation.optimization import Allocation, AllocationProblem, SectorCap, solve
 from services.allocation.proposal import (
     BlackLittermanInfo,
@@ -218,11 +225,21 @@ def propose_trades(
         break
     share_notes.update(held_notes)
     assert shares is not None and optimal is not None and allocation is not None
-    warnings += allocation.warnings
+    warnings += [*allocation.warnings, *hierarchical_warning(policy, problem, allocation)]
     if floor is not None and problem.min_return is not None and problem.min_return > floor:
         warnings.append(f"bl_min_return_pct: whole shares and costs left the expected return below "
                         f"{floor * 100:g}%; solved with the floor raised to {problem.min_return * 100:.6f}% "
                         "so that the rounded portfolio keeps it")
+    rounded = evaluate(setup, shares)
+    extras: dict = {}
+    if problem.risk_budget is not None and allocation.objective == "risk_budgeting":
+        decision = [setup.symbols.index(s) for s in problem.symbols]
+        extras["risk_contributions"] = risk_contribution_report(problem, allocation.weights,
+                                                                rounded.weights[decision], warnings)
+    if allocation.objective == "min_risk" and problem.risk_measure != "variance":
+        weights_now = setup.current * setup.prices / setup.value
+        extras["risk_measure"] = risk_measure_report(problem, est.returns[list(setup.symbols)].to_numpy(),
+                                                     weights_now, rounded.weights)
     binding = allocation.binding
     if risk.approximate and setup.max_tracking_error is not None:
         if problem.max_tracking_error is not None and problem.max_tracking_error < setup.max_tracking_error:
@@ -250,7 +267,9 @@ def propose_trades(
     explanations = (explain_binding(problem, allocation.objective, allocation.weights, binding, margin)
                     if explain_limits else None)
     if explanations:
-        proposal = proposal.model_copy(update={"binding_explanations": explanations})
+        extras["binding_explanations"] = explanations
+    if extras:
+        proposal = proposal.model_copy(update=extras)
     if frontier_points is None:
         return proposal
     points = [_risk_return(est, factor, dict(zip(problem.symbols, w, strict=True)), policy.risk_free_rate)
@@ -711,6 +730,11 @@ METHOD_FIELDS = {
     "bl_tau": ("black_litterman",),
     "bl_min_return_pct": ("black_litterman",),
     "market_risk_aversion": ("black_litterman",),
+    "risk_budget": ("risk_budgeting",),
+    "risk_measure": ("min_risk",),
+    "robust_uncertainty": ("robust",),
+    "robust_confidence": ("robust",),
+    "objective_weights": ("multi_objective",),
 }
 
 
@@ -972,12 +996,14 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskS
             "against a benchmark; name one (an index symbol, a named benchmark such as DEMO_20, or weights)",
             details={"field": "policy.benchmark", "value": None, "method": "max_information_ratio"},
         )
-    elif policy.method in ("risk_parity", "hrp") and n > 0:
+    elif policy.method in ("risk_parity", *HIERARCHICAL) and n > 0:
         returns = est.returns[list(choice.eligible)]
         # The targets use the risk model's covariance (the sample one unless a factor model is asked for).
         cov = est.cov if risk.model == "sample" else risk.factor.T @ risk.factor
         if policy.method == "risk_parity":
             base = riskfolio_adapter.risk_parity_weights(returns, cov[np.ix_(idx, idx)])
+        elif policy.method == "herc":
+            base = riskfolio_adapter.herc_weights(returns, cov[np.ix_(idx, idx)])
         else:
             base = riskfolio_adapter.hrp_weights(returns, cov[np.ix_(idx, idx)])
         objective, target = "track", base * invested
@@ -1009,6 +1035,8 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskS
         min_return=_bl_floor(policy),
         annualization_days=policy.annualization_days,
     )
+    if not est.too_short:
+        problem = configure_method(problem, policy, pack, est, warnings)
     return problem, fallback
 
 

@@ -189,8 +189,11 @@ def round_to_shares(setup: PlanSetup, optimal: np.ndarray) -> tuple[np.ndarray, 
     if setup.fixed is not None:
         shares[setup.fixed] = setup.current[setup.fixed]
     if setup.floors is not None:
-        # Round up, not toward the holding, where truncation would leave a position under its floor.
-        shares = np.maximum(shares, _floor_shares(setup, setup.value))
+        _check_floors_affordable(setup)
+        # Round up, not toward the holding, where truncation would leave a position under its
+        # floor; a purchase the floor needs is at least the minimum trade (else it would be dropped).
+        for i in np.flatnonzero(setup.floors > 0):
+            shares[i] = max(int(shares[i]), _up_to_floor(setup, int(i), setup.value))
 
     # A sale that closes a position is never too small: dropping it would keep a sliver.
     for i in np.flatnonzero((shares != setup.current) & ~setup.forced & (shares != 0)):
@@ -382,6 +385,40 @@ def _floor_shares(setup: PlanSetup, value: float) -> np.ndarray:
     return np.ceil(setup.floors * value * (1 + 1e-9) / setup.prices - 1e-9).astype(np.int64)
 
 
+def _up_to_floor(setup: PlanSetup, i: int, value: float) -> int:
+    """The fewest shares of name ``i`` at its floor in a portfolio worth ``value``; a purchase that
+    takes it there is at least ``min_trade_value`` (a smaller one would be dropped as too small)."""
+    target = int(_floor_shares(setup, value)[i])
+    current = int(setup.current[i])
+    if target > current and (target - current) * setup.prices[i] < setup.min_trade_value:
+        target = current + math.ceil(setup.min_trade_value / setup.prices[i] - 1e-9)
+    return target
+
+
+def _check_floors_affordable(setup: PlanSetup) -> None:
+    """Whole shares of every name at its floor (the purchases with their commission and impact)
+    must fit the portfolio's value less its cash buffer; else no rounding can meet the floors.
+
+    Raises:
+        InfeasibleError: the floors' whole shares cost more than there is to invest.
+    """
+    assert setup.floors is not None
+    floored = np.flatnonzero(setup.floors > 0)
+    need = np.array([_up_to_floor(setup, int(i), setup.value) for i in floored], dtype=float)
+    buys = np.maximum(need - setup.current[floored], 0) * setup.prices[floored]
+    costs = float(np.count_nonzero(buys) * setup.commission + buys.sum() * setup.impact_bps / 1e4)
+    cost = float((need * setup.prices[floored]).sum()) + costs
+    investable = setup.value * (1 - setup.cash_buffer)
+    if cost > investable:
+        raise InfeasibleError(
+            f"infeasible policy: in whole shares, min_weight_pct needs {len(floored)} positions of at least one "
+            f"share each (with their purchases' costs ${cost:,.2f}), more than the ${investable:,.2f} this "
+            "portfolio can invest; lower min_weight_pct, floor fewer names, or add cash",
+            details={"conflicts": ["min_weight_pct", "whole shares", "portfolio value"],
+                     "floors_cost": round(cost, 2), "investable": round(investable, 2)},
+        )
+
+
 def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: dict[str, str]) -> np.ndarray:
     fixed = np.zeros(len(shares), dtype=bool) if setup.fixed is None else setup.fixed
     for _ in range(20 * len(shares) + 20):
@@ -398,8 +435,8 @@ def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: di
         if v.kind == "floor":
             i = v.index
             assert i is not None
-            shares[i] = max(int(shares[i]), int(_floor_shares(setup, snap.value_after)[i]))
-            notes.setdefault(setup.symbols[i], "raised to its minimum weight after rounding to whole shares")
+            shares[i] = max(int(shares[i]), _up_to_floor(setup, i, snap.value_after))
+            notes[setup.symbols[i]] = "raised to its minimum weight after rounding to whole shares"
         elif v.kind == "position_cap":
             i = v.index
             assert i is not None
@@ -459,6 +496,15 @@ def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: di
             room = int(shares[i] - max(setup.current[i], keep[i])) if step > 0 else abs(int(shares[i] - setup.current[i]))
             shares[i] -= step * min(cut, room)
             notes.setdefault(setup.symbols[i], "trade reduced to respect the turnover limit after rounding")
+    if setup.floors is not None:
+        # Floors, caps and cash pull against each other share by share: no whole-share
+        # portfolio close to this one meets them all.
+        raise InfeasibleError(
+            "infeasible policy: no whole-share portfolio was found that keeps every minimum weight "
+            "(min_weight_pct) within the position, sector and cash limits at this portfolio's value; "
+            "lower min_weight_pct or add cash",
+            details={"conflicts": ["min_weight_pct", "whole shares", "portfolio value"]},
+        )
     raise RuntimeError("whole-share repair did not converge")  # a bug, not a user error
 
 

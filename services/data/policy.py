@@ -21,7 +21,11 @@ from services.data.bounds import MAX_AMOUNT, MAX_COMMISSION, MAX_RISK_AVERSION
 from services.errors import InputError
 
 Method = Literal["mean_variance", "max_sharpe", "min_variance", "risk_parity", "cvar", "hrp", "target",
-                 "max_sortino", "max_information_ratio", "black_litterman"]
+                 "max_sortino", "max_information_ratio", "black_litterman",
+                 "risk_budgeting", "herc", "min_risk", "max_return", "robust", "multi_objective"]
+RiskMeasure = Literal["variance", "cvar", "cdar", "mad", "semi_variance", "evar"]
+UncertaintySet = Literal["box", "ellipsoid"]
+ObjectiveTerm = Literal["return", "variance", "tracking_error", "turnover", "cost"]
 BlackLittermanObjective = Literal["max_sharpe", "mean_variance", "min_variance"]
 CovarianceEstimator = Literal["hist", "ledoit", "oas", "ewma"]
 ReturnEstimator = Literal["hist", "ewma", "capm", "factor", "user"]
@@ -143,7 +147,8 @@ class PolicyOverrides(BaseModel):
         None, gt=0, lt=1, description="Decay factor for ewma estimators (RiskMetrics uses 0.94)."
     )
     cvar_confidence: float | None = Field(
-        None, gt=0.5, lt=1, description="cvar only: confidence level of the daily CVaR minimized."
+        None, gt=0.5, lt=1, description="cvar, and min_risk with risk_measure cvar, cdar or evar: confidence "
+        "level of the daily tail measure minimized."
     )
     views: list[View] | None = Field(
         None, max_length=100, exclude_if=omit_if_null,
@@ -173,6 +178,33 @@ class PolicyOverrides(BaseModel):
         None, ge=-0.5, le=1, exclude_if=omit_if_null,
         description="max_sortino only: annual minimum acceptable return as a decimal (0.05 = 5%); the "
         "downside deviation counts daily returns below it / annualization days. Default: risk_free_rate.",
+    )
+    risk_budget: dict[str, Annotated[float, Field(ge=0, le=1e6)]] | None = Field(
+        None, exclude_if=omit_if_null,
+        description="risk_budgeting only: relative risk budgets, either per symbol {symbol: b} or per sector "
+        "{sector: b} (a sector's budget is split equally among its eligible names); normalized to sum 1. "
+        "An eligible symbol left out gets budget 0 and is not held. Default: equal budgets (risk parity).",
+    )
+    risk_measure: RiskMeasure | None = Field(
+        None, exclude_if=omit_if_null,
+        description="min_risk only: the risk measure minimized over the lookback's daily returns: variance "
+        "(default), cvar, cdar (conditional drawdown), mad (mean absolute deviation), semi_variance (below "
+        "the mean), evar (entropic value at risk); cvar, cdar and evar at cvar_confidence.",
+    )
+    robust_uncertainty: UncertaintySet | None = Field(
+        None, exclude_if=omit_if_null,
+        description="robust only: the set the expected returns may lie in, 'ellipsoid' (default, from the "
+        "estimate's covariance Σ/T) or 'box' (each return ± its standard error times a normal quantile).",
+    )
+    robust_confidence: float | None = Field(
+        None, ge=0.5, lt=1, exclude_if=omit_if_null,
+        description="robust only: confidence that the true expected returns lie in the set (default 0.95).",
+    )
+    objective_weights: dict[ObjectiveTerm, Annotated[float, Field(ge=0, le=1e6)]] | None = Field(
+        None, exclude_if=omit_if_null,
+        description="multi_objective only: weights of return, variance, tracking_error (squared, needs a "
+        "benchmark), turnover and cost (linear market impact) in the maximized sum return − variance − ...; "
+        "terms left out weigh 0. Default: {return: 1, variance: risk_aversion}.",
     )
     target_weights_pct: dict[str, float] | None = Field(
         None, exclude_if=omit_if_null,
@@ -268,6 +300,11 @@ class Policy(BaseModel):
     bl_tau: float | None = Field(None, exclude_if=omit_if_null)
     bl_min_return_pct: float | None = Field(None, exclude_if=omit_if_null)
     market_risk_aversion: float | None = Field(None, exclude_if=omit_if_null)
+    risk_budget: dict[str, float] | None = Field(None, exclude_if=omit_if_null)
+    risk_measure: RiskMeasure | None = Field(None, exclude_if=omit_if_null)
+    robust_uncertainty: UncertaintySet | None = Field(None, exclude_if=omit_if_null)
+    robust_confidence: float | None = Field(None, exclude_if=omit_if_null)
+    objective_weights: dict[ObjectiveTerm, float] | None = Field(None, exclude_if=omit_if_null)
     annualization_days: int = 252
     target_weights_pct: dict[str, float] | None = None
     approval_threshold: Decimal = Decimal("10000")

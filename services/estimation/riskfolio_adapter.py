@@ -166,6 +166,27 @@ def hrp_weights(returns: pd.DataFrame, cov: np.ndarray) -> np.ndarray:
     return _checked_weights(weights, returns.columns, "HCPortfolio.optimization")
 
 
+def herc_weights(returns: pd.DataFrame, cov: np.ndarray) -> np.ndarray:
+    """Hierarchical equal risk contribution weights (Raffinot) from riskfolio's HCPortfolio.
+
+    Ward linkage on the Pearson correlation of ``returns`` (Raffinot's choice; it forms compact
+    clusters where single linkage chains), the number of clusters by riskfolio's two-difference
+    gap rule, variance as the risk measure, allocated with ``cov`` (the policy's estimate).
+    """
+    if returns.shape[1] == 1:
+        return np.ones(1)
+    port = _rp().HCPortfolio(returns=returns)
+    custom = pd.DataFrame(cov, index=returns.columns, columns=returns.columns)
+    weights = _call(
+        "HCPortfolio.optimization",
+        lambda: port.optimization(
+            model="HERC", codependence="pearson", rm="MV", rf=0, linkage="ward",
+            method_cov="custom_cov", custom_cov=custom, leaf_order=True,
+        ),
+    )
+    return _checked_weights(weights, returns.columns, "HCPortfolio.optimization")
+
+
 def _call(what: str, fn: Any) -> Any:
     """Run a riskfolio call, capturing what it prints; ``None`` or an exception becomes SolverError."""
     printed = io.StringIO()
