@@ -10,6 +10,7 @@ from capabilities.base import Services
 from capabilities.views import DETAIL_DESCRIPTION, Detail
 from services.allocation.rebalance import Holdings
 from services.data.bounds import MAX_AMOUNT, MAX_SHARES
+from services.data.models import Lot
 
 # Requests are strict: a number must be a JSON number (no "5" or true as 5 or 1 shares). Money
 # fields (Decimal) also take decimal strings such as "2500.50", the lossless way to write cents.
@@ -65,9 +66,15 @@ class PortfolioRequest(BaseModel):
 
 def resolve_holdings(request: PortfolioRequest, services: Services) -> Holdings:
     """The request's portfolio as whole shares per symbol and cash."""
+    return resolve_portfolio(request, services)[0]
+
+
+def resolve_portfolio(request: PortfolioRequest, services: Services) -> tuple[Holdings, tuple[Lot, ...] | None]:
+    """The request's portfolio as whole shares per symbol and cash, and its tax lots (a stored
+    portfolio's, in lot order; None for an inline portfolio, which has no lots)."""
     if request.portfolio_id is not None:
         stored = services.store.get_portfolio(request.portfolio_id)
-        return Holdings(stored.id, stored.positions(), stored.cash)
+        return Holdings(stored.id, stored.positions(), stored.cash), stored.lots
     assert request.portfolio is not None
     positions = {p.symbol: p.shares for p in sorted(request.portfolio.positions, key=lambda p: p.symbol) if p.shares}
-    return Holdings(None, positions, request.portfolio.cash)
+    return Holdings(None, positions, request.portfolio.cash), None

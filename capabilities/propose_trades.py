@@ -13,13 +13,13 @@ from pydantic import (
 )
 
 from capabilities.base import Capability, RequestContext, Services
-from capabilities.common import PortfolioRequest, resolve_holdings
-from capabilities.views import Summary, proposal_id
+from capabilities.common import PortfolioRequest, resolve_portfolio
+from capabilities.views import Summary, TaxBrief, proposal_id
 from services.allocation.optimization import SOLVER, SOLVER_SETTINGS
 from services.allocation.proposal import RiskReturn, TradeProposal
 from services.allocation.rebalance import Holdings, propose_trades, validate_ratings
 from services.data.bounds import MAX_AMOUNT
-from services.data.models import PricingPack
+from services.data.models import Lot, PricingPack
 from services.data.policy import Policy, PolicyOverrides, omit_if_null, resolve_policy
 
 
@@ -54,6 +54,7 @@ class ProposalInputs:
     ratings: dict[str, float]
     benchmarks: dict[str, dict[str, float]]
     cash_flow: Decimal | None = None
+    lots: tuple[Lot, ...] | None = None
 
 
 def resolve(request: ProposeTradesInput, services: Services) -> ProposalInputs:
@@ -62,7 +63,7 @@ def resolve(request: ProposeTradesInput, services: Services) -> ProposalInputs:
     Separate from ``handle`` so a batch can resolve here and compute on a cluster.
     """
     pack = services.store.get_pack(request.pricing_pack_id)
-    holdings = resolve_holdings(request, services)
+    holdings, lots = resolve_portfolio(request, services)
     template = services.store.get_policy_template(request.policy_id)[0] if request.policy_id else None
     policy = resolve_policy(services.constraint_defaults, template, request.policy, policy_id=request.policy_id)
     if request.portfolio_id is not None:
@@ -79,13 +80,13 @@ def resolve(request: ProposeTradesInput, services: Services) -> ProposalInputs:
     if request.ratings is not None:
         validate_ratings(pack, request.ratings)
     ratings = request.ratings if request.ratings is not None else services.store.get_ratings()
-    return ProposalInputs(pack, holdings, policy, ratings, services.benchmarks, request.cash_flow)
+    return ProposalInputs(pack, holdings, policy, ratings, services.benchmarks, request.cash_flow, lots)
 
 
 def handle(request: ProposeTradesInput, ctx: RequestContext, services: Services) -> TradeProposal:
     inputs = resolve(request, services)
     return propose_trades(inputs.pack, inputs.holdings, inputs.policy, inputs.ratings, inputs.benchmarks,
-                          cash_flow=inputs.cash_flow)
+                          cash_flow=inputs.cash_flow, lots=inputs.lots)
 
 
 class _TradeBrief(BaseModel):
@@ -122,6 +123,8 @@ class ProposalSummary(Summary):
     after: RiskReturn
     binding_constraints: list[str]
     constraints_met: bool
+    tax: TaxBrief | None = Field(None, exclude_if=lambda v: v is None,
+                                 description="Taxable accounts only: realized gains and losses and the estimated tax.")
     warnings: list[str]
 
     @model_validator(mode="before")

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
+from services.tax.preview import TaxPreview
+
 Money = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
 PCT_DECIMALS = 4
 
@@ -142,4 +144,8 @@ class TradeProposal(BaseModel):
     black_litterman: BlackLittermanInfo | None = Field(
         None, exclude_if=lambda v: v is None,
         description="black_litterman only: prior, posterior returns and posterior covariance.")
+    tax: TaxPreview | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="Taxable accounts only (the policy names tax_rates): the lots each sale takes and the "
+        "estimated tax; absent for a tax-exempt account.")
     warnings: list[str]

@@ -33,7 +33,7 @@ from services.allocation.rounding import (
     round_to_shares,
     tracking_error_ok,
 )
-from services.data.models import PricingPack
+from services.data.models import Lot, PricingPack
 from services.data.policy import Policy
 from services.errors import InfeasibleError, InputError
 from services.estimation import riskfolio_adapter
@@ -47,6 +47,8 @@ from services.estimation.risk_models import (
     statistical,
     statistical_factor_count,
 )
+from services.tax.lots import TaxSettings, numbered
+from services.tax.preview import Sale, preview
 
 NOT_HOLDABLE = ("index", "cash")
 TE_MARGINS = (0.005, 0.02, 0.05, 0.1)
@@ -101,8 +103,12 @@ def propose_trades(
     named_benchmarks: dict[str, dict[str, float]],
     cash_flow: Decimal | None = None,
     estimates: EstimateCache | None = None,
+    lots: tuple[Lot, ...] | None = None,
 ) -> TradeProposal:
     """The best whole-share rebalance of ``holdings`` under ``policy``, priced from ``pack``.
+
+    For a taxable account (``policy.tax_rates``) the proposal carries a tax preview of its sales
+    from ``lots``, the portfolio's tax lots (None: each position is one lot of unknown basis).
 
     ``cash_flow`` is a deposit (positive) to invest or a withdrawal (negative) to raise: it is
     added to cash before the allocation, whose invested fraction then applies to the new value,
@@ -127,7 +133,7 @@ def propose_trades(
     if not holdings.positions and (holdings.cash <= 0 or not choice.eligible):
         warnings.append("the portfolio has no positions" + ("" if holdings.cash <= 0 else " and nothing is eligible to buy")
                         + "; no trades proposed")
-        return _empty_proposal(pack, holdings, policy, warnings)
+        return with_tax_preview(_empty_proposal(pack, holdings, policy, warnings), pack, holdings, policy, lots, {})
 
     plan_symbols = tuple(sorted(set(holdings.positions) | set(choice.eligible)))
     risk_symbols = _risk_symbols(holdings, choice, bench)
@@ -213,8 +219,28 @@ def propose_trades(
     # Report the method that produced the weights: the policy's, unless the engine fell back.
     method = fallback or (policy.method if allocation.objective in ("track", _objective(policy))
                           else allocation.objective)
-    return _report(pack, holdings, policy, choice, setup, est, factor, bench_vec, benchmark_name,
-                   binding, method, optimal, shares, notes, warnings, fallback, info, bl_info)
+    proposal = _report(pack, holdings, policy, choice, setup, est, factor, bench_vec, benchmark_name,
+                       binding, method, optimal, shares, notes, warnings, fallback, info, bl_info)
+    return with_tax_preview(proposal, pack, holdings, policy, lots, choice.forced)
+
+
+def with_tax_preview(proposal: TradeProposal, pack: PricingPack, holdings: Holdings, policy: Policy,
+                     lots: tuple[Lot, ...] | None, forced: dict[str, str]) -> TradeProposal:
+    """``proposal`` with the tax preview of its sales for a taxable account; unchanged otherwise."""
+    settings = TaxSettings.from_policy(policy)
+    if settings is None:
+        return proposal
+    sales = [Sale(t.symbol, t.quantity, to_decimal(t.price), forced.get(t.symbol))
+             for t in proposal.trades if t.action == "SELL"]
+    tax = preview(numbered(account_lots(holdings, lots)), sales, settings, pack.asof)
+    return proposal.model_copy(update={"tax": tax})
+
+
+def account_lots(holdings: Holdings, lots: tuple[Lot, ...] | None) -> tuple[Lot, ...]:
+    """The tax lots of ``holdings``: ``lots`` when known, else one lot of unknown basis per position."""
+    if lots is not None:
+        return lots
+    return tuple(Lot(symbol=s, shares=n) for s, n in sorted(holdings.positions.items()))
 
 
 def _objective(policy: Policy) -> str:

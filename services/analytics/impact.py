@@ -19,6 +19,7 @@ from services.allocation.proposal import EstimationInfo, Money, pct, ratio
 from services.allocation.rebalance import (
     NOT_HOLDABLE,
     Holdings,
+    account_lots,
     resolve_benchmark,
     validate_holdings,
 )
@@ -29,9 +30,11 @@ from services.analytics.risk import (
     portfolio_risk,
     position_weights,
 )
-from services.data.models import PricingPack
+from services.data.models import Lot, PricingPack
 from services.data.policy import Policy
 from services.errors import InputError
+from services.tax.lots import TaxSettings, numbered
+from services.tax.preview import Sale, TaxPreview, preview
 
 TOP_CONTRIBUTORS = 5
 
@@ -143,6 +146,9 @@ class ImpactReport(BaseModel):
     before: RiskSummary
     after: RiskSummary
     estimation: EstimationInfo
+    tax: TaxPreview | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="Taxable accounts only (tax_rates given): the lots each sale takes and the estimated tax.")
     warnings: list[str]
 
 
@@ -195,8 +201,12 @@ def analyze_impact(
     policy: Policy,
     named_benchmarks: dict[str, dict[str, float]],
     cash_flow: Decimal = Decimal("0"),
+    lots: tuple[Lot, ...] | None = None,
 ) -> ImpactReport:
     """Apply ``orders`` and report risk, concentration and costs before and after.
+
+    For a taxable account (``policy.tax_rates``) the report previews the tax of the sales from
+    ``lots``, the portfolio's tax lots (None: each position one lot of unknown basis).
 
     A deposit (positive ``cash_flow``) is in the cash before trading; a withdrawal (negative) is
     taken from the cash after trading, which must cover it (an InputError names the shortfall).
@@ -251,8 +261,19 @@ def analyze_impact(
         before=risk_summary(risk_before, value_before, holdings),
         after=risk_summary(risk_after, value_after, after),
         estimation=_estimation(model, policy),
+        tax=_tax_preview(pack, holdings, execution, policy, lots),
         warnings=list(execution.warnings) + list(model.warnings),
     )
+
+
+def _tax_preview(pack: PricingPack, holdings: Holdings, execution: Execution, policy: Policy,
+                 lots: tuple[Lot, ...] | None) -> TaxPreview | None:
+    """The tax preview of the executed sales for a taxable account; None for a tax-exempt one."""
+    settings = TaxSettings.from_policy(policy)
+    if settings is None:
+        return None
+    sales = [Sale(t.symbol, t.quantity, to_decimal(t.price)) for t in execution.trades if t.action == "SELL"]
+    return preview(numbered(account_lots(holdings, lots)), sales, settings, pack.asof)
 
 
 def risk_summary(risk: PortfolioRisk, value: Decimal, holdings: Holdings) -> RiskSummary:

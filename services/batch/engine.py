@@ -35,7 +35,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from services.allocation.proposal import TradeProposal
 from services.allocation.rebalance import Holdings, estimation_symbols, propose_trades
-from services.data.models import PricingPack
+from services.data.models import Lot, PricingPack
 from services.data.policy import Policy
 from services.errors import InputError, OptimizerError
 from services.estimation.cache import EstimateCache, EstimationKey, estimation_key
@@ -53,6 +53,7 @@ class ProposalJob:
     ratings: Mapping[str, float]
     named_benchmarks: Mapping[str, Mapping[str, float]]
     cash_flow: Decimal | None = None
+    lots: tuple[Lot, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def compute_proposal(
         proposal = propose_trades(
             pack, job.holdings, job.policy, dict(job.ratings),
             {name: dict(weights) for name, weights in job.named_benchmarks.items()},
-            cash_flow=job.cash_flow, estimates=cache,
+            cash_flow=job.cash_flow, estimates=cache, lots=job.lots,
         )
         return Outcome(proposal, None, time.perf_counter() - started)
     except OptimizerError as err:

@@ -28,6 +28,7 @@ ReturnEstimator = Literal["hist", "ewma", "capm"]
 RiskModelName = Literal["sample", "factor"]
 FactorModel = Literal["statistical", "fundamental"]
 SolveMode = Literal["exact", "fast", "auto"]
+LotSelection = Literal["optimal", "hifo", "fifo", "specific"]
 FAST_ABOVE_ASSETS = 200  # solve "auto": exact up to this many decision assets, fast above
 
 
@@ -53,6 +54,15 @@ class View(BaseModel):
         ge=-100, le=100, description="Annual expected return (absolute) or outperformance (relative), in % (8.0 = 8%).")
     confidence: float = Field(
         gt=0, le=1, description="Confidence in the view, (0, 1]: 0.5 weighs it like the prior, 1 holds it exactly.")
+
+
+class TaxRates(BaseModel):
+    """The tax rates of a taxable account, in % of a realized gain (37.0 = 37%)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True, frozen=True)
+
+    short_term_pct: float = Field(ge=0, le=100, description="Rate on gains of lots held holding_period_days or less, in %.")
+    long_term_pct: float = Field(ge=0, le=100, description="Rate on gains of lots held longer than holding_period_days, in %.")
 
 
 class PolicyOverrides(BaseModel):
@@ -197,6 +207,35 @@ class PolicyOverrides(BaseModel):
         f"{FAST_ABOVE_ASSETS} assets and fast above.",
     )
 
+    tax_rates: TaxRates | None = Field(
+        None, exclude_if=omit_if_null,
+        description="Makes the account taxable: short- and long-term rates in % of realized gains "
+        "({\"short_term_pct\": 37, \"long_term_pct\": 20}); absent, the account is tax-exempt and no tax is reported.",
+    )
+    holding_period_days: int | None = Field(
+        None, ge=1, le=36500, exclude_if=omit_if_null,
+        description="Taxable only: a lot held more than this many days on the pack's asof is long-term (default 365).",
+    )
+    lot_selection: LotSelection | None = Field(
+        None, exclude_if=omit_if_null,
+        description="Taxable only: which lots a sale takes: 'optimal' (default: least tax first), 'hifo' "
+        "(highest cost basis first), 'fifo' (oldest first) or 'specific' (the lots in specific_lots).",
+    )
+    specific_lots: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, max_length=10000, exclude_if=omit_if_null,
+        description="lot_selection 'specific' only: lot numbers (lot_no of `optimizer portfolios show ID --json`) "
+        "in the order sales take them.",
+    )
+    avoid_short_term_gains: bool | None = Field(
+        None, exclude_if=omit_if_null,
+        description="Taxable only (default true): no lot with a short-term gain is sold unless the sale is forced.",
+    )
+    max_realized_gain: Decimal | None = Field(
+        None, ge=0, le=MAX_AMOUNT, strict=False, exclude_if=omit_if_null,
+        description="Taxable only: a cap on net realized gains (short- plus long-term, in the portfolio currency) "
+        "of this rebalance.",
+    )
+
     @field_validator("universe")
     @classmethod
     def _universe_nonempty(cls, v: Any) -> Any:
@@ -248,6 +287,17 @@ class Policy(BaseModel):
     factor_count: int | None = Field(None, ge=1, le=50, exclude_if=omit_if_null)
     factor_symbols: list[str] | None = Field(None, exclude_if=omit_if_null)
     solve: SolveMode | None = Field(None, exclude_if=omit_if_null)
+    tax_rates: TaxRates | None = Field(None, exclude_if=omit_if_null)
+    holding_period_days: int | None = Field(None, exclude_if=omit_if_null)
+    lot_selection: LotSelection | None = Field(None, exclude_if=omit_if_null)
+    specific_lots: list[int] | None = Field(None, exclude_if=omit_if_null)
+    avoid_short_term_gains: bool | None = Field(None, exclude_if=omit_if_null)
+    max_realized_gain: Decimal | None = Field(None, exclude_if=omit_if_null)
+
+    @property
+    def taxable(self) -> bool:
+        """The account pays tax on realized gains: the policy names its tax rates."""
+        return self.tax_rates is not None
 
     def solve_mode(self, n_assets: int) -> Literal["exact", "fast"]:
         """The solve used for ``n_assets`` decision assets: a factor risk model is solved exactly
