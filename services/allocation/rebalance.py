@@ -14,7 +14,13 @@ from decimal import Decimal
 import numpy as np
 
 from services.allocation.costs import cents, to_decimal, trade_cost
-from services.allocation.optimization import AllocationProblem, SectorCap, solve
+from services.allocation.optimization import (
+    Allocation,
+    AllocationProblem,
+    SectorCap,
+    objective_value,
+    solve,
+)
 from services.allocation.proposal import (
     BlackLittermanInfo,
     ConstraintCheck,
@@ -33,6 +39,13 @@ from services.allocation.rounding import (
     round_to_shares,
     tracking_error_ok,
 )
+from services.allocation.tax_plan import (
+    RETURN_OBJECTIVES,
+    TaxPlan,
+    enforce,
+    objective_costs,
+    realized_tax,
+)
 from services.data.models import Lot, PricingPack
 from services.data.policy import Policy
 from services.errors import InfeasibleError, InputError
@@ -48,7 +61,7 @@ from services.estimation.risk_models import (
     statistical_factor_count,
 )
 from services.tax.lots import TaxSettings, numbered
-from services.tax.preview import Sale, preview
+from services.tax.preview import Sale, TaxComparison, preview
 
 NOT_HOLDABLE = ("index", "cash")
 TE_MARGINS = (0.005, 0.02, 0.05, 0.1)
@@ -164,6 +177,13 @@ def propose_trades(
     problem, fallback = _allocation_problem(pack, policy, choice, setup, est, risk, bench_vec, warnings)
     if no_buy or fixed:
         problem = _restricted_problem(problem, no_buy, fixed)
+    settings = TaxSettings.from_policy(policy)
+    tax_plan = blind = None
+    if settings is not None or policy.costs_in_objective:
+        account = numbered(account_lots(holdings, lots))
+        if settings is not None and _objective(policy) in RETURN_OBJECTIVES and not est.too_short:
+            blind = objective_costs(problem, setup, policy, None, account, pack.asof)[0]
+        problem, tax_plan = objective_costs(problem, setup, policy, settings, account, pack.asof)
 
     shares = optimal = allocation = None
     solves = 0
@@ -179,6 +199,8 @@ def propose_trades(
             assert problem.max_tracking_error is not None
             problem = replace(problem, max_tracking_error=problem.max_tracking_error * understated)
         shares, notes = round_to_shares(setup, optimal)
+        if tax_plan is not None:
+            shares = enforce(tax_plan, setup, shares, optimal, notes)
         notes.update(held_notes)
         rounded = evaluate(setup, shares)
         if tracking_error_ok(setup, rounded):
@@ -221,19 +243,55 @@ def propose_trades(
                           else allocation.objective)
     proposal = _report(pack, holdings, policy, choice, setup, est, factor, bench_vec, benchmark_name,
                        binding, method, optimal, shares, notes, warnings, fallback, info, bl_info)
-    return with_tax_preview(proposal, pack, holdings, policy, lots, choice.forced)
+    comparison = None
+    if blind is not None and tax_plan is not None and allocation.objective in RETURN_OBJECTIVES:
+        comparison = _tax_comparison(problem, blind, allocation, tax_plan, setup, plan_symbols, margin)
+    return with_tax_preview(proposal, pack, holdings, policy, lots, choice.forced, comparison)
+
+
+def _tax_comparison(problem: AllocationProblem, blind: AllocationProblem, aware: Allocation, plan: TaxPlan,
+                    setup: PlanSetup, plan_symbols: tuple[str, ...], margin: float) -> TaxComparison:
+    """The tax-aware solution against the same problem solved without taxes, at continuous weights."""
+    untaxed = solve(replace(blind, max_tracking_error=problem.max_tracking_error), te_margin=margin)
+
+    def tax_of(weights: np.ndarray) -> Decimal:
+        plan_w = _vector(dict(zip(problem.symbols, weights, strict=True)), plan_symbols)
+        return cents(to_decimal(realized_tax(plan, setup, plan_w * setup.value / setup.prices)))
+
+    aware_tax, blind_tax = tax_of(aware.weights), tax_of(untaxed.weights)
+    aware_obj, blind_obj = objective_value(problem, aware.weights), objective_value(problem, untaxed.weights)
+    return TaxComparison(
+        objective=problem.objective, tax_aware_estimated_tax=aware_tax, tax_blind_estimated_tax=blind_tax,
+        tax_saved=blind_tax - aware_tax, tax_aware_objective=ratio(aware_obj, 6), tax_blind_objective=ratio(blind_obj, 6),
+        objective_loss=None if aware_obj is None or blind_obj is None else ratio(blind_obj - aware_obj, 6),
+    )
 
 
 def with_tax_preview(proposal: TradeProposal, pack: PricingPack, holdings: Holdings, policy: Policy,
-                     lots: tuple[Lot, ...] | None, forced: dict[str, str]) -> TradeProposal:
-    """``proposal`` with the tax preview of its sales for a taxable account; unchanged otherwise."""
+                     lots: tuple[Lot, ...] | None, forced: dict[str, str],
+                     comparison: TaxComparison | None = None) -> TradeProposal:
+    """``proposal`` with the tax preview of its sales and the checks of the tax rules for a
+    taxable account; unchanged otherwise."""
     settings = TaxSettings.from_policy(policy)
     if settings is None:
         return proposal
     sales = [Sale(t.symbol, t.quantity, to_decimal(t.price), forced.get(t.symbol))
              for t in proposal.trades if t.action == "SELL"]
     tax = preview(numbered(account_lots(holdings, lots)), sales, settings, pack.asof)
-    return proposal.model_copy(update={"tax": tax})
+    if comparison is not None:
+        tax = tax.model_copy(update={"comparison": comparison})
+    checks = list(proposal.constraints)
+    if settings.avoid_short_term_gains:
+        unforced = sorted({r.symbol for r in tax.lots_sold if r.term == "short" and not r.forced
+                           and (r.gain is None or r.gain > 0)})
+        checks.append(ConstraintCheck(constraint="avoid_short_term_gains", value=float(len(unforced)), limit=0.0,
+                                      met=not unforced))
+    if settings.max_realized_gain is not None:
+        checks.append(ConstraintCheck(constraint="max_realized_gain", value=float(tax.totals.net_realized_gain),
+                                      limit=float(settings.max_realized_gain),
+                                      met=tax.totals.net_realized_gain <= settings.max_realized_gain))
+    return proposal.model_copy(update={"tax": tax, "constraints": checks,
+                                       "constraints_met": all(c.met for c in checks)})
 
 
 def account_lots(holdings: Holdings, lots: tuple[Lot, ...] | None) -> tuple[Lot, ...]:

@@ -235,6 +235,17 @@ class PolicyOverrides(BaseModel):
         description="Taxable only: a cap on net realized gains (short- plus long-term, in the portfolio currency) "
         "of this rebalance.",
     )
+    costs_in_objective: bool | None = Field(
+        None, exclude_if=omit_if_null,
+        description="Charge trading costs in the objective (mean_variance, max_sharpe, max_sortino, "
+        "max_information_ratio): market_impact_bps on each trade's value plus the impact_power_coefficients term, "
+        "so that small trades whose expected gain does not cover their cost are not made (default false).",
+    )
+    impact_power_coefficients: dict[str, Annotated[float, Field(ge=0, le=100)]] | None = Field(
+        None, exclude_if=omit_if_null,
+        description="With costs_in_objective: per symbol η of the 3/2-power market impact, cost = η × |trade value| "
+        "× sqrt(|trade value| / portfolio value); the key '*' sets it for every symbol not named.",
+    )
 
     @field_validator("universe")
     @classmethod
@@ -293,6 +304,8 @@ class Policy(BaseModel):
     specific_lots: list[int] | None = Field(None, exclude_if=omit_if_null)
     avoid_short_term_gains: bool | None = Field(None, exclude_if=omit_if_null)
     max_realized_gain: Decimal | None = Field(None, exclude_if=omit_if_null)
+    costs_in_objective: bool | None = Field(None, exclude_if=omit_if_null)
+    impact_power_coefficients: dict[str, float] | None = Field(None, exclude_if=omit_if_null)
 
     @property
     def taxable(self) -> bool:

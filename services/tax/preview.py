@@ -61,6 +61,21 @@ class TaxTotals(BaseModel):
     tax_saved_by_losses: Money = Field(description="The tax the realized losses offset, as a positive amount.")
 
 
+class TaxComparison(BaseModel):
+    """Tax-aware against tax-blind: the same policy solved without taxes, both at the optimizer's
+    continuous weights (before whole shares), so the difference is the optimizer's alone."""
+
+    model_config = ConfigDict(frozen=True)
+
+    objective: str = Field(description="The objective compared (max_sharpe: Sharpe ratio; mean_variance: utility).")
+    tax_aware_estimated_tax: Money
+    tax_blind_estimated_tax: Money
+    tax_saved: Money = Field(description="tax_blind_estimated_tax − tax_aware_estimated_tax.")
+    tax_aware_objective: float | None
+    tax_blind_objective: float | None
+    objective_loss: float | None = Field(description="tax_blind_objective − tax_aware_objective, before taxes.")
+
+
 class TaxPreview(BaseModel):
     """The tax consequences of the sales, lot by lot: an estimate."""
 
@@ -76,6 +91,9 @@ class TaxPreview(BaseModel):
     totals: TaxTotals
     short_term_gains_forced: list[str] = Field(
         description="Symbols whose forced sale realized a short-term gain (avoid_short_term_gains yields to it).")
+    comparison: TaxComparison | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="propose_trades with a return objective: the tax and objective of the same policy without taxes.")
     warnings: list[str]
 
 
