@@ -189,7 +189,7 @@ def propose_trades(
     solves = 0
     for margin in TE_MARGINS:
         for _ in range(FAST_RESOLVES):
-            allocation = solve(problem, te_margin=margin)
+            allocation = _solve_taxed(problem, margin, tax_plan)
             solves += 1
             optimal = _vector(dict(zip(problem.symbols, allocation.weights, strict=True)), plan_symbols)
             understated = _understated_te(risk, setup, optimal, margin)
@@ -247,6 +247,24 @@ def propose_trades(
     if blind is not None and tax_plan is not None and allocation.objective in RETURN_OBJECTIVES:
         comparison = _tax_comparison(problem, blind, allocation, tax_plan, setup, plan_symbols, margin)
     return with_tax_preview(proposal, pack, holdings, policy, lots, choice.forced, comparison)
+
+
+def _solve_taxed(problem: AllocationProblem, margin: float, plan: TaxPlan | None) -> Allocation:
+    """``solve``; an infeasible problem that is feasible without the gain cap names the cap."""
+    try:
+        return solve(problem, te_margin=margin)
+    except InfeasibleError:
+        if plan is None or plan.max_gain is None or problem.costs is None:
+            raise
+        solve(replace(problem, costs=replace(problem.costs, max_gain=None)), te_margin=margin)  # raises if still infeasible
+        raise InfeasibleError(
+            f"infeasible policy: max_realized_gain ${plan.max_gain:,.2f} cannot be met: the sales that the position, "
+            "sector, turnover or tracking-error limits and forced sales require realize more gain. Raise "
+            "max_realized_gain or relax those limits.",
+            details={"conflicts": ["max_realized_gain", "max_single_position_pct", "max_sector_pct",
+                                   "max_turnover_pct", "max_tracking_error_pct"],
+                     "max_realized_gain": plan.max_gain},
+        ) from None
 
 
 def _tax_comparison(problem: AllocationProblem, blind: AllocationProblem, aware: Allocation, plan: TaxPlan,
