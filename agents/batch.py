@@ -125,7 +125,8 @@ def _run(runner: CapabilityRunner, ctx: RequestContext, items: list[BatchRequest
             continue
         calls[item.line] = call
         jobs.append((item.line, inputs.pack, ProposalJob(inputs.holdings, inputs.policy, inputs.ratings,
-                                                         inputs.benchmarks, inputs.cash_flow, inputs.lots)))
+                                                         inputs.benchmarks, inputs.cash_flow, inputs.lots,
+                                                         inputs.wash_history)))
 
     pending = iter(item.line for item in items)
     wanted = next(pending, None)

@@ -13,7 +13,7 @@ from pydantic import (
 )
 
 from capabilities.base import Capability, RequestContext, Services
-from capabilities.common import STRICT, PortfolioRequest, resolve_portfolio
+from capabilities.common import STRICT, PortfolioRequest, resolve_portfolio, wash_history
 from capabilities.views import PROPOSAL_ID, PROPOSAL_PREFIX, Summary, TaxBrief
 from services.allocation.proposal import Trade
 from services.analytics.impact import ImpactReport, TradeOrder, analyze_impact
@@ -173,7 +173,8 @@ def handle(request: AnalyzeImpactInput, ctx: RequestContext, services: Services)
         for t in trades
     ]
     return analyze_impact(pack, holdings, orders, policy, services.benchmarks,
-                          cash_flow=request.cash_flow or Decimal("0"), lots=lots)
+                          cash_flow=request.cash_flow or Decimal("0"), lots=lots,
+                          wash_history=wash_history(services, request.portfolio_id, pack.asof) if policy.taxable else None)
 
 
 class _RiskBrief(BaseModel):

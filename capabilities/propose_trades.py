@@ -13,7 +13,7 @@ from pydantic import (
 )
 
 from capabilities.base import Capability, RequestContext, Services
-from capabilities.common import PortfolioRequest, resolve_portfolio
+from capabilities.common import PortfolioRequest, resolve_portfolio, wash_history
 from capabilities.views import Summary, TaxBrief, proposal_id
 from services.allocation.optimization import SOLVER, SOLVER_SETTINGS
 from services.allocation.proposal import RiskReturn, TradeProposal
@@ -21,6 +21,7 @@ from services.allocation.rebalance import Holdings, propose_trades, validate_rat
 from services.data.bounds import MAX_AMOUNT
 from services.data.models import Lot, PricingPack
 from services.data.policy import Policy, PolicyOverrides, omit_if_null, resolve_policy
+from services.tax.wash import WashHistory
 
 
 class ProposeTradesInput(PortfolioRequest):
@@ -55,6 +56,7 @@ class ProposalInputs:
     benchmarks: dict[str, dict[str, float]]
     cash_flow: Decimal | None = None
     lots: tuple[Lot, ...] | None = None
+    wash_history: WashHistory | None = None
 
 
 def resolve(request: ProposeTradesInput, services: Services) -> ProposalInputs:
@@ -80,13 +82,14 @@ def resolve(request: ProposeTradesInput, services: Services) -> ProposalInputs:
     if request.ratings is not None:
         validate_ratings(pack, request.ratings)
     ratings = request.ratings if request.ratings is not None else services.store.get_ratings()
-    return ProposalInputs(pack, holdings, policy, ratings, services.benchmarks, request.cash_flow, lots)
+    history = wash_history(services, request.portfolio_id, pack.asof) if policy.taxable else None
+    return ProposalInputs(pack, holdings, policy, ratings, services.benchmarks, request.cash_flow, lots, history)
 
 
 def handle(request: ProposeTradesInput, ctx: RequestContext, services: Services) -> TradeProposal:
     inputs = resolve(request, services)
     return propose_trades(inputs.pack, inputs.holdings, inputs.policy, inputs.ratings, inputs.benchmarks,
-                          cash_flow=inputs.cash_flow, lots=inputs.lots)
+                          cash_flow=inputs.cash_flow, lots=inputs.lots, wash_history=inputs.wash_history)
 
 
 class _TradeBrief(BaseModel):

@@ -62,6 +62,7 @@ from services.estimation.risk_models import (
 )
 from services.tax.lots import TaxSettings, numbered
 from services.tax.preview import Sale, TaxComparison, preview
+from services.tax.wash import WashHistory, WashSaleBlock, wash_sale_blocks
 
 NOT_HOLDABLE = ("index", "cash")
 TE_MARGINS = (0.005, 0.02, 0.05, 0.1)
@@ -117,11 +118,14 @@ def propose_trades(
     cash_flow: Decimal | None = None,
     estimates: EstimateCache | None = None,
     lots: tuple[Lot, ...] | None = None,
+    wash_history: WashHistory | None = None,
 ) -> TradeProposal:
     """The best whole-share rebalance of ``holdings`` under ``policy``, priced from ``pack``.
 
     For a taxable account (``policy.tax_rates``) the proposal carries a tax preview of its sales
-    from ``lots``, the portfolio's tax lots (None: each position is one lot of unknown basis).
+    from ``lots``, the portfolio's tax lots (None: each position is one lot of unknown basis), and
+    the wash-sale rule (from the lots' dates and ``wash_history``) is a constraint: blocked names
+    are not bought, and their loss lots not sold.
 
     ``cash_flow`` is a deposit (positive) to invest or a withdrawal (negative) to raise: it is
     added to cash before the allocation, whose invested fraction then applies to the new value,
@@ -139,6 +143,9 @@ def propose_trades(
     choice = eligibility(pack, holdings, policy, ratings)
     warnings += choice.warnings
     choice, no_buy, fixed, held_notes = trading_restrictions(pack, holdings, policy, choice, warnings)
+    blocks = wash_blocks(pack, holdings, policy, lots, wash_history)
+    if blocks:
+        choice, no_buy, held_notes = _wash_sale_restrictions(choice, holdings, no_buy, held_notes, blocks)
     benchmark_name, bench = resolve_benchmark(pack, policy, named_benchmarks)
     if policy.max_tracking_error_pct is not None and bench is None:
         warnings.append("max_tracking_error_pct is set but no benchmark is named; the tracking-error limit was not applied")
@@ -146,7 +153,8 @@ def propose_trades(
     if not holdings.positions and (holdings.cash <= 0 or not choice.eligible):
         warnings.append("the portfolio has no positions" + ("" if holdings.cash <= 0 else " and nothing is eligible to buy")
                         + "; no trades proposed")
-        return with_tax_preview(_empty_proposal(pack, holdings, policy, warnings), pack, holdings, policy, lots, {})
+        return with_tax_preview(_empty_proposal(pack, holdings, policy, warnings), pack, holdings, policy, lots, {},
+                                blocks=blocks)
 
     plan_symbols = tuple(sorted(set(holdings.positions) | set(choice.eligible)))
     risk_symbols = _risk_symbols(holdings, choice, bench)
@@ -177,7 +185,7 @@ def propose_trades(
     problem, fallback = _allocation_problem(pack, policy, choice, setup, est, risk, bench_vec, warnings)
     if no_buy or fixed:
         problem = _restricted_problem(problem, no_buy, fixed)
-    settings = TaxSettings.from_policy(policy)
+    settings = tax_settings(policy, blocks)
     tax_plan = blind = None
     if settings is not None or policy.costs_in_objective:
         account = numbered(account_lots(holdings, lots))
@@ -246,7 +254,37 @@ def propose_trades(
     comparison = None
     if blind is not None and tax_plan is not None and allocation.objective in RETURN_OBJECTIVES:
         comparison = _tax_comparison(problem, blind, allocation, tax_plan, setup, plan_symbols, margin)
-    return with_tax_preview(proposal, pack, holdings, policy, lots, choice.forced, comparison)
+    return with_tax_preview(proposal, pack, holdings, policy, lots, choice.forced, comparison, blocks)
+
+
+def wash_blocks(pack: PricingPack, holdings: Holdings, policy: Policy, lots: tuple[Lot, ...] | None,
+                history: WashHistory | None) -> list[WashSaleBlock]:
+    """The wash-sale blocks of a taxable account on the pack's asof; [] for a tax-exempt one."""
+    if policy.tax_rates is None:
+        return []
+    history = history or WashHistory()
+    return wash_sale_blocks(pack.asof, numbered(account_lots(holdings, lots)), history.sales, history.buys)
+
+
+def tax_settings(policy: Policy, blocks: list[WashSaleBlock]) -> TaxSettings | None:
+    """The policy's tax settings with the names whose loss lots the wash-sale rule holds back."""
+    settings = TaxSettings.from_policy(policy)
+    if settings is None:
+        return None
+    return replace(settings, no_loss_sales=frozenset(b.symbol for b in blocks if b.rule == "no_loss_sale"))
+
+
+def _wash_sale_restrictions(choice: Eligibility, holdings: Holdings, no_buy: set[str], notes: dict[str, str],
+                            blocks: list[WashSaleBlock]) -> tuple[Eligibility, set[str], dict[str, str]]:
+    """Names sold at a loss in the last 30 days are not bought: held ones kept at most, others
+    not eligible."""
+    blocked = {b.symbol: b.until for b in blocks if b.rule == "no_purchase"}
+    held = {s for s in blocked if s in holdings.positions}
+    notes = dict(notes)
+    for sym in sorted(held - no_buy):
+        notes[sym] = f"wash sale: not bought through {blocked[sym]}"
+    eligible = tuple(s for s in choice.eligible if s not in blocked or s in held)
+    return Eligibility(eligible, choice.forced, choice.warnings), no_buy | held, notes
 
 
 def _solve_taxed(problem: AllocationProblem, margin: float, plan: TaxPlan | None) -> Allocation:
@@ -287,15 +325,15 @@ def _tax_comparison(problem: AllocationProblem, blind: AllocationProblem, aware:
 
 def with_tax_preview(proposal: TradeProposal, pack: PricingPack, holdings: Holdings, policy: Policy,
                      lots: tuple[Lot, ...] | None, forced: dict[str, str],
-                     comparison: TaxComparison | None = None) -> TradeProposal:
+                     comparison: TaxComparison | None = None, blocks: list[WashSaleBlock] | None = None) -> TradeProposal:
     """``proposal`` with the tax preview of its sales and the checks of the tax rules for a
     taxable account; unchanged otherwise."""
-    settings = TaxSettings.from_policy(policy)
+    settings = tax_settings(policy, blocks or [])
     if settings is None:
         return proposal
     sales = [Sale(t.symbol, t.quantity, to_decimal(t.price), forced.get(t.symbol))
              for t in proposal.trades if t.action == "SELL"]
-    tax = preview(numbered(account_lots(holdings, lots)), sales, settings, pack.asof)
+    tax = preview(numbered(account_lots(holdings, lots)), sales, settings, pack.asof, blocks)
     if comparison is not None:
         tax = tax.model_copy(update={"comparison": comparison})
     checks = list(proposal.constraints)

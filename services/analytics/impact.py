@@ -22,6 +22,7 @@ from services.allocation.rebalance import (
     account_lots,
     resolve_benchmark,
     validate_holdings,
+    wash_blocks,
 )
 from services.analytics.risk import (
     PortfolioRisk,
@@ -35,6 +36,7 @@ from services.data.policy import Policy
 from services.errors import InputError
 from services.tax.lots import TaxSettings, numbered
 from services.tax.preview import Sale, TaxPreview, preview
+from services.tax.wash import WashHistory
 
 TOP_CONTRIBUTORS = 5
 
@@ -202,11 +204,13 @@ def analyze_impact(
     named_benchmarks: dict[str, dict[str, float]],
     cash_flow: Decimal = Decimal("0"),
     lots: tuple[Lot, ...] | None = None,
+    wash_history: WashHistory | None = None,
 ) -> ImpactReport:
     """Apply ``orders`` and report risk, concentration and costs before and after.
 
     For a taxable account (``policy.tax_rates``) the report previews the tax of the sales from
-    ``lots``, the portfolio's tax lots (None: each position one lot of unknown basis).
+    ``lots``, the portfolio's tax lots (None: each position one lot of unknown basis), and names the
+    wash-sale blocks (from the lots' dates and ``wash_history``) the trades break.
 
     A deposit (positive ``cash_flow``) is in the cash before trading; a withdrawal (negative) is
     taken from the cash after trading, which must cover it (an InputError names the shortfall).
@@ -261,19 +265,32 @@ def analyze_impact(
         before=risk_summary(risk_before, value_before, holdings),
         after=risk_summary(risk_after, value_after, after),
         estimation=_estimation(model, policy),
-        tax=_tax_preview(pack, holdings, execution, policy, lots),
+        tax=_tax_preview(pack, holdings, execution, policy, lots, wash_history),
         warnings=list(execution.warnings) + list(model.warnings),
     )
 
 
 def _tax_preview(pack: PricingPack, holdings: Holdings, execution: Execution, policy: Policy,
-                 lots: tuple[Lot, ...] | None) -> TaxPreview | None:
-    """The tax preview of the executed sales for a taxable account; None for a tax-exempt one."""
+                 lots: tuple[Lot, ...] | None, history: WashHistory | None) -> TaxPreview | None:
+    """The tax preview of the executed sales for a taxable account (None for a tax-exempt one),
+    with the wash-sale blocks the trades break named in its warnings: these trades are given,
+    so they are previewed as they are, not changed."""
     settings = TaxSettings.from_policy(policy)
     if settings is None:
         return None
+    blocks = wash_blocks(pack, holdings, policy, lots, history)
     sales = [Sale(t.symbol, t.quantity, to_decimal(t.price)) for t in execution.trades if t.action == "SELL"]
-    return preview(numbered(account_lots(holdings, lots)), sales, settings, pack.asof)
+    out = preview(numbered(account_lots(holdings, lots)), sales, settings, pack.asof, blocks)
+    broken = []
+    for b in blocks:
+        if b.rule == "no_purchase" and any(t.symbol == b.symbol and t.action == "BUY" for t in execution.trades):
+            broken.append(f"{b.symbol}: bought within 30 days of a sale at a loss on {b.since} (wash sale; "
+                          f"blocked through {b.until})")
+        if b.rule == "no_loss_sale" and any(r.symbol == b.symbol and r.gain is not None and r.gain < 0
+                                            for r in out.lots_sold):
+            broken.append(f"{b.symbol}: sold at a loss within 30 days of a purchase on {b.since} (wash sale; "
+                          f"blocked through {b.until})")
+    return out.model_copy(update={"warnings": out.warnings + broken}) if broken else out
 
 
 def risk_summary(risk: PortfolioRisk, value: Decimal, holdings: Holdings) -> RiskSummary:

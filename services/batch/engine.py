@@ -40,6 +40,7 @@ from services.data.policy import Policy
 from services.errors import InputError, OptimizerError
 from services.estimation.cache import EstimateCache, EstimationKey, estimation_key
 from services.estimation.estimators import Estimates, estimate_for_policy
+from services.tax.wash import WashHistory
 
 _log = structlog.get_logger("optimizer.batch")
 
@@ -54,6 +55,7 @@ class ProposalJob:
     named_benchmarks: Mapping[str, Mapping[str, float]]
     cash_flow: Decimal | None = None
     lots: tuple[Lot, ...] | None = None
+    wash_history: WashHistory | None = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ def compute_proposal(
         proposal = propose_trades(
             pack, job.holdings, job.policy, dict(job.ratings),
             {name: dict(weights) for name, weights in job.named_benchmarks.items()},
-            cash_flow=job.cash_flow, estimates=cache, lots=job.lots,
+            cash_flow=job.cash_flow, estimates=cache, lots=job.lots, wash_history=job.wash_history,
         )
         return Outcome(proposal, None, time.perf_counter() - started)
     except OptimizerError as err:

@@ -32,6 +32,8 @@ class TaxSettings:
     specific_lots: tuple[int, ...] = ()
     avoid_short_term_gains: bool = True
     max_realized_gain: Decimal | None = None
+    # Symbols whose loss lots the wash-sale rule keeps from being sold (bought in the last 30 days).
+    no_loss_sales: frozenset[str] = frozenset()
 
     @classmethod
     def from_policy(cls, policy: Policy) -> TaxSettings | None:
@@ -96,9 +98,10 @@ def sale_order(lots: tuple[TaxLot, ...], symbol: str, price: Decimal, asof: date
       short-term gain come after all others. Lots without a basis come last.
     - hifo: highest basis first; fifo: oldest first (undated lots count as oldest, as booking
       does); specific: only the named lots, in the order named.
-    Ties keep lot order.
+    Ties keep lot order. A symbol in ``settings.no_loss_sales`` offers only its lots not at a loss.
     """
-    mine = [lot for lot in lots if lot.symbol == symbol and lot.shares > 0]
+    mine = [lot for lot in lots if lot.symbol == symbol and lot.shares > 0
+            and not (symbol in settings.no_loss_sales and lot.basis is not None and lot.basis > price)]
     method = settings.lot_selection
     if method == "specific":
         position = {no: i for i, no in enumerate(settings.specific_lots)}
@@ -139,6 +142,12 @@ def take(order: list[TaxLot], quantity: int, symbol: str, settings: TaxSettings)
                 "`optimizer portfolios show ID --json`) or choose another lot_selection",
                 details={"field": "policy.specific_lots", "value": list(settings.specific_lots),
                          "symbol": symbol, "needed": quantity, "named_shares": held},
+            )
+        if symbol in settings.no_loss_sales:
+            raise InputError(
+                f"a sale of {quantity} {symbol} needs lots at a loss, which the wash-sale rule blocks ({symbol} was "
+                f"bought in the last 30 days); {held} shares are in lots without a loss",
+                details={"field": "trades", "symbol": symbol, "needed": quantity, "sellable": held},
             )
         raise InputError(
             f"a sale of {quantity} {symbol} exceeds the {held} shares held in its lots",

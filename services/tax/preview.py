@@ -8,7 +8,7 @@ reported per-lot figures, so they add up on paper. Everything is an estimate, no
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Literal
@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from services.tax.lots import TaxLot, TaxSettings, sale_order, take
+from services.tax.wash import WashSaleBlock
 
 # The money convention of results (allocation.proposal.Money), declared again because this room
 # comes before allocation and may not import it.
@@ -91,6 +92,8 @@ class TaxPreview(BaseModel):
     totals: TaxTotals
     short_term_gains_forced: list[str] = Field(
         description="Symbols whose forced sale realized a short-term gain (avoid_short_term_gains yields to it).")
+    wash_sale_blocks: list[WashSaleBlock] = Field(
+        description="Names the wash-sale rule blocks on the asof (no purchase / no sale at a loss) and until when.")
     comparison: TaxComparison | None = Field(
         None, exclude_if=lambda v: v is None,
         description="propose_trades with a return objective: the tax and objective of the same policy without taxes.")
@@ -107,8 +110,10 @@ class Sale:
     forced_reason: str | None = None
 
 
-def preview(lots: tuple[TaxLot, ...], sales: list[Sale], settings: TaxSettings, asof: date) -> TaxPreview:
-    """The lots ``sales`` take under ``settings`` and what they realize on ``asof``.
+def preview(lots: tuple[TaxLot, ...], sales: list[Sale], settings: TaxSettings, asof: date,
+            blocks: list[WashSaleBlock] | None = None) -> TaxPreview:
+    """The lots ``sales`` take under ``settings`` and what they realize on ``asof``, with the
+    wash-sale ``blocks`` listed (a forced sale is not held back by them: its loss is named instead).
 
     Raises:
         InputError: a sale exceeds the shares of its lots (or of the named lots with ``specific``).
@@ -119,9 +124,15 @@ def preview(lots: tuple[TaxLot, ...], sales: list[Sale], settings: TaxSettings, 
     for sale in sorted(sales, key=lambda s: s.symbol):
         if sale.quantity <= 0:
             continue
-        taken = take(sale_order(lots, sale.symbol, sale.price, asof, settings), sale.quantity, sale.symbol, settings)
+        rules = settings
+        if sale.forced_reason is not None and sale.symbol in settings.no_loss_sales:
+            rules = replace(settings, no_loss_sales=frozenset())
+        taken = take(sale_order(lots, sale.symbol, sale.price, asof, rules), sale.quantity, sale.symbol, rules)
         for lot, n in taken:
             rows.append(_lot_sale(lot, n, sale, settings, asof))
+            if rules is not settings and lot.basis is not None and lot.basis > sale.price:
+                warnings.append(f"{sale.symbol} lot {lot.lot_no}: the forced sale realizes a loss the wash-sale rule "
+                                f"may disallow ({sale.symbol} was bought in the last 30 days)")
             if lot.acquired is None:
                 warnings.append(f"{sale.symbol} lot {lot.lot_no} has no acquisition date: taxed as short-term")
             if lot.basis is None:
@@ -142,6 +153,7 @@ def preview(lots: tuple[TaxLot, ...], sales: list[Sale], settings: TaxSettings, 
         lots_sold=rows,
         totals=totals(rows),
         short_term_gains_forced=forced_st,
+        wash_sale_blocks=list(blocks or []),
         warnings=warnings,
     )
 
