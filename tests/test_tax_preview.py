@@ -89,7 +89,7 @@ def test_fifo_in_analyze_impact_takes_the_oldest_lot(agent) -> None:
     assert (row["lot_no"], row["term"], Decimal(repr(row["gain"]))) == (3, "long", gain)
 
 
-GOLDEN = ("tax_short_term_gain_avoided", "tax_forced_sale_short_term_gain")
+GOLDEN = ("tax_short_term_gain_avoided", "tax_forced_sale_short_term_gain", "tax_harvest_with_replacement")
 
 
 @pytest.mark.parametrize("case", GOLDEN)
@@ -130,5 +130,11 @@ def test_the_tax_golden_files_agree_with_a_calculation_from_the_seed_lots(case) 
     short_term_sold = [r["symbol"] for r in tax["lots_sold"] if r["term"] == "short" and r["gain"] > 0]
     if case == "tax_short_term_gain_avoided":
         assert short_term_sold == [] and tax["comparison"]["tax_saved"] > 0
+    elif case == "tax_harvest_with_replacement":
+        [h] = tax["harvests"]
+        amd = next(r for r in tax["lots_sold"] if r["symbol"] == "AMD")
+        assert (h["symbol"], h["replacement"], h["shares"]) == ("AMD", "MSFT", amd["shares"])
+        assert Decimal(repr(h["loss"])) == -Decimal(repr(amd["gain"])) == Decimal("78325.00")
+        assert Decimal(repr(t["tax_saved_by_losses"])) == Decimal("15665.00")  # 20% of the long-term loss
     else:
         assert short_term_sold == tax["short_term_gains_forced"] == ["UNH"]

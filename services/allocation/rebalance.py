@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from decimal import Decimal
 
 import numpy as np
 
 from services.allocation.costs import cents, to_decimal, trade_cost
+from services.allocation.harvest import choose_harvests
 from services.allocation.optimization import (
     Allocation,
     AllocationProblem,
@@ -61,8 +63,8 @@ from services.estimation.risk_models import (
     statistical_factor_count,
 )
 from services.tax.lots import TaxSettings, numbered
-from services.tax.preview import Sale, TaxComparison, preview
-from services.tax.wash import WashHistory, WashSaleBlock, wash_sale_blocks
+from services.tax.preview import Harvest, Sale, TaxComparison, preview
+from services.tax.wash import WINDOW_DAYS, WashHistory, WashSaleBlock, wash_sale_blocks
 
 NOT_HOLDABLE = ("index", "cash")
 TE_MARGINS = (0.005, 0.02, 0.05, 0.1)
@@ -146,6 +148,11 @@ def propose_trades(
     blocks = wash_blocks(pack, holdings, policy, lots, wash_history)
     if blocks:
         choice, no_buy, held_notes = _wash_sale_restrictions(choice, holdings, no_buy, held_notes, blocks)
+    settings = tax_settings(policy, blocks)
+    harvests: tuple[Harvest, ...] = ()
+    if settings is not None and policy.harvest_losses:
+        choice, harvests, blocks = _harvest(pack, holdings, policy, ratings, settings, lots, choice, no_buy | fixed,
+                                            blocks, warnings)
     benchmark_name, bench = resolve_benchmark(pack, policy, named_benchmarks)
     if policy.max_tracking_error_pct is not None and bench is None:
         warnings.append("max_tracking_error_pct is set but no benchmark is named; the tracking-error limit was not applied")
@@ -185,7 +192,8 @@ def propose_trades(
     problem, fallback = _allocation_problem(pack, policy, choice, setup, est, risk, bench_vec, warnings)
     if no_buy or fixed:
         problem = _restricted_problem(problem, no_buy, fixed)
-    settings = tax_settings(policy, blocks)
+    if harvests:
+        problem, setup = _harvest_limits(problem, setup, harvests)
     tax_plan = blind = None
     if settings is not None or policy.costs_in_objective:
         account = numbered(account_lots(holdings, lots))
@@ -254,7 +262,60 @@ def propose_trades(
     comparison = None
     if blind is not None and tax_plan is not None and allocation.objective in RETURN_OBJECTIVES:
         comparison = _tax_comparison(problem, blind, allocation, tax_plan, setup, plan_symbols, margin)
-    return with_tax_preview(proposal, pack, holdings, policy, lots, choice.forced, comparison, blocks)
+    return with_tax_preview(proposal, pack, holdings, policy, lots, choice.forced, comparison, blocks, harvests)
+
+
+def _harvest(pack: PricingPack, holdings: Holdings, policy: Policy, ratings: dict[str, float], settings: TaxSettings,
+             lots: tuple[Lot, ...] | None, choice: Eligibility, untradable: set[str], blocks: list[WashSaleBlock],
+             warnings: list[str]) -> tuple[Eligibility, tuple[Harvest, ...], list[WashSaleBlock]]:
+    """The losses to harvest; their replacements join the eligible names and the harvested names
+    are blocked from purchase for 30 days (the wash-sale rule, listed with the other blocks)."""
+    last = pack.closes.iloc[-1]
+    no_purchase = {b.symbol for b in blocks if b.rule == "no_purchase"}
+    excluded = set(policy.restricted_symbols) | set(policy.frozen_symbols) | no_purchase | set(choice.forced)
+
+    def quality_ok(sym: str) -> bool:
+        score = ratings.get(sym)
+        if policy.min_quality_score is None:
+            return True
+        return policy.unrated == "eligible" if score is None else score >= policy.min_quality_score
+
+    buyable = {s.symbol for s in pack.securities
+               if s.asset_class in ("equity", "etf") and s.symbol in last.index and last[s.symbol] == last[s.symbol]
+               and s.symbol not in excluded and quality_ok(s.symbol)}
+    tradable = set(choice.eligible) - untradable - set(choice.forced)
+    chosen = choose_harvests(pack, policy, settings, numbered(account_lots(holdings, lots)), holdings.positions,
+                             tradable, buyable, pack.asof)
+    warnings += chosen.warnings
+    if not chosen.harvests:
+        return choice, (), blocks
+    eligible = tuple(sorted(set(choice.eligible) | {h.replacement for h in chosen.harvests}))
+    until = (pack.asof + timedelta(days=WINDOW_DAYS)).isoformat()
+    harvested = [WashSaleBlock(symbol=h.symbol, rule="no_purchase", since=pack.asof.isoformat(), until=until)
+                 for h in chosen.harvests]
+    merged = sorted([b for b in blocks if not (b.rule == "no_purchase" and b.symbol in {h.symbol for h in chosen.harvests})]
+                    + harvested, key=lambda b: (b.symbol, b.rule))
+    return Eligibility(eligible, choice.forced, choice.warnings), chosen.harvests, merged
+
+
+def _harvest_limits(problem: AllocationProblem, setup: PlanSetup,
+                    harvests: tuple[Harvest, ...]) -> tuple[AllocationProblem, PlanSetup]:
+    """Cap each harvested name at its shares outside the loss lots; hold each replacement at
+    least at its weight plus the harvested weight (within its cap)."""
+    pos = {s: i for i, s in enumerate(problem.symbols)}
+    plan = {s: i for i, s in enumerate(setup.symbols)}
+    caps, plan_caps = problem.caps.copy(), setup.caps.copy()
+    floors = problem.floors.copy() if problem.floors is not None else np.zeros(problem.n)
+    labels = list(problem.cap_limits or ("max_single_position_pct",) * problem.n)
+    value = setup.value
+    for h in harvests:
+        i, k = pos[h.symbol], plan[h.symbol]
+        kept = (setup.current[k] - h.shares) * setup.prices[k] / value
+        caps[i], plan_caps[k], labels[i] = min(caps[i], kept), min(plan_caps[k], kept), None
+        j = pos[h.replacement]
+        floors[j] = min(caps[j], max(floors[j], problem.current[j] + h.shares * setup.prices[k] / value))
+    return (replace(problem, caps=caps, floors=floors, cap_limits=tuple(labels)),
+            replace(setup, caps=plan_caps))
 
 
 def wash_blocks(pack: PricingPack, holdings: Holdings, policy: Policy, lots: tuple[Lot, ...] | None,
@@ -325,7 +386,8 @@ def _tax_comparison(problem: AllocationProblem, blind: AllocationProblem, aware:
 
 def with_tax_preview(proposal: TradeProposal, pack: PricingPack, holdings: Holdings, policy: Policy,
                      lots: tuple[Lot, ...] | None, forced: dict[str, str],
-                     comparison: TaxComparison | None = None, blocks: list[WashSaleBlock] | None = None) -> TradeProposal:
+                     comparison: TaxComparison | None = None, blocks: list[WashSaleBlock] | None = None,
+                     harvests: tuple[Harvest, ...] = ()) -> TradeProposal:
     """``proposal`` with the tax preview of its sales and the checks of the tax rules for a
     taxable account; unchanged otherwise."""
     settings = tax_settings(policy, blocks or [])
@@ -334,8 +396,8 @@ def with_tax_preview(proposal: TradeProposal, pack: PricingPack, holdings: Holdi
     sales = [Sale(t.symbol, t.quantity, to_decimal(t.price), forced.get(t.symbol))
              for t in proposal.trades if t.action == "SELL"]
     tax = preview(numbered(account_lots(holdings, lots)), sales, settings, pack.asof, blocks)
-    if comparison is not None:
-        tax = tax.model_copy(update={"comparison": comparison})
+    if comparison is not None or harvests:
+        tax = tax.model_copy(update={"comparison": comparison, "harvests": list(harvests)})
     checks = list(proposal.constraints)
     if settings.avoid_short_term_gains:
         unforced = sorted({r.symbol for r in tax.lots_sold if r.term == "short" and not r.forced

@@ -235,6 +235,25 @@ class PolicyOverrides(BaseModel):
         description="Taxable only: a cap on net realized gains (short- plus long-term, in the portfolio currency) "
         "of this rebalance.",
     )
+    harvest_losses: bool | None = Field(
+        None, exclude_if=omit_if_null,
+        description="Taxable only: sell the lots at a loss of holdings whose loss reaches min_harvest_loss and keep "
+        "the exposure with a replacement (from replacements, else the most correlated security of the same sector "
+        "in the pack); the harvested name is then not bought for 30 days (wash sale).",
+    )
+    min_harvest_loss: Decimal | None = Field(
+        None, ge=0, le=MAX_AMOUNT, strict=False, exclude_if=omit_if_null,
+        description="harvest_losses only: the least loss, in the portfolio currency, worth harvesting in one name (default 0).",
+    )
+    min_harvest_loss_pct: float | None = Field(
+        None, ge=0, le=100, exclude_if=omit_if_null,
+        description="harvest_losses only: the least loss worth harvesting, in % of the loss lots' cost basis (default 0).",
+    )
+    replacements: dict[str, str] | None = Field(
+        None, exclude_if=omit_if_null,
+        description="harvest_losses only: {harvested symbol: replacement symbol}; names not listed get the most "
+        "correlated security of their sector.",
+    )
     costs_in_objective: bool | None = Field(
         None, exclude_if=omit_if_null,
         description="Charge trading costs in the objective (mean_variance, max_sharpe, max_sortino, "
@@ -304,6 +323,10 @@ class Policy(BaseModel):
     specific_lots: list[int] | None = Field(None, exclude_if=omit_if_null)
     avoid_short_term_gains: bool | None = Field(None, exclude_if=omit_if_null)
     max_realized_gain: Decimal | None = Field(None, exclude_if=omit_if_null)
+    harvest_losses: bool | None = Field(None, exclude_if=omit_if_null)
+    min_harvest_loss: Decimal | None = Field(None, exclude_if=omit_if_null)
+    min_harvest_loss_pct: float | None = Field(None, exclude_if=omit_if_null)
+    replacements: dict[str, str] | None = Field(None, exclude_if=omit_if_null)
     costs_in_objective: bool | None = Field(None, exclude_if=omit_if_null)
     impact_power_coefficients: dict[str, float] | None = Field(None, exclude_if=omit_if_null)
 

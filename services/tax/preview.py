@@ -77,6 +77,20 @@ class TaxComparison(BaseModel):
     objective_loss: float | None = Field(description="tax_blind_objective − tax_aware_objective, before taxes.")
 
 
+class Harvest(BaseModel):
+    """A loss harvested: the loss lots of ``symbol`` sold, the exposure kept with ``replacement``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    symbol: str
+    shares: int = Field(description="Shares in the lots at a loss, all sold.")
+    loss: Money = Field(description="Their loss at the pack's close, as a positive amount.")
+    replacement: str
+    source: Literal["replacements", "correlation"] = Field(
+        description="replacements: the policy's map; correlation: the most correlated security of the same sector.")
+    correlation: float | None = Field(description="Correlation of daily returns over the lookback.")
+
+
 class TaxPreview(BaseModel):
     """The tax consequences of the sales, lot by lot: an estimate."""
 
@@ -94,6 +108,7 @@ class TaxPreview(BaseModel):
         description="Symbols whose forced sale realized a short-term gain (avoid_short_term_gains yields to it).")
     wash_sale_blocks: list[WashSaleBlock] = Field(
         description="Names the wash-sale rule blocks on the asof (no purchase / no sale at a loss) and until when.")
+    harvests: list[Harvest] = Field(default_factory=list, description="harvest_losses only: the losses harvested.")
     comparison: TaxComparison | None = Field(
         None, exclude_if=lambda v: v is None,
         description="propose_trades with a return objective: the tax and objective of the same policy without taxes.")
