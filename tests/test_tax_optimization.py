@@ -205,3 +205,13 @@ def test_a_gain_cap_the_position_caps_cannot_meet_is_named(setting) -> None:
     with pytest.raises(InfeasibleError) as err:
         _propose(setting, method="min_variance", tax_rates=RATES, max_realized_gain="100", max_single_position_pct=25)
     assert "max_realized_gain" in str(err.value) and err.value.details["conflicts"][0] == "max_realized_gain"
+
+
+def test_a_position_cap_forces_a_short_term_gain_sale_and_it_is_named(setting) -> None:
+    # KO: 300 shares bought 2022-09-01 at 40, a short-term gain, about 14% of value; a 10% cap forces a sale.
+    out = _propose(setting, method="min_variance", tax_rates=RATES, max_single_position_pct=10, universe="pack")
+    [ko] = [r for r in out.tax.lots_sold if r.symbol == "KO"]
+    assert ko.term == "short" and ko.gain > 0 and ko.forced
+    assert "KO" in out.tax.short_term_gains_forced
+    assert any("KO: the forced sale (the 10% position cap)" in w for w in out.tax.warnings)
+    assert out.constraints_met

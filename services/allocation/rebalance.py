@@ -262,7 +262,11 @@ def propose_trades(
     comparison = None
     if blind is not None and tax_plan is not None and allocation.objective in RETURN_OBJECTIVES:
         comparison = _tax_comparison(problem, blind, allocation, tax_plan, setup, plan_symbols, margin)
-    return with_tax_preview(proposal, pack, holdings, policy, lots, choice.forced, comparison, blocks, harvests)
+    forced = dict(choice.forced)
+    if tax_plan is not None:
+        # A sale the position cap needs beyond the lots without a short-term gain is forced by the cap.
+        forced.update({s: f"the {policy.max_single_position_pct:g}% position cap" for s in sorted(tax_plan.cap_forced)})
+    return with_tax_preview(proposal, pack, holdings, policy, lots, forced, comparison, blocks, harvests)
 
 
 def _harvest(pack: PricingPack, holdings: Holdings, policy: Policy, ratings: dict[str, float], settings: TaxSettings,

@@ -40,6 +40,8 @@ class TaxPlan:
         orders: per plan symbol, the lots in the order a sale takes them.
         floor_shares: per plan symbol, the fewest shares a non-forced sale may leave (0: no floor).
         max_gain: the cap on realized net gains in money, or None.
+        cap_forced: plan symbols whose position cap needs more sold than their lots without a
+            short-term gain hold: such a sale is forced by the cap.
     """
 
     settings: TaxSettings
@@ -47,6 +49,7 @@ class TaxPlan:
     orders: tuple[tuple[TaxLot, ...], ...]
     floor_shares: np.ndarray
     max_gain: float | None
+    cap_forced: frozenset[str] = frozenset()
 
 
 def objective_costs(problem: AllocationProblem, setup: PlanSetup, policy: Policy, settings: TaxSettings | None,
@@ -66,12 +69,15 @@ def objective_costs(problem: AllocationProblem, setup: PlanSetup, policy: Policy
     orders = tuple(tuple(sale_order(lots, s, to_decimal(float(setup.prices[i])), asof, settings))
                    for i, s in enumerate(setup.symbols))
     floor_shares = np.zeros(len(setup.symbols), dtype=np.int64)
+    cap_forced = set()
     for i, order in enumerate(orders):
         if not setup.forced[i]:
             sellable = _sellable(order, to_decimal(float(setup.prices[i])), asof, settings)
             # A sale a position cap forces is not held back by the short-term rule.
             cap_shares = math.floor(float(setup.caps[i]) * value / float(setup.prices[i]) + 1e-9)
             floor_shares[i] = min(max(0, int(setup.current[i]) - sellable), cap_shares)
+            if cap_shares < int(setup.current[i]) - sellable:
+                cap_forced.add(setup.symbols[i])
     taxes, gains = [], []
     floors = problem.floors.copy() if problem.floors is not None else np.zeros(problem.n)
     for j, i in enumerate(idx):
@@ -88,7 +94,7 @@ def objective_costs(problem: AllocationProblem, setup: PlanSetup, policy: Policy
                           for i in np.flatnonzero(setup.forced))
         budget = max(0.0, max_gain - forced_gain) / value
     costs = ObjectiveCosts(linear=linear, power=power, tax=pieces(taxes), gain=pieces(gains), max_gain=budget)
-    plan = TaxPlan(settings, asof, orders, floor_shares, max_gain)
+    plan = TaxPlan(settings, asof, orders, floor_shares, max_gain, frozenset(cap_forced))
     return replace(problem, costs=costs, floors=floors if floors.any() else problem.floors), plan
 
 
