@@ -127,7 +127,8 @@ def _run(runner: CapabilityRunner, ctx: RequestContext, items: list[BatchRequest
         jobs.append((item.line, inputs.pack, ProposalJob(inputs.holdings, inputs.policy, inputs.ratings,
                                                          inputs.benchmarks, inputs.cash_flow,
                                                          inputs.drift_band_pct, inputs.notes,
-                                                         inputs.frontier_points, inputs.explain_limits)))
+                                                         inputs.frontier_points, inputs.explain_limits,
+                                                         inputs.lots, inputs.wash_history)))
 
     pending = iter(item.line for item in items)
     wanted = next(pending, None)

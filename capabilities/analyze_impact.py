@@ -13,13 +13,19 @@ from pydantic import (
 )
 
 from capabilities.base import Capability, RequestContext, Services
-from capabilities.common import STRICT, PortfolioRequest, resolve_holdings
-from capabilities.views import PROPOSAL_ID, PROPOSAL_PREFIX, Summary
+from capabilities.common import STRICT, PortfolioRequest, resolve_portfolio, wash_history
+from capabilities.views import PROPOSAL_ID, PROPOSAL_PREFIX, Summary, TaxBrief
 from services.allocation.proposal import Trade
 from services.analytics.impact import ImpactReport, TradeOrder, analyze_impact
 from services.analytics.risk import VAR_CONFIDENCE
 from services.data.bounds import MAX_AMOUNT, MAX_CLOSE, MAX_COMMISSION, MAX_SHARES, MIN_CLOSE
-from services.data.policy import PolicyOverrides, omit_if_null, resolve_policy
+from services.data.policy import (
+    LotSelection,
+    PolicyOverrides,
+    TaxRates,
+    omit_if_null,
+    resolve_policy,
+)
 from services.errors import InputError, NotFoundError
 
 _USED = ("symbol", "action", "quantity", "price", "current_shares")
@@ -92,6 +98,24 @@ class AnalyzeImpactInput(PortfolioRequest):
         "the cash after trading) that the trades invest or raise.",
     )
 
+    tax_rates: TaxRates | None = Field(
+        None, exclude_if=omit_if_null,
+        description="Makes the account taxable: short- and long-term rates in % "
+        "({\"short_term_pct\": 37, \"long_term_pct\": 20}); the report then previews the tax of the sales lot by lot.",
+    )
+    holding_period_days: int | None = Field(
+        None, ge=1, le=36500, exclude_if=omit_if_null,
+        description="With tax_rates: a lot held more than this many days on the pack's asof is long-term (default 365).",
+    )
+    lot_selection: LotSelection | None = Field(
+        None, exclude_if=omit_if_null,
+        description="With tax_rates: which lots the sales take: optimal (least tax, default), hifo, fifo or specific.",
+    )
+    specific_lots: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, max_length=10000, exclude_if=omit_if_null,
+        description="lot_selection 'specific' only: lot numbers (portfolios show ID --json) in the order sales take them.",
+    )
+
     @model_validator(mode="after")
     def _one_trade_source(self) -> AnalyzeImpactInput:
         if (self.proposed_trades is None) == (self.proposal_id is None):
@@ -133,8 +157,11 @@ def proposal_trades(request: AnalyzeImpactInput, ctx: RequestContext, services: 
 def handle(request: AnalyzeImpactInput, ctx: RequestContext, services: Services) -> ImpactReport:
     trades = proposal_trades(request, ctx, services)
     pack = services.store.get_pack(request.pricing_pack_id)
-    holdings = resolve_holdings(request, services)
+    holdings, lots = resolve_portfolio(request, services)
     fields: dict[str, Any] = {"benchmark": request.benchmark, "lookback_days": request.lookback_days}
+    for name in ("tax_rates", "holding_period_days", "lot_selection", "specific_lots"):
+        if getattr(request, name) is not None:
+            fields[name] = getattr(request, name)
     if request.commission_per_trade is not None:
         fields["commission_per_trade"] = request.commission_per_trade
     if request.market_impact_bps is not None:
@@ -146,7 +173,8 @@ def handle(request: AnalyzeImpactInput, ctx: RequestContext, services: Services)
         for t in trades
     ]
     return analyze_impact(pack, holdings, orders, policy, services.benchmarks,
-                          cash_flow=request.cash_flow or Decimal("0"))
+                          cash_flow=request.cash_flow or Decimal("0"), lots=lots,
+                          wash_history=wash_history(services, request.portfolio_id, pack.asof) if policy.taxable else None)
 
 
 class _RiskBrief(BaseModel):
@@ -188,6 +216,8 @@ class ImpactSummary(Summary):
     post_concentration_top10: float
     before: _RiskBrief
     after: _RiskBrief
+    tax: TaxBrief | None = Field(None, exclude_if=lambda v: v is None,
+                                 description="Taxable accounts only: realized gains and losses and the estimated tax.")
     warnings: list[str]
 
 

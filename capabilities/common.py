@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -10,6 +11,10 @@ from capabilities.base import Services
 from capabilities.views import DETAIL_DESCRIPTION, Detail
 from services.allocation.rebalance import Holdings
 from services.data.bounds import MAX_AMOUNT, MAX_SHARES
+from services.data.models import Lot
+from services.data.policy import Policy
+from services.tax.lots import TaxSettings
+from services.tax.wash import BookedBuy, BookedSale, WashHistory, in_window
 
 # Requests are strict: a number must be a JSON number (no "5" or true as 5 or 1 shares). Money
 # fields (Decimal) also take decimal strings such as "2500.50", the lossless way to write cents.
@@ -65,9 +70,35 @@ class PortfolioRequest(BaseModel):
 
 def resolve_holdings(request: PortfolioRequest, services: Services) -> Holdings:
     """The request's portfolio as whole shares per symbol and cash."""
+    return resolve_portfolio(request, services)[0]
+
+
+def resolve_portfolio(request: PortfolioRequest, services: Services) -> tuple[Holdings, tuple[Lot, ...] | None]:
+    """The request's portfolio as whole shares per symbol and cash, and its tax lots (a stored
+    portfolio's, in lot order; None for an inline portfolio, which has no lots)."""
     if request.portfolio_id is not None:
         stored = services.store.get_portfolio(request.portfolio_id)
-        return Holdings(stored.id, stored.positions(), stored.cash)
+        return Holdings(stored.id, stored.positions(), stored.cash), stored.lots
     assert request.portfolio is not None
     positions = {p.symbol: p.shares for p in sorted(request.portfolio.positions, key=lambda p: p.symbol) if p.shares}
-    return Holdings(None, positions, request.portfolio.cash)
+    return Holdings(None, positions, request.portfolio.cash), None
+
+
+def wash_history(services: Services, portfolio_id: str | None, asof: date) -> WashHistory:
+    """The booked trades of a stored portfolio in the wash-sale window before ``asof``: each sale
+    with the lots held just before it and the policy it was booked under (which chose its lots)."""
+    if portfolio_id is None:
+        return WashHistory()
+    sales, buys = [], []
+    for row in services.store.list_rebalances(portfolio_id):
+        when = date.fromisoformat(row["asof"])
+        if row["status"] != "booked" or not in_window(when, asof):
+            continue
+        before = services.store.get_portfolio_version(portfolio_id, row["version_before"]).lots
+        tax = TaxSettings.from_policy(Policy.model_validate(row["policy"]))
+        for t in row["trades"]:
+            if t["side"] == "SELL":
+                sales.append(BookedSale(t["symbol"], when, t["quantity"], Decimal(repr(t["price"])), before, tax))
+            elif t["side"] == "BUY":
+                buys.append(BookedBuy(t["symbol"], when))
+    return WashHistory(tuple(sales), tuple(buys))

@@ -14,15 +14,16 @@ from pydantic import (
 )
 
 from capabilities.base import Capability, RequestContext, Services
-from capabilities.common import PortfolioRequest, resolve_holdings
-from capabilities.views import Summary, proposal_id
+from capabilities.common import PortfolioRequest, resolve_portfolio, wash_history
+from capabilities.views import Summary, TaxBrief, proposal_id
 from services.allocation.optimization import SOLVER, SOLVER_SETTINGS
 from services.allocation.proposal import RiskReturn, TradeProposal
 from services.allocation.rebalance import Holdings, propose_trades, validate_ratings
 from services.data.bounds import MAX_AMOUNT
-from services.data.models import PricingPack
+from services.data.models import Lot, PricingPack
 from services.data.policy import Policy, PolicyOverrides, omit_if_null, resolve_policy
 from services.data.seeds import seed_pack_ids, seed_ratings_source
+from services.tax.wash import WashHistory
 
 
 class ProposeTradesInput(PortfolioRequest):
@@ -80,6 +81,8 @@ class ProposalInputs:
     notes: tuple[str, ...] = ()
     frontier_points: int | None = None
     explain_limits: bool = False
+    lots: tuple[Lot, ...] | None = None
+    wash_history: WashHistory | None = None
 
 
 def resolve(request: ProposeTradesInput, services: Services, user: str | None = None) -> ProposalInputs:
@@ -89,7 +92,7 @@ def resolve(request: ProposeTradesInput, services: Services, user: str | None = 
     from ``handle`` so a batch can resolve here and compute on a cluster.
     """
     pack = services.store.get_pack(request.pricing_pack_id)
-    holdings = resolve_holdings(request, services)
+    holdings, lots = resolve_portfolio(request, services)
     template = services.store.get_policy_template(request.policy_id)[0] if request.policy_id else None
     policy = resolve_policy(services.constraint_defaults, template, request.policy, policy_id=request.policy_id)
     if request.portfolio_id is not None:
@@ -112,8 +115,10 @@ def resolve(request: ProposeTradesInput, services: Services, user: str | None = 
         ratings = {s: score for s, (score, _) in stored.items()}
         notes = rating_provenance(pack, policy, {s: source for s, (_, source) in stored.items()},
                                   seed_pack_ids(), seed_ratings_source())
+    history = wash_history(services, request.portfolio_id, pack.asof) if policy.taxable else None
     return ProposalInputs(pack, holdings, policy, ratings, services.benchmarks, request.cash_flow,
-                          request.drift_band_pct, notes, request.frontier_points, bool(request.explain_limits))
+                          request.drift_band_pct, notes, request.frontier_points, bool(request.explain_limits),
+                          lots, history)
 
 
 def rating_provenance(pack: PricingPack, policy: Policy, sources: dict[str, str],
@@ -142,7 +147,8 @@ def handle(request: ProposeTradesInput, ctx: RequestContext, services: Services)
     inputs = resolve(request, services, ctx.user)
     return propose_trades(inputs.pack, inputs.holdings, inputs.policy, inputs.ratings, inputs.benchmarks,
                           cash_flow=inputs.cash_flow, drift_band_pct=inputs.drift_band_pct, notes=inputs.notes,
-                          frontier_points=inputs.frontier_points, explain_limits=inputs.explain_limits)
+                          frontier_points=inputs.frontier_points, explain_limits=inputs.explain_limits,
+                          lots=inputs.lots, wash_history=inputs.wash_history)
 
 
 class _TradeBrief(BaseModel):
@@ -204,6 +210,8 @@ class ProposalSummary(Summary):
     efficient_frontier: _FrontierBrief | None = Field(
         None, exclude_if=omit_if_null, description="Asked for with frontier_points; the full view has the "
         "Sharpe ratios and the limits the points respect.")
+    tax: TaxBrief | None = Field(None, exclude_if=lambda v: v is None,
+                                 description="Taxable accounts only: realized gains and losses and the estimated tax.")
     warnings: list[str]
 
     @model_validator(mode="before")

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.tax.preview import TaxTotals
+
 Detail = Literal["summary", "full"]
 DETAIL_FIELD = "detail"
 DETAIL_DESCRIPTION = (
@@ -55,6 +57,15 @@ class Summary(BaseModel):
 
     detail: Literal["summary"] = Field("summary", description="This is the summary view; ask for detail='full' for every figure.")
     metadata: SummaryMetadata = Field(alias="_metadata")
+
+
+class TaxBrief(BaseModel):
+    """The tax totals of a taxable account's result (the lots sold are in the full view)."""
+
+    basis: Literal["estimate"]
+    totals: TaxTotals
+    short_term_gains_forced: list[str]
+    warnings: list[str]
 
 
 def summarize(summary_model: type[Summary], full: dict[str, Any]) -> dict[str, Any]:

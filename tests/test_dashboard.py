@@ -362,3 +362,35 @@ def test_report_includes_the_frontier_when_the_proposal_has_one(
     assert len(rows) == 8
     first = frontier["points"][0]
     assert f"{first['expected_return_pct']:.2f}%" in rows[0] and f"{first['volatility_pct']:.2f}%" in rows[0]
+
+
+def test_a_taxable_proposals_report_shows_the_tax_preview(browser: Any, tmp_path: Path) -> None:
+    """The tax golden case recorded and reported: totals, one row per lot sold, the disclaimer."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPTIMIZER_")}
+    env["OPTIMIZER_HOME"] = str(tmp_path / "home")
+    assert cli("seed", env=env).returncode == 0
+    case = Path(__file__).resolve().parent / "golden" / "optimizer" / "tax_short_term_gain_avoided" / "case.json"
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps(json.loads(case.read_text())["request"]), encoding="utf-8")
+    called = cli("call", "optimizer.propose_trades", "--input", str(request), env=env)
+    assert called.returncode == 0, called.stderr
+    tax = json.loads(called.stdout)["tax"]
+    page_file = tmp_path / "taxable.html"
+    assert cli("report", "1", "--html", str(page_file), env=env).returncode == 0
+    page = browser.new_context(viewport=DESKTOP).new_page()
+    page.goto(page_file.as_uri())
+    page.wait_for_selector("#tax")
+    text = page.inner_text("#tax")
+    assert "not tax advice" in text
+    assert f"${tax['totals']['estimated_tax']:,.2f}" in text
+    assert page.locator("#tax table").first.locator("tbody tr").count() == len(tax["lots_sold"]) == 3
+    assert "Tax-blind" in text
+
+
+def test_a_tax_exempt_report_has_no_tax_section(
+    reported: tuple[dict[str, str], dict[str, Any], Path], browser: Any,
+) -> None:
+    page = browser.new_context(viewport=DESKTOP).new_page()
+    page.goto(reported[2].as_uri())
+    page.wait_for_selector("#trades")
+    assert page.locator("#tax").count() == 0

@@ -22,7 +22,8 @@ def register(commands: Any) -> None:
         summary="write a recorded proposal as one HTML file (charts included)",
         description="Write the dashboard's view of a recorded optimizer.propose_trades result "
         "(figures before and after with a chart, trades, costs, turnover, tracking error, binding "
-        "constraints) as one self-contained HTML file: styles, Plotly and the data are inside it, "
+        "constraints, and for a taxable account the tax preview: estimated tax, lots sold, wash-sale "
+        "blocks) as one self-contained HTML file: styles, Plotly and the data are inside it, "
         "so it opens offline, to send to a client or attach to a ticket. Every propose_trades call "
         "is recorded with an id (`optimizer history` shows booked ones; the HTTP API's "
         "/api/v1/optimization/ID/latest the last one).",

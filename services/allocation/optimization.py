@@ -26,6 +26,7 @@ from warnings import catch_warnings, filterwarnings
 import numpy as np
 
 from services.allocation.lazy_cvxpy import import_cvxpy
+from services.allocation.objective_costs import ObjectiveCosts, cost_terms
 from services.errors import InfeasibleError, SolverError
 
 if TYPE_CHECKING:
@@ -89,6 +90,9 @@ class AllocationProblem:
             else (it may then be a feasible portfolio itself); None otherwise.
         min_return: a floor on the annual expected return ``μᵀw + (1 − invested)·rf`` (decimal),
             or None; set for black_litterman's min_variance.
+        costs: trading costs and taxes (``objective_costs``): charged against the expected return
+            of the objectives that have one (RETURN_OBJECTIVES), their gain cap a constraint of
+            every objective; None: none.
         cap_limits: per asset, the policy field that set its cap (``max_single_position_pct``,
             ``restricted_symbols``) or None for a cap nobody set (the implicit 100%, a frozen
             weight); only named caps are reported as binding. None: every cap is the policy's
@@ -134,6 +138,7 @@ class AllocationProblem:
     return_radius: float = 0.0
     objective_weights: dict[str, float] | None = None
     impact_rate: float = 0.0
+    costs: ObjectiveCosts | None = None
 
     @property
     def n(self) -> int:
@@ -256,22 +261,25 @@ def _solve_ratio(p: AllocationProblem, objective: str, te_margin: float) -> tupl
     risk, constraints = _risk_variable(p, v)
     constraints += _constraints(p, v, risk, kappa, te_margin)
     cash = 1.0 - p.invested
+    cost, extra = _charged_costs(p, v, kappa)
     if objective == "max_sortino":
         assert p.scenarios is not None
         daily_floor = (p.min_acceptable_return - cash * p.risk_free_rate) / p.annualization_days
         shortfall = cp.Variable(p.scenarios.shape[0], nonneg=True)
         constraints += [shortfall >= kappa * daily_floor - p.scenarios @ v,
-                        (p.mu - p.min_acceptable_return) @ v + kappa * _sortino_cash_excess(p) == 1]
+                        _numerator((p.mu - p.min_acceptable_return) @ v + kappa * _sortino_cash_excess(p), cost)]
         goal = cp.Minimize(cp.sum_squares(shortfall))
     else:
         assert p.benchmark_offset is not None
-        constraints.append(p.mu @ v + kappa * (cash * p.risk_free_rate - p.benchmark_return) == 1)
+        constraints.append(_numerator(p.mu @ v + kappa * (cash * p.risk_free_rate - p.benchmark_return), cost))
         goal = cp.Minimize(_active_risk(p, risk, kappa))
-    weights, status = _run(cp.Problem(goal, constraints), v)
+    weights, status = _run(cp.Problem(goal, constraints + extra), v)
     if weights is None or kappa.value is None or kappa.value <= 1e-12:
         return None, status
     kappa_value = float(kappa.value)
-    if objective == "max_information_ratio" and p.benchmark_weights is not None and p.invested == 1.0:
+    # With costs the information ratio is no longer constant along the benchmark segment.
+    if (objective == "max_information_ratio" and p.benchmark_weights is not None and p.invested == 1.0
+            and cost is None):
         weights, kappa_value = _most_active(p, weights, kappa_value, te_margin)
     return weights / kappa_value, status
 
@@ -321,13 +329,15 @@ def _solve_convex(p: AllocationProblem, objective: str, te_margin: float) -> tup
     w = cp.Variable(p.n, nonneg=True)
     risk, constraints = _risk_variable(p, w)
     constraints += _constraints(p, w, risk, 1.0, te_margin)
+    cost, extra = _charged_costs(p, w, 1.0, charge=objective == "mean_variance")
+    constraints += extra
     if objective in BREADTH_OBJECTIVES:
         goal, extra = _breadth_objective(p, w, risk)
         constraints += extra
     elif objective == "min_variance":
         goal = cp.Minimize(cp.sum_squares(risk))
     elif objective == "mean_variance":
-        goal = cp.Maximize(p.mu @ w - p.risk_aversion * cp.sum_squares(risk))
+        goal = cp.Maximize(p.mu @ w - p.risk_aversion * cp.sum_squares(risk) - (0 if cost is None else cost))
     elif objective == "cvar":
         goal, extra = _cvar_objective(p, w)
         constraints += extra
@@ -477,11 +487,26 @@ def _solve_max_sharpe(p: AllocationProblem, te_margin: float) -> tuple[np.ndarra
     kappa = cp.Variable(nonneg=True)
     risk, constraints = _risk_variable(p, v)
     constraints += _constraints(p, v, risk, kappa, te_margin)
-    constraints.append((p.mu - p.risk_free_rate) @ v == 1)
+    cost, extra = _charged_costs(p, v, kappa)
+    constraints += [*extra, _numerator((p.mu - p.risk_free_rate) @ v, cost)]
     weights, status = _run(cp.Problem(cp.Minimize(cp.sum_squares(risk)), constraints), v)
     if weights is None or kappa.value is None or kappa.value <= 1e-12:
         return None, status
     return weights / float(kappa.value), status
+
+
+def _charged_costs(p: AllocationProblem, w: cp.Expression, k: Any, *, charge: bool = True) -> tuple[cp.Expression | None, list]:
+    """The problem's costs and taxes of trading to ``w`` (perspective when ``k`` is κ) and the
+    constraints defining them; (None, []) without costs."""
+    if p.costs is None:
+        return None, []
+    return cost_terms(p.costs, w, p.current, k, charge=charge)
+
+
+def _numerator(excess: cp.Expression, cost: cp.Expression | None) -> Any:
+    """Charnes–Cooper's normalization of a ratio's numerator: = 1, or ≥ 1 net of a convex cost
+    (then concave; the optimum still meets it with equality, as a larger numerator only helps)."""
+    return excess == 1 if cost is None else excess - cost >= 1
 
 
 def square_factor(p: AllocationProblem) -> AllocationProblem:
@@ -621,6 +646,18 @@ def _attempt(problem: cp.Problem, settings: dict[str, Any]) -> tuple[str, int | 
         return "solver_error", None if stats is None else stats.num_iters
     stats = problem.solver_stats
     return str(problem.status), None if stats is None else stats.num_iters
+
+
+def objective_value(p: AllocationProblem, w: np.ndarray) -> float | None:
+    """The objective before costs and taxes at weights ``w``: the Sharpe ratio for max_sharpe,
+    μᵀw − λ·wᵀΣw for mean_variance; None for the others."""
+    if p.objective == "max_sharpe":
+        vol = float(np.linalg.norm(p.exposure(w)))
+        excess = float(p.mu @ w) + (1.0 - float(w.sum())) * p.risk_free_rate - p.risk_free_rate
+        return excess / vol if vol > 1e-12 else None
+    if p.objective == "mean_variance":
+        return float(p.mu @ w) - p.risk_aversion * float(np.sum(p.exposure(w) ** 2))
+    return None
 
 
 def tracking_error(p: AllocationProblem, w: np.ndarray) -> float:

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
+from services.tax.preview import TaxPreview
+
 Money = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
 PCT_DECIMALS = 4
 
@@ -207,4 +209,8 @@ class TradeProposal(BaseModel):
     risk_measure: RiskMeasureInfo | None = Field(
         None, exclude_if=lambda v: v is None,
         description="min_risk with a scenario measure only: the measure before and after trading.")
+    tax: TaxPreview | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="Taxable accounts only (the policy names tax_rates): the lots each sale takes and the "
+        "estimated tax; absent for a tax-exempt account.")
     warnings: list[str]

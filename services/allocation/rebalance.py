@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from decimal import Decimal
 
 import numpy as np
@@ -18,6 +19,7 @@ from services.allocation.costs import cents, to_decimal, trade_cost
 from services.allocation.elastic import joint_infeasible
 from services.allocation.explain import explain_binding
 from services.allocation.frontier import frontier_weights, limits_sentence
+from services.allocation.harvest import choose_harvests
 from services.allocation.methods import (
     HIERARCHICAL,
     hierarchical_warning,
@@ -25,7 +27,13 @@ from services.allocation.methods import (
     risk_measure_report,
 )
 from services.allocation.methods import configure as configure_method
-from services.allocation.optimization import Allocation, AllocationProblem, SectorCap, solve
+from services.allocation.optimization import (
+    Allocation,
+    AllocationProblem,
+    SectorCap,
+    objective_value,
+    solve,
+)
 from services.allocation.proposal import (
     BlackLittermanInfo,
     ConstraintCheck,
@@ -45,7 +53,14 @@ from services.allocation.rounding import (
     round_to_shares,
     tracking_error_ok,
 )
-from services.data.models import PricingPack
+from services.allocation.tax_plan import (
+    RETURN_OBJECTIVES,
+    TaxPlan,
+    enforce,
+    objective_costs,
+    realized_tax,
+)
+from services.data.models import Lot, PricingPack
 from services.data.policy import Policy
 from services.errors import InfeasibleError, InputError
 from services.estimation import riskfolio_adapter
@@ -60,6 +75,9 @@ from services.estimation.risk_models import (
     statistical,
     statistical_factor_count,
 )
+from services.tax.lots import TaxSettings, numbered
+from services.tax.preview import Harvest, Sale, TaxComparison, preview
+from services.tax.wash import WINDOW_DAYS, WashHistory, WashSaleBlock, wash_sale_blocks
 
 NOT_HOLDABLE = ("index", "cash")
 TE_MARGINS = (0.005, 0.02, 0.05, 0.1)
@@ -118,8 +136,15 @@ def propose_trades(
     notes: Sequence[str] = (),
     frontier_points: int | None = None,
     explain_limits: bool = False,
+    lots: tuple[Lot, ...] | None = None,
+    wash_history: WashHistory | None = None,
 ) -> TradeProposal:
     """The best whole-share rebalance of ``holdings`` under ``policy``, priced from ``pack``.
+
+    For a taxable account (``policy.tax_rates``) the proposal carries a tax preview of its sales
+    from ``lots``, the portfolio's tax lots (None: each position is one lot of unknown basis), and
+    the wash-sale rule (from the lots' dates and ``wash_history``) is a constraint: blocked names
+    are not bought, and their loss lots not sold.
 
     ``cash_flow`` is a deposit (positive) to invest or a withdrawal (negative) to raise: it is
     added to cash before the allocation, whose invested fraction then applies to the new value,
@@ -146,6 +171,14 @@ def propose_trades(
     choice = eligibility(pack, holdings, policy, ratings)
     warnings += choice.warnings
     choice, no_buy, fixed, held_notes = trading_restrictions(pack, holdings, policy, choice, warnings)
+    blocks = wash_blocks(pack, holdings, policy, lots, wash_history)
+    if blocks:
+        choice, no_buy, held_notes = _wash_sale_restrictions(choice, holdings, no_buy, held_notes, blocks)
+    settings = tax_settings(policy, blocks)
+    harvests: tuple[Harvest, ...] = ()
+    if settings is not None and policy.harvest_losses:
+        choice, harvests, blocks = _harvest(pack, holdings, policy, ratings, settings, lots, choice, no_buy | fixed,
+                                            blocks, warnings)
     benchmark_name, bench = resolve_benchmark(pack, policy, named_benchmarks)
     if policy.max_tracking_error_pct is not None and bench is None:
         warnings.append("max_tracking_error_pct is set but no benchmark is named; the tracking-error limit was not applied")
@@ -153,7 +186,8 @@ def propose_trades(
     if not holdings.positions and (holdings.cash <= 0 or not choice.eligible):
         warnings.append("the portfolio has no positions" + ("" if holdings.cash <= 0 else " and nothing is eligible to buy")
                         + "; no trades proposed")
-        return _empty_proposal(pack, holdings, policy, warnings)
+        return with_tax_preview(_empty_proposal(pack, holdings, policy, warnings), pack, holdings, policy, lots, {},
+                                blocks=blocks)
 
     plan_symbols = tuple(sorted(set(holdings.positions) | set(choice.eligible)))
     risk_symbols = _risk_symbols(holdings, choice)
@@ -199,6 +233,14 @@ def propose_trades(
         _check_floors(problem, floors)
     if no_buy or fixed:
         problem = _restricted_problem(problem, no_buy, fixed)
+    if harvests:
+        problem, setup = _harvest_limits(problem, setup, harvests)
+    tax_plan = blind = None
+    if settings is not None or policy.costs_in_objective:
+        account = numbered(account_lots(holdings, lots))
+        if settings is not None and _objective(policy) in RETURN_OBJECTIVES and not est.too_short:
+            blind = objective_costs(problem, setup, policy, None, account, pack.asof)[0]
+        problem, tax_plan = objective_costs(problem, setup, policy, settings, account, pack.asof)
 
     attempts = [(problem, setup)]
     if cash_flow and cash_flow > 0:
@@ -209,7 +251,7 @@ def propose_trades(
         try:
             last = n == len(attempts) - 1
             shares, optimal, allocation, share_notes, problem, used, margin = _solve_and_round(
-                candidate, candidate_setup, risk, policy, est, explain_infeasible=last)
+                candidate, candidate_setup, risk, policy, est, explain_infeasible=last, tax_plan=tax_plan)
         except InfeasibleError as err:
             if last:
                 raise
@@ -270,6 +312,14 @@ def propose_trades(
         extras["binding_explanations"] = explanations
     if extras:
         proposal = proposal.model_copy(update=extras)
+    comparison = None
+    if blind is not None and tax_plan is not None and allocation.objective in RETURN_OBJECTIVES:
+        comparison = _tax_comparison(problem, blind, allocation, tax_plan, setup, plan_symbols, margin)
+    forced = dict(choice.forced)
+    if tax_plan is not None:
+        # A sale the position cap needs beyond the lots without a short-term gain is forced by the cap.
+        forced.update({s: f"the {policy.max_single_position_pct:g}% position cap" for s in sorted(tax_plan.cap_forced)})
+    proposal = with_tax_preview(proposal, pack, holdings, policy, lots, forced, comparison, blocks, harvests)
     if frontier_points is None:
         return proposal
     points = [_risk_return(est, factor, dict(zip(problem.symbols, w, strict=True)), policy.risk_free_rate)
@@ -284,7 +334,7 @@ def propose_trades(
 
 def _solve_and_round(
     problem: AllocationProblem, setup: PlanSetup, risk: RiskSetup, policy: Policy, est: Estimates,
-    *, explain_infeasible: bool = True,
+    *, explain_infeasible: bool = True, tax_plan: TaxPlan | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Allocation, dict[str, str], AllocationProblem, int, float]:
     """Solve, round to whole shares, and re-solve while the rounded portfolio breaks a limit the
     solver cannot see in whole shares; (shares, optimal, allocation, notes, problem, solves,
@@ -295,7 +345,8 @@ def _solve_and_round(
 
     An infeasible problem is explained with every limit that must move at once
     (``joint_infeasible``, an elastic solve) when ``explain_infeasible``; a caller that has
-    another problem to try next passes False and gets the solver's own error.
+    another problem to try next passes False and gets the solver's own error. With a
+    ``tax_plan`` the tax rules are enforced on the whole shares (``enforce``).
 
     Raises:
         InfeasibleError: the problem is infeasible, or whole shares cannot keep tracking error
@@ -308,11 +359,11 @@ def _solve_and_round(
     for margin in TE_MARGINS:
         for _ in range(FAST_RESOLVES):
             try:
-                allocation = solve(problem, te_margin=margin)
+                allocation = _solve_taxed(problem, margin, tax_plan)
             except InfeasibleError as err:
                 if short:
                     raise _floor_in_whole_shares(policy, setup.value, est, setup, rounded) from None
-                if not explain_infeasible:
+                if not explain_infeasible or "max_realized_gain" in err.details.get("conflicts", ()):
                     raise
                 # One conflict named by the solve; the elastic problem finds whether more must move at once.
                 raise joint_infeasible(problem, margin, err) from None
@@ -325,6 +376,8 @@ def _solve_and_round(
             assert problem.max_tracking_error is not None
             problem = replace(problem, max_tracking_error=problem.max_tracking_error * understated)
         shares, notes = round_to_shares(setup, optimal)
+        if tax_plan is not None:
+            shares = enforce(tax_plan, setup, shares, optimal, notes)
         rounded = evaluate(setup, shares)
         short = _floor_shortfall(floor, est, setup, rounded, policy.risk_free_rate)
         if tracking_error_ok(setup, rounded) and not short:
@@ -382,6 +435,160 @@ def _outside_band(policy: Policy, setup: PlanSetup, shares: np.ndarray, band_pct
     if abs(drifts[worst]) <= band_pct:
         return None
     return f"{worst} {drifts[worst]:+.4f} points from its target, outside the {band_pct:g}-point band"
+
+
+def _harvest(pack: PricingPack, holdings: Holdings, policy: Policy, ratings: dict[str, float], settings: TaxSettings,
+             lots: tuple[Lot, ...] | None, choice: Eligibility, untradable: set[str], blocks: list[WashSaleBlock],
+             warnings: list[str]) -> tuple[Eligibility, tuple[Harvest, ...], list[WashSaleBlock]]:
+    """The losses to harvest; their replacements join the eligible names and the harvested names
+    are blocked from purchase for 30 days (the wash-sale rule, listed with the other blocks)."""
+    last = pack.closes.iloc[-1]
+    no_purchase = {b.symbol for b in blocks if b.rule == "no_purchase"}
+    excluded = set(policy.restricted_symbols) | set(policy.frozen_symbols) | no_purchase | set(choice.forced)
+
+    def quality_ok(sym: str) -> bool:
+        score = ratings.get(sym)
+        if policy.min_quality_score is None:
+            return True
+        return policy.unrated == "eligible" if score is None else score >= policy.min_quality_score
+
+    buyable = {s.symbol for s in pack.securities
+               if s.asset_class in ("equity", "etf") and s.symbol in last.index and last[s.symbol] == last[s.symbol]
+               and s.symbol not in excluded and quality_ok(s.symbol)}
+    tradable = set(choice.eligible) - untradable - set(choice.forced)
+    chosen = choose_harvests(pack, policy, settings, numbered(account_lots(holdings, lots)), holdings.positions,
+                             tradable, buyable, pack.asof)
+    warnings += chosen.warnings
+    if not chosen.harvests:
+        return choice, (), blocks
+    eligible = tuple(sorted(set(choice.eligible) | {h.replacement for h in chosen.harvests}))
+    until = (pack.asof + timedelta(days=WINDOW_DAYS)).isoformat()
+    harvested = [WashSaleBlock(symbol=h.symbol, rule="no_purchase", since=pack.asof.isoformat(), until=until)
+                 for h in chosen.harvests]
+    merged = sorted([b for b in blocks if not (b.rule == "no_purchase" and b.symbol in {h.symbol for h in chosen.harvests})]
+                    + harvested, key=lambda b: (b.symbol, b.rule))
+    return Eligibility(eligible, choice.forced, choice.warnings), chosen.harvests, merged
+
+
+def _harvest_limits(problem: AllocationProblem, setup: PlanSetup,
+                    harvests: tuple[Harvest, ...]) -> tuple[AllocationProblem, PlanSetup]:
+    """Cap each harvested name at its shares outside the loss lots; hold each replacement at
+    least at its weight plus the harvested weight (within its cap)."""
+    pos = {s: i for i, s in enumerate(problem.symbols)}
+    plan = {s: i for i, s in enumerate(setup.symbols)}
+    caps, plan_caps = problem.caps.copy(), setup.caps.copy()
+    floors = problem.floors.copy() if problem.floors is not None else np.zeros(problem.n)
+    labels = list(problem.cap_limits or ("max_single_position_pct",) * problem.n)
+    value = setup.value
+    for h in harvests:
+        i, k = pos[h.symbol], plan[h.symbol]
+        kept = (setup.current[k] - h.shares) * setup.prices[k] / value
+        caps[i], plan_caps[k], labels[i] = min(caps[i], kept), min(plan_caps[k], kept), None
+        j = pos[h.replacement]
+        floors[j] = min(caps[j], max(floors[j], problem.current[j] + h.shares * setup.prices[k] / value))
+    return (replace(problem, caps=caps, floors=floors, cap_limits=tuple(labels)),
+            replace(setup, caps=plan_caps))
+
+
+def wash_blocks(pack: PricingPack, holdings: Holdings, policy: Policy, lots: tuple[Lot, ...] | None,
+                history: WashHistory | None) -> list[WashSaleBlock]:
+    """The wash-sale blocks of a taxable account on the pack's asof; [] for a tax-exempt one."""
+    if policy.tax_rates is None:
+        return []
+    history = history or WashHistory()
+    return wash_sale_blocks(pack.asof, numbered(account_lots(holdings, lots)), history.sales, history.buys)
+
+
+def tax_settings(policy: Policy, blocks: list[WashSaleBlock]) -> TaxSettings | None:
+    """The policy's tax settings with the names whose loss lots the wash-sale rule holds back."""
+    settings = TaxSettings.from_policy(policy)
+    if settings is None:
+        return None
+    return replace(settings, no_loss_sales=frozenset(b.symbol for b in blocks if b.rule == "no_loss_sale"))
+
+
+def _wash_sale_restrictions(choice: Eligibility, holdings: Holdings, no_buy: set[str], notes: dict[str, str],
+                            blocks: list[WashSaleBlock]) -> tuple[Eligibility, set[str], dict[str, str]]:
+    """Names sold at a loss in the last 30 days are not bought: held ones kept at most, others
+    not eligible."""
+    blocked = {b.symbol: b.until for b in blocks if b.rule == "no_purchase"}
+    held = {s for s in blocked if s in holdings.positions}
+    notes = dict(notes)
+    for sym in sorted(held - no_buy):
+        notes[sym] = f"wash sale: not bought through {blocked[sym]}"
+    eligible = tuple(s for s in choice.eligible if s not in blocked or s in held)
+    return Eligibility(eligible, choice.forced, choice.warnings), no_buy | held, notes
+
+
+def _solve_taxed(problem: AllocationProblem, margin: float, plan: TaxPlan | None) -> Allocation:
+    """``solve``; an infeasible problem that is feasible without the gain cap names the cap."""
+    try:
+        return solve(problem, te_margin=margin)
+    except InfeasibleError:
+        if plan is None or plan.max_gain is None or problem.costs is None:
+            raise
+        solve(replace(problem, costs=replace(problem.costs, max_gain=None)), te_margin=margin)  # raises if still infeasible
+        raise InfeasibleError(
+            f"infeasible policy: max_realized_gain ${plan.max_gain:,.2f} cannot be met: the sales that the position, "
+            "sector, turnover or tracking-error limits and forced sales require realize more gain. Raise "
+            "max_realized_gain or relax those limits.",
+            details={"conflicts": ["max_realized_gain", "max_single_position_pct", "max_sector_pct",
+                                   "max_turnover_pct", "max_tracking_error_pct"],
+                     "max_realized_gain": plan.max_gain},
+        ) from None
+
+
+def _tax_comparison(problem: AllocationProblem, blind: AllocationProblem, aware: Allocation, plan: TaxPlan,
+                    setup: PlanSetup, plan_symbols: tuple[str, ...], margin: float) -> TaxComparison:
+    """The tax-aware solution against the same problem solved without taxes, at continuous weights."""
+    untaxed = solve(replace(blind, max_tracking_error=problem.max_tracking_error), te_margin=margin)
+
+    def tax_of(weights: np.ndarray) -> Decimal:
+        plan_w = _vector(dict(zip(problem.symbols, weights, strict=True)), plan_symbols)
+        return cents(to_decimal(realized_tax(plan, setup, plan_w * setup.value / setup.prices)))
+
+    aware_tax, blind_tax = tax_of(aware.weights), tax_of(untaxed.weights)
+    aware_obj, blind_obj = objective_value(problem, aware.weights), objective_value(problem, untaxed.weights)
+    return TaxComparison(
+        objective=problem.objective, tax_aware_estimated_tax=aware_tax, tax_blind_estimated_tax=blind_tax,
+        tax_saved=blind_tax - aware_tax, tax_aware_objective=ratio(aware_obj, 6), tax_blind_objective=ratio(blind_obj, 6),
+        objective_loss=None if aware_obj is None or blind_obj is None else ratio(blind_obj - aware_obj, 6),
+    )
+
+
+def with_tax_preview(proposal: TradeProposal, pack: PricingPack, holdings: Holdings, policy: Policy,
+                     lots: tuple[Lot, ...] | None, forced: dict[str, str],
+                     comparison: TaxComparison | None = None, blocks: list[WashSaleBlock] | None = None,
+                     harvests: tuple[Harvest, ...] = ()) -> TradeProposal:
+    """``proposal`` with the tax preview of its sales and the checks of the tax rules for a
+    taxable account; unchanged otherwise."""
+    settings = tax_settings(policy, blocks or [])
+    if settings is None:
+        return proposal
+    sales = [Sale(t.symbol, t.quantity, to_decimal(t.price), forced.get(t.symbol))
+             for t in proposal.trades if t.action == "SELL"]
+    tax = preview(numbered(account_lots(holdings, lots)), sales, settings, pack.asof, blocks)
+    if comparison is not None or harvests:
+        tax = tax.model_copy(update={"comparison": comparison, "harvests": list(harvests)})
+    checks = list(proposal.constraints)
+    if settings.avoid_short_term_gains:
+        unforced = sorted({r.symbol for r in tax.lots_sold if r.term == "short" and not r.forced
+                           and (r.gain is None or r.gain > 0)})
+        checks.append(ConstraintCheck(constraint="avoid_short_term_gains", value=float(len(unforced)), limit=0.0,
+                                      met=not unforced))
+    if settings.max_realized_gain is not None:
+        checks.append(ConstraintCheck(constraint="max_realized_gain", value=float(tax.totals.net_realized_gain),
+                                      limit=float(settings.max_realized_gain),
+                                      met=tax.totals.net_realized_gain <= settings.max_realized_gain))
+    return proposal.model_copy(update={"tax": tax, "constraints": checks,
+                                       "constraints_met": all(c.met for c in checks)})
+
+
+def account_lots(holdings: Holdings, lots: tuple[Lot, ...] | None) -> tuple[Lot, ...]:
+    """The tax lots of ``holdings``: ``lots`` when known, else one lot of unknown basis per position."""
+    if lots is not None:
+        return lots
+    return tuple(Lot(symbol=s, shares=n) for s, n in sorted(holdings.positions.items()))
 
 
 def _objective(policy: Policy) -> str:

@@ -419,6 +419,11 @@ def _check_floors_affordable(setup: PlanSetup) -> None:
         )
 
 
+def repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: dict[str, str]) -> np.ndarray:
+    """``shares`` changed as little as the rounding rules do so that caps, cash and turnover hold."""
+    return _repair(setup, shares, optimal, notes)
+
+
 def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: dict[str, str]) -> np.ndarray:
     fixed = np.zeros(len(shares), dtype=bool) if setup.fixed is None else setup.fixed
     for _ in range(20 * len(shares) + 20):

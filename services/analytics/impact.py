@@ -19,8 +19,10 @@ from services.allocation.proposal import EstimationInfo, Money, pct, ratio
 from services.allocation.rebalance import (
     NOT_HOLDABLE,
     Holdings,
+    account_lots,
     resolve_benchmark,
     validate_holdings,
+    wash_blocks,
 )
 from services.analytics.risk import (
     PortfolioRisk,
@@ -30,9 +32,12 @@ from services.analytics.risk import (
     portfolio_risk,
     position_weights,
 )
-from services.data.models import PricingPack
+from services.data.models import Lot, PricingPack
 from services.data.policy import Policy
 from services.errors import InputError
+from services.tax.lots import TaxSettings, numbered
+from services.tax.preview import Sale, TaxPreview, preview
+from services.tax.wash import WashHistory
 
 TOP_CONTRIBUTORS = 5
 
@@ -144,6 +149,9 @@ class ImpactReport(BaseModel):
     before: RiskSummary
     after: RiskSummary
     estimation: EstimationInfo
+    tax: TaxPreview | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="Taxable accounts only (tax_rates given): the lots each sale takes and the estimated tax.")
     warnings: list[str]
 
 
@@ -196,8 +204,14 @@ def analyze_impact(
     policy: Policy,
     named_benchmarks: dict[str, dict[str, float]],
     cash_flow: Decimal = Decimal("0"),
+    lots: tuple[Lot, ...] | None = None,
+    wash_history: WashHistory | None = None,
 ) -> ImpactReport:
     """Apply ``orders`` and report risk, concentration and costs before and after.
+
+    For a taxable account (``policy.tax_rates``) the report previews the tax of the sales from
+    ``lots``, the portfolio's tax lots (None: each position one lot of unknown basis), and names the
+    wash-sale blocks (from the lots' dates and ``wash_history``) the trades break.
 
     A deposit (positive ``cash_flow``) is in the cash before trading; a withdrawal (negative) is
     taken from the cash after trading, which must cover it (an InputError names the shortfall).
@@ -263,6 +277,7 @@ def analyze_impact(
         before=risk_summary(risk_before, value_before, holdings),
         after=risk_summary(risk_after, value_after, after),
         estimation=_estimation(model_after, policy),
+        tax=_tax_preview(pack, holdings, execution, policy, lots, wash_history),
         warnings=warnings,
     )
 
@@ -293,6 +308,29 @@ def _side_models(
 def _window(model: RiskModel) -> str:
     return (f"{len(model.returns)} daily returns ({model.returns.index[0].date().isoformat()} to "
             f"{model.returns.index[-1].date().isoformat()})")
+
+
+def _tax_preview(pack: PricingPack, holdings: Holdings, execution: Execution, policy: Policy,
+                 lots: tuple[Lot, ...] | None, history: WashHistory | None) -> TaxPreview | None:
+    """The tax preview of the executed sales for a taxable account (None for a tax-exempt one),
+    with the wash-sale blocks the trades break named in its warnings: these trades are given,
+    so they are previewed as they are, not changed."""
+    settings = TaxSettings.from_policy(policy)
+    if settings is None:
+        return None
+    blocks = wash_blocks(pack, holdings, policy, lots, history)
+    sales = [Sale(t.symbol, t.quantity, to_decimal(t.price)) for t in execution.trades if t.action == "SELL"]
+    out = preview(numbered(account_lots(holdings, lots)), sales, settings, pack.asof, blocks)
+    broken = []
+    for b in blocks:
+        if b.rule == "no_purchase" and any(t.symbol == b.symbol and t.action == "BUY" for t in execution.trades):
+            broken.append(f"{b.symbol}: bought within 30 days of a sale at a loss on {b.since} (wash sale; "
+                          f"blocked through {b.until})")
+        if b.rule == "no_loss_sale" and any(r.symbol == b.symbol and r.gain is not None and r.gain < 0
+                                            for r in out.lots_sold):
+            broken.append(f"{b.symbol}: sold at a loss within 30 days of a purchase on {b.since} (wash sale; "
+                          f"blocked through {b.until})")
+    return out.model_copy(update={"warnings": out.warnings + broken}) if broken else out
 
 
 def risk_summary(risk: PortfolioRisk, value: Decimal, holdings: Holdings) -> RiskSummary:

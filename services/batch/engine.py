@@ -36,11 +36,12 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from services.allocation.proposal import TradeProposal
 from services.allocation.rebalance import Holdings, estimation_symbols, propose_trades
-from services.data.models import PricingPack
+from services.data.models import Lot, PricingPack
 from services.data.policy import Policy
 from services.errors import InputError, OptimizerError
 from services.estimation.cache import EstimateCache, EstimationKey, estimation_key
 from services.estimation.estimators import Estimates, estimate_for_policy
+from services.tax.wash import WashHistory
 
 _log = structlog.get_logger("optimizer.batch")
 
@@ -58,6 +59,8 @@ class ProposalJob:
     notes: tuple[str, ...] = ()
     frontier_points: int | None = None
     explain_limits: bool = False
+    lots: tuple[Lot, ...] | None = None
+    wash_history: WashHistory | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,8 @@ def compute_proposal(
             pack, job.holdings, job.policy, dict(job.ratings),
             {name: dict(weights) for name, weights in job.named_benchmarks.items()},
             cash_flow=job.cash_flow, estimates=cache, drift_band_pct=job.drift_band_pct, notes=job.notes,
-            frontier_points=job.frontier_points, explain_limits=job.explain_limits,
+            frontier_points=job.frontier_points, explain_limits=job.explain_limits, lots=job.lots,
+            wash_history=job.wash_history,
         )
         return Outcome(proposal, None, time.perf_counter() - started)
     except OptimizerError as err:

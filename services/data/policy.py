@@ -33,6 +33,7 @@ ForecastFallback = Literal["hist", "ewma", "capm", "factor"]
 RiskModelName = Literal["sample", "factor"]
 FactorModel = Literal["statistical", "fundamental"]
 SolveMode = Literal["exact", "fast", "auto"]
+LotSelection = Literal["optimal", "hifo", "fifo", "specific"]
 FAST_ABOVE_ASSETS = 200  # solve "auto": exact up to this many decision assets, fast above
 
 
@@ -58,6 +59,15 @@ class View(BaseModel):
         ge=-100, le=100, description="Annual expected return (absolute) or outperformance (relative), in % (8.0 = 8%).")
     confidence: float = Field(
         gt=0, le=1, description="Confidence in the view, (0, 1]: 0.5 weighs it like the prior, 1 holds it exactly.")
+
+
+class TaxRates(BaseModel):
+    """The tax rates of a taxable account, in % of a realized gain (37.0 = 37%)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True, frozen=True)
+
+    short_term_pct: float = Field(ge=0, le=100, description="Rate on gains of lots held holding_period_days or less, in %.")
+    long_term_pct: float = Field(ge=0, le=100, description="Rate on gains of lots held longer than holding_period_days, in %.")
 
 
 class PolicyOverrides(BaseModel):
@@ -256,6 +266,65 @@ class PolicyOverrides(BaseModel):
         f"{FAST_ABOVE_ASSETS} assets and fast above.",
     )
 
+    tax_rates: TaxRates | None = Field(
+        None, exclude_if=omit_if_null,
+        description="Makes the account taxable: short- and long-term rates in % of realized gains "
+        "({\"short_term_pct\": 37, \"long_term_pct\": 20}); absent, the account is tax-exempt and no tax is reported.",
+    )
+    holding_period_days: int | None = Field(
+        None, ge=1, le=36500, exclude_if=omit_if_null,
+        description="Taxable only: a lot held more than this many days on the pack's asof is long-term (default 365).",
+    )
+    lot_selection: LotSelection | None = Field(
+        None, exclude_if=omit_if_null,
+        description="Taxable only: which lots a sale takes: 'optimal' (default: least tax first), 'hifo' "
+        "(highest cost basis first), 'fifo' (oldest first) or 'specific' (the lots in specific_lots).",
+    )
+    specific_lots: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, max_length=10000, exclude_if=omit_if_null,
+        description="lot_selection 'specific' only: lot numbers (lot_no of `optimizer portfolios show ID --json`) "
+        "in the order sales take them.",
+    )
+    avoid_short_term_gains: bool | None = Field(
+        None, exclude_if=omit_if_null,
+        description="Taxable only (default true): no lot with a short-term gain is sold unless the sale is forced.",
+    )
+    max_realized_gain: Decimal | None = Field(
+        None, ge=0, le=MAX_AMOUNT, strict=False, exclude_if=omit_if_null,
+        description="Taxable only: a cap on net realized gains (short- plus long-term, in the portfolio currency) "
+        "of this rebalance.",
+    )
+    harvest_losses: bool | None = Field(
+        None, exclude_if=omit_if_null,
+        description="Taxable only: sell the lots at a loss of holdings whose loss reaches min_harvest_loss and keep "
+        "the exposure with a replacement (from replacements, else the most correlated security of the same sector "
+        "in the pack); the harvested name is then not bought for 30 days (wash sale).",
+    )
+    min_harvest_loss: Decimal | None = Field(
+        None, ge=0, le=MAX_AMOUNT, strict=False, exclude_if=omit_if_null,
+        description="harvest_losses only: the least loss, in the portfolio currency, worth harvesting in one name (default 0).",
+    )
+    min_harvest_loss_pct: float | None = Field(
+        None, ge=0, le=100, exclude_if=omit_if_null,
+        description="harvest_losses only: the least loss worth harvesting, in % of the loss lots' cost basis (default 0).",
+    )
+    replacements: dict[str, str] | None = Field(
+        None, exclude_if=omit_if_null,
+        description="harvest_losses only: {harvested symbol: replacement symbol}; names not listed get the most "
+        "correlated security of their sector.",
+    )
+    costs_in_objective: bool | None = Field(
+        None, exclude_if=omit_if_null,
+        description="Charge trading costs in the objective (mean_variance, max_sharpe, max_sortino, "
+        "max_information_ratio): market_impact_bps on each trade's value plus the impact_power_coefficients term, "
+        "so that small trades whose expected gain does not cover their cost are not made (default false).",
+    )
+    impact_power_coefficients: dict[str, Annotated[float, Field(ge=0, le=100)]] | None = Field(
+        None, exclude_if=omit_if_null,
+        description="With costs_in_objective: per symbol η of the 3/2-power market impact, cost = η × |trade value| "
+        "× sqrt(|trade value| / portfolio value); the key '*' sets it for every symbol not named.",
+    )
+
     @field_validator("universe")
     @classmethod
     def _universe_nonempty(cls, v: Any) -> Any:
@@ -317,6 +386,23 @@ class Policy(BaseModel):
     factor_count: int | None = Field(None, ge=1, le=50, exclude_if=omit_if_null)
     factor_symbols: list[str] | None = Field(None, exclude_if=omit_if_null)
     solve: SolveMode | None = Field(None, exclude_if=omit_if_null)
+    tax_rates: TaxRates | None = Field(None, exclude_if=omit_if_null)
+    holding_period_days: int | None = Field(None, exclude_if=omit_if_null)
+    lot_selection: LotSelection | None = Field(None, exclude_if=omit_if_null)
+    specific_lots: list[int] | None = Field(None, exclude_if=omit_if_null)
+    avoid_short_term_gains: bool | None = Field(None, exclude_if=omit_if_null)
+    max_realized_gain: Decimal | None = Field(None, exclude_if=omit_if_null)
+    harvest_losses: bool | None = Field(None, exclude_if=omit_if_null)
+    min_harvest_loss: Decimal | None = Field(None, exclude_if=omit_if_null)
+    min_harvest_loss_pct: float | None = Field(None, exclude_if=omit_if_null)
+    replacements: dict[str, str] | None = Field(None, exclude_if=omit_if_null)
+    costs_in_objective: bool | None = Field(None, exclude_if=omit_if_null)
+    impact_power_coefficients: dict[str, float] | None = Field(None, exclude_if=omit_if_null)
+
+    @property
+    def taxable(self) -> bool:
+        """The account pays tax on realized gains: the policy names its tax rates."""
+        return self.tax_rates is not None
 
     def solve_mode(self, n_assets: int) -> Literal["exact", "fast"]:
         """The solve used for ``n_assets`` decision assets: a factor risk model is solved exactly

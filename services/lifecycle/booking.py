@@ -4,7 +4,8 @@ Trades are priced at the pack's closes on its asof (the prices the proposal used
 with the policy's commission and market impact, each rounded to cents once. Cash after =
 cash before + cash flow − buys + sells − costs, exactly. A buy opens a lot acquired on the pack's asof whose
 per-share basis is (value + cost) / shares to 1/10000; a sale closes lots first in, first out
-(lots without an acquisition date count as oldest, then lot order) until tax work chooses lots.
+(lots without an acquisition date count as oldest, then lot order), or, for a taxable account
+(the policy names tax_rates), the lots its ``lot_selection`` takes: those the tax preview showed.
 Nothing is written here: the store books the result in one transaction.
 """
 
@@ -22,6 +23,8 @@ from services.allocation.proposal import Money, pct
 from services.data.models import Lot, Portfolio, PricingPack
 from services.data.policy import Policy
 from services.errors import InputError
+from services.tax.lots import TaxSettings, numbered, sale_order
+from services.tax.lots import take as take_lots
 
 BASIS_QUANTUM = Decimal("0.0001")
 
@@ -143,8 +146,8 @@ def book(
             + f" plus sales ${sells:,.2f} by ${-cash_after:,.2f}",
             details={"field": "trades", "shortfall": float(-cash_after)},
         )
-    after = Portfolio(id=before.id, cash=cash_after, lots=_lots_after(before.lots, trades, pack.asof),
-                      owner=before.owner)
+    after = Portfolio(id=before.id, cash=cash_after, owner=before.owner,
+                      lots=_lots_after(before.lots, trades, pack.asof, TaxSettings.from_policy(policy)))
     return Booking(
         after=after, trades=trades, cash_before=before.cash, cash_flow=flow, cash_after=cash_after,
         total_trade_value=buys + sells, estimated_costs=costs,
@@ -163,9 +166,16 @@ def weights_pct(portfolio: Portfolio, prices: dict[str, float]) -> dict[str, flo
     return {s: w for s, w in sorted(out.items()) if w is not None}
 
 
-def _lots_after(lots: tuple[Lot, ...], trades: list[BookedTrade], asof: date) -> tuple[Lot, ...]:
+def _lots_after(lots: tuple[Lot, ...], trades: list[BookedTrade], asof: date,
+                tax: TaxSettings | None) -> tuple[Lot, ...]:
     remaining = [lot.shares for lot in lots]
     for t in (t for t in trades if t.side == "SELL"):
+        if tax is not None:
+            order_taken = take_lots(sale_order(numbered(lots), t.symbol, to_decimal(t.price), asof, tax),
+                                    t.quantity, t.symbol, tax)
+            for lot, n in order_taken:
+                remaining[lot.lot_no - 1] -= n
+            continue
         order = sorted(
             (i for i, lot in enumerate(lots) if lot.symbol == t.symbol and lot.shares > 0),
             key=lambda i: (lots[i].acquired is not None, lots[i].acquired or date.min, i),

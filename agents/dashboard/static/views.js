@@ -120,5 +120,29 @@ function proposalView(p, action) {
       p.binding_explanations ? el("ul", { class: "plain", id: "binding-costs" }, p.binding_explanations.map((e) => el("li", {}, e.explanation))) : null,
       table("Constraints", [["Constraint", (c) => c.constraint.replaceAll("_", " ")], ["Limit", (c) => num(c.limit, 4), true],
         ["Value", (c) => num(c.value, 4), true], ["Met", (c) => (c.met ? "yes" : "NO")]], p.constraints)),
+    p.tax ? taxView(p.tax) : null,
   ];
+}
+
+// A taxable account's tax preview: the totals, the lots sold and the wash-sale blocks (an estimate).
+function taxView(t) {
+  const totals = t.totals;
+  return el("section", { class: "card", id: "tax" }, el("h2", {}, "Tax preview (estimate)"),
+    el("p", { class: "muted" }, t.disclaimer),
+    el("dl", { class: "metrics" },
+      [["Estimated tax", money(totals.estimated_tax)], ["Short-term gains", money(totals.short_term_gains)],
+        ["Short-term losses", money(totals.short_term_losses)], ["Long-term gains", money(totals.long_term_gains)],
+        ["Long-term losses", money(totals.long_term_losses)], ["Net realized gain", money(totals.net_realized_gain)],
+        ["Tax saved by losses", money(totals.tax_saved_by_losses)]]
+        .map(([d, v]) => el("div", {}, el("dt", {}, d), el("dd", {}, v)))),
+    t.comparison ? el("p", {}, `Tax-blind, the same policy would realize an estimated ${money(t.comparison.tax_blind_estimated_tax)} ` +
+      `of tax against ${money(t.comparison.tax_aware_estimated_tax)} here (${t.comparison.objective} ` +
+      `${num(t.comparison.tax_blind_objective, 4)} vs ${num(t.comparison.tax_aware_objective, 4)}).`) : null,
+    t.short_term_gains_forced.length ? el("p", {}, `Forced sales realizing a short-term gain: ${t.short_term_gains_forced.join(", ")}.`) : null,
+    table("Lots sold", [["Symbol", "symbol"], ["Lot", "lot_no", true], ["Shares", "shares", true], ["Acquired", "acquired"],
+      ["Term", "term"], ["Basis", (r) => money(r.cost_basis), true], ["Proceeds", (r) => money(r.proceeds), true],
+      ["Gain", (r) => money(r.gain), true], ["Est. tax", (r) => money(r.estimated_tax), true]], t.lots_sold),
+    t.wash_sale_blocks.length ? table("Wash-sale blocks", [["Symbol", "symbol"], ["Rule", (b) => b.rule.replaceAll("_", " ")],
+      ["Since", "since"], ["Until", "until"]], t.wash_sale_blocks) : null,
+    t.warnings.length ? el("ul", { class: "plain" }, t.warnings.map((w) => el("li", {}, w))) : null);
 }
