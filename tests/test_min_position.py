@@ -103,6 +103,21 @@ def test_a_proposal_never_holds_a_position_under_the_minimum(env, portfolio, min
             assert t.quantity * t.price >= min_trade - 1e-6, t  # only a closing sale may be smaller
 
 
+def test_a_sale_the_cap_needs_is_at_least_the_minimum_trade(env) -> None:
+    # demo_concentrated holds UNH at 12.58%: the optimum's 3-share trim ($1,573) is below the
+    # $2,000 minimum and was dropped, then the 12% cap trimmed 3 shares anyway (and filling cash
+    # bought back what a larger trim sold). The cap's sale is now 4 shares, $2,097.69.
+    pack, portfolios, ratings, benchmarks = env
+    p = portfolios["demo_concentrated"]
+    policy = Policy(method="max_sharpe", universe="pack", max_single_position_pct=12.0, min_trade_value=2000)
+    proposal = propose_trades(pack, Holdings(p.id, p.positions(), p.cash), policy, ratings, benchmarks)
+    unh = next(t for t in proposal.trades if t.symbol == "UNH")
+    assert (unh.action, unh.current_shares, unh.target_shares) == ("SELL", 60, 56)
+    for t in proposal.trades:
+        if t.quantity and t.target_shares:
+            assert t.quantity * t.price >= 2000 - 1e-6, t
+
+
 def test_the_solver_writes_nothing_on_stdout(home, tmp_path) -> None:
     # HiGHS prints from C to the process's stdout; the CLI's stdout must stay one JSON document.
     import json

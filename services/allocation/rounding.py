@@ -447,7 +447,11 @@ def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: di
             assert i is not None
             allowed = math.floor(setup.caps[i] * snap.value_after * (1 - 1e-9) / price[i])
             shares[i] = min(int(shares[i]), allowed)
-            notes.setdefault(setup.symbols[i], "trimmed to the position cap after rounding to whole shares")
+            sold = int(setup.current[i] - shares[i])
+            if sold > 0 and shares[i] > 0 and sold * price[i] < setup.min_trade_value:
+                # A sale the cap needs is still a trade: at least the minimum, or the whole position.
+                shares[i] = max(0, int(setup.current[i]) - math.ceil(setup.min_trade_value / price[i] - 1e-9))
+            notes[setup.symbols[i]] = "trimmed to the position cap after rounding to whole shares"
         elif v.kind == "sector_cap":
             assert v.index is not None
             members = setup.sectors[v.index].members
@@ -526,8 +530,8 @@ def _fill(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray) -> np.ndarr
         trial = shares.copy()
         trial[i] += 1
         trade = (trial[i] - setup.current[i]) * setup.prices[i]
-        if 0 < trade < setup.min_trade_value:
-            continue
+        if 0 < abs(trade) < setup.min_trade_value:
+            continue  # a buy, or what is left of a sale, smaller than the minimum trade
         exposure = None
         if snap.exposure is not None and setup.te_factor is not None:
             exposure = snap.exposure + setup.prices[i] * setup.te_factor[:, i]
