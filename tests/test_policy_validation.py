@@ -105,3 +105,20 @@ def test_a_restricted_holding_at_its_weight_is_named_restricted(agent) -> None:
     restricted = [b for b in result["binding_constraints"] if b.startswith("restricted_symbols:")]
     assert restricted
     assert not any(b.startswith("max_single_position_pct:") for b in result["binding_constraints"])
+
+
+def test_a_fraction_that_makes_the_policy_infeasible_keeps_its_hint(agent) -> None:
+    # 0.1 meant as 10%: 16 names under a 0.1% cap cannot be invested; the error says so and why.
+    from services.errors import InfeasibleError
+
+    with pytest.raises(InfeasibleError) as err:
+        _propose(agent, portfolio_id="demo_diversified", policy={"max_single_position_pct": 0.1})
+    assert "max_single_position_pct" in err.value.details["conflicts"]
+    assert err.value.details["hints"] == [
+        "max_single_position_pct=0.1 is read as 0.1% (percent fields take 15.0 for 15%); did you mean 10%?"]
+    assert err.value.message.endswith("Note: max_single_position_pct=0.1 is read as 0.1% (percent fields take "
+                                      "15.0 for 15%); did you mean 10%?")
+    # A policy without such a value keeps the error as it was: no hints.
+    with pytest.raises(InfeasibleError) as plain:
+        _propose(agent, portfolio_id="demo_diversified", policy={"max_single_position_pct": 5})
+    assert "hints" not in plain.value.details

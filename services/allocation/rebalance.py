@@ -7,11 +7,13 @@ whole shares within every hard constraint (``rounding``), and report with exact 
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 
@@ -124,6 +126,25 @@ class Eligibility:
     warnings: tuple[str, ...]
 
 
+def _fraction_hints(propose: Callable[..., TradeProposal]) -> Callable[..., TradeProposal]:
+    """``propose`` whose infeasibility errors repeat the policy's "did you mean 10%?" hints: a
+    fraction typed into a percent field (0.1 for 10%) is the likeliest cause of the conflict."""
+
+    @functools.wraps(propose)
+    def hinted(pack: PricingPack, holdings: Holdings, policy: Policy, *args: Any, **kwargs: Any) -> TradeProposal:
+        try:
+            return propose(pack, holdings, policy, *args, **kwargs)
+        except InfeasibleError as err:
+            hints = policy.suspicious_values()
+            if not hints:
+                raise
+            raise InfeasibleError(f"{err.message} Note: {'; '.join(hints)}",
+                                  details={**err.details, "hints": hints}) from None
+
+    return hinted
+
+
+@_fraction_hints
 def propose_trades(
     pack: PricingPack,
     holdings: Holdings,
