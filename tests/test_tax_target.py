@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from datetime import date
+from decimal import Decimal
+
 import numpy as np
 import pytest
 
@@ -111,3 +114,65 @@ def test_tax_aversion_without_tax_rates_is_ignored_with_a_warning(setting) -> No
     out = propose(setting, method="max_sharpe", tax_aversion=0.5)
     assert any(w.startswith("tax_aversion is set but") for w in out.warnings)
 
+
+
+
+# --- a withdrawal is a forced sale -----------------------------------------------------------------
+
+# At the pack's closes KO 62.609, XOM 106.627, PG 149.133 (asof 2022-12-28). KO and PG lots are
+# short-term gains (tax per dollar sold 0.37·(1 − 40/62.609) = 0.1336 and 0.37·(1 − 100/149.133)
+# = 0.1219); XOM is a long-term gain worth 50 × 106.627 = $5,331.35, all the withdrawal can take
+# without a short-term gain.
+WITHDRAWAL = Decimal("12000")
+XOM_VALUE = Decimal("5331.35")
+
+
+def _withdraw(setting, cash_flow, **fields):  # noqa: F811
+    from services.allocation.rebalance import Holdings, propose_trades
+    from services.data.models import Lot
+    from services.data.policy import PolicyOverrides, resolve_policy
+
+    pack, _, _, defaults = setting
+    lots = (Lot("KO", 300, Decimal("40"), date(2022, 9, 1)), Lot("XOM", 50, Decimal("30"), date(2019, 1, 2)),
+            Lot("PG", 100, Decimal("100"), date(2022, 10, 1)))
+    holdings = Holdings("w", {"KO": 300, "XOM": 50, "PG": 100}, Decimal("0"))
+    policy = resolve_policy(defaults, None, PolicyOverrides.model_validate(
+        {"universe": "holdings", "tax_rates": RATES, **fields}), policy_id=None)
+    return propose_trades(pack, holdings, policy, {}, {}, lots=lots, cash_flow=cash_flow)
+
+
+@pytest.mark.parametrize("fields", [{"method": "min_variance"}, {"method": "max_sharpe"},
+                                    {"method": "target", "target_weights_pct": {"KO": 40, "XOM": 30, "PG": 30},
+                                     "tax_aversion": 1}])
+def test_a_withdrawal_forces_the_least_short_term_sale_and_says_so(setting, fields) -> None:  # noqa: F811
+    out = _withdraw(setting, -WITHDRAWAL, **fields)
+    sold = {t.symbol: t for t in out.trades if t.action == "SELL"}
+    # The long-term lots go first: all of XOM; the short-term gains raise only the rest.
+    assert sold["XOM"].quantity == 50
+    short = [r for r in out.tax.lots_sold if r.term == "short"]
+    assert short and all(r.forced and r.gain > 0 for r in short)
+    proceeds = sum(r.proceeds for r in short)
+    rest = WITHDRAWAL - XOM_VALUE
+    # Whole shares and trading costs: at most one more share of each name and 1% of costs above the rest.
+    assert rest <= proceeds <= rest * Decimal("1.01") + Decimal("62.61") + Decimal("149.14")
+    assert out.tax.short_term_gains_forced == sorted({r.symbol for r in short})
+    assert any("the forced sale (the withdrawal of $12,000.00) realizes a short-term gain" in w
+               for w in out.tax.warnings)
+    [check] = [c for c in out.constraints if c.constraint == "avoid_short_term_gains"]
+    assert check.met and out.constraints_met
+    if fields.get("tax_aversion"):
+        # Tax charged: PG's short-term gain costs less tax per dollar (0.1219 < 0.1336): it is sold first.
+        pg, ko = (sum(r.proceeds for r in short if r.symbol == s) for s in ("PG", "KO"))
+        assert pg > ko
+
+
+def test_without_a_withdrawal_no_short_term_gain_is_sold(setting) -> None:  # noqa: F811
+    out = _withdraw(setting, None, method="min_variance")
+    assert not [r for r in out.tax.lots_sold if r.term == "short" and r.gain > 0]
+    assert out.tax.short_term_gains_forced == []
+
+
+def test_a_small_withdrawal_the_long_term_lots_cover_forces_nothing(setting) -> None:  # noqa: F811
+    out = _withdraw(setting, Decimal("-3000"), method="min_variance")
+    assert not [r for r in out.tax.lots_sold if r.term == "short" and r.gain > 0]
+    assert out.tax.short_term_gains_forced == []

@@ -107,6 +107,10 @@ class AllocationProblem:
         tax_aversion: for the objectives without an expected return (TAX_AVERSION_OBJECTIVES), the
             weight ``a`` of the costs in ``distance² + a·cost`` (both as fractions: the policy's
             %²-per-% rate divided by 100); None: costs are not charged there.
+        relievable: per asset, the part of ``floors`` a withdrawal may release (the short-term
+            rule's floor above any other), or None.
+        floor_relief: the total weight of ``relievable`` that may be released (a withdrawal's
+            forced sales of short-term-gain lots); 0: floors hold as they are.
     """
 
     symbols: tuple[str, ...]
@@ -143,6 +147,8 @@ class AllocationProblem:
     impact_rate: float = 0.0
     costs: ObjectiveCosts | None = None
     tax_aversion: float | None = None
+    relievable: np.ndarray | None = None
+    floor_relief: float = 0.0
 
     @property
     def n(self) -> int:
@@ -564,7 +570,11 @@ def _constraints(p: AllocationProblem, w: cp.Variable, risk: cp.Expression | Non
     cp = import_cvxpy()
 
     cons = [cp.sum(w) == k * p.invested, w <= k * p.caps]
-    if p.floors is not None:
+    if p.floors is not None and p.relievable is not None and p.floor_relief > 0:
+        # A withdrawal may take up to floor_relief below the short-term floors, where it likes best.
+        relief = cp.Variable(p.n, nonneg=True)
+        cons += [w >= k * p.floors - relief, relief <= k * p.relievable, cp.sum(relief) <= k * p.floor_relief]
+    elif p.floors is not None:
         cons.append(w >= k * p.floors)
     if p.sectors:
         membership = np.zeros((len(p.sectors), p.n))

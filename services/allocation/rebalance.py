@@ -248,7 +248,8 @@ def propose_trades(
             blind = objective_costs(problem, setup, policy, None, account, pack.asof)[0]
         if settings is not None and _objective(policy) in RETURN_OBJECTIVES and not est.too_short:
             blind = objective_costs(problem, setup, policy, None, account, pack.asof)[0]
-        problem, tax_plan = objective_costs(problem, setup, policy, settings, account, pack.asof)
+        withdrawal = float(-cash_flow) if cash_flow and cash_flow < 0 else 0.0
+        problem, tax_plan = objective_costs(problem, setup, policy, settings, account, pack.asof, withdrawal=withdrawal)
 
     attempts = [(problem, setup)]
     if cash_flow and cash_flow > 0:
@@ -328,6 +329,9 @@ def propose_trades(
     if tax_plan is not None:
         # A sale the position cap needs beyond the lots without a short-term gain is forced by the cap.
         forced.update({s: f"the {policy.max_single_position_pct:g}% position cap" for s in sorted(tax_plan.cap_forced)})
+        # A sale below the short-term floor raises the withdrawal: forced by it.
+        forced.update({s: f"the withdrawal of ${tax_plan.withdrawal:,.2f}" for i, s in enumerate(setup.symbols)
+                       if s not in forced and shares[i] < tax_plan.floor_shares[i]})
     proposal = with_tax_preview(proposal, pack, holdings, policy, lots, forced, comparison, blocks, harvests)
     if frontier_points is None:
         return proposal
