@@ -176,3 +176,13 @@ def test_a_small_withdrawal_the_long_term_lots_cover_forces_nothing(setting) -> 
     out = _withdraw(setting, Decimal("-3000"), method="min_variance")
     assert not [r for r in out.tax.lots_sold if r.term == "short" and r.gain > 0]
     assert out.tax.short_term_gains_forced == []
+
+
+def test_a_withdrawal_leaving_less_than_one_position_is_named_without_a_position_cap(setting) -> None:  # noqa: F811
+    # $39,027 of holdings less $30,000 leaves about $9,027: less than KO ($18,782.70) or PG ($14,913.30)
+    # alone, so both are cut by the withdrawal, no position cap being set.
+    out = _withdraw(setting, Decimal("-30000"), method="min_variance")
+    assert out.tax.short_term_gains_forced == ["KO", "PG"]
+    assert all("the withdrawal of $30,000.00" in w for w in out.tax.warnings if "short-term" in w)
+    assert {t.symbol: t.quantity for t in out.trades if t.action == "SELL"}["XOM"] == 50
+    assert out.constraints_met

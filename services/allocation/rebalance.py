@@ -327,11 +327,16 @@ def propose_trades(
         comparison = _tax_comparison(problem, blind, allocation, tax_plan, setup, plan_symbols, margin)
     forced = dict(choice.forced)
     if tax_plan is not None:
-        # A sale the position cap needs beyond the lots without a short-term gain is forced by the cap.
-        forced.update({s: f"the {policy.max_single_position_pct:g}% position cap" for s in sorted(tax_plan.cap_forced)})
-        # A sale below the short-term floor raises the withdrawal: forced by it.
-        forced.update({s: f"the withdrawal of ${tax_plan.withdrawal:,.2f}" for i, s in enumerate(setup.symbols)
-                       if s not in forced and shares[i] < tax_plan.floor_shares[i]})
+        # A sale the position cap needs beyond the lots without a short-term gain is forced by the cap;
+        # without a cap, a position worth more than the whole portfolio after a withdrawal by the withdrawal.
+        raised = f"the withdrawal of ${-cash_flow:,.2f}" if cash_flow and cash_flow < 0 else "the cash buffer"
+        cap = (raised if policy.max_single_position_pct is None
+               else f"the {policy.max_single_position_pct:g}% position cap")
+        forced.update({s: cap for s in sorted(tax_plan.cap_forced)})
+        if tax_plan.withdrawal:
+            # A sale below the short-term floor raises the withdrawal: forced by it.
+            forced.update({s: raised for i, s in enumerate(setup.symbols)
+                           if s not in forced and shares[i] < tax_plan.floor_shares[i]})
     proposal = with_tax_preview(proposal, pack, holdings, policy, lots, forced, comparison, blocks, harvests)
     if frontier_points is None:
         return proposal

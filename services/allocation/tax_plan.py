@@ -42,8 +42,9 @@ class TaxPlan:
         max_gain: the cap on realized net gains in money, or None.
         cap_forced: plan symbols whose position cap needs more sold than their lots without a
             short-term gain hold: such a sale is forced by the cap.
-        withdrawal: the withdrawal being raised, in money (0: none); its sales may go below
-            ``floor_shares`` where the continuous optimum does (``enforce``).
+        withdrawal: the withdrawal being raised, in money, when the lots without a short-term
+            gain cannot raise it (0: otherwise); its sales may then go below ``floor_shares``
+            where the continuous optimum does (``enforce``).
     """
 
     settings: TaxSettings
@@ -104,12 +105,13 @@ def objective_costs(problem: AllocationProblem, setup: PlanSetup, policy: Policy
                           for i in np.flatnonzero(setup.forced))
         budget = max(0.0, max_gain - forced_gain) / value
     costs = ObjectiveCosts(linear=linear, power=power, tax=pieces(taxes), gain=pieces(gains), max_gain=budget)
-    plan = TaxPlan(settings, asof, orders, floor_shares, max_gain, frozenset(cap_forced), withdrawal)
     problem = replace(problem, costs=costs, floors=floors if floors.any() else problem.floors)
     shortfall = float(floors.sum()) - problem.invested
     if withdrawal > 0 and shortfall > 0:
         problem = replace(problem, relievable=floors - base, floor_relief=min(shortfall, withdrawal / value))
-    return problem, plan
+    else:
+        withdrawal = 0.0  # the lots without a short-term gain raise it: nothing is forced
+    return problem, TaxPlan(settings, asof, orders, floor_shares, max_gain, frozenset(cap_forced), withdrawal)
 
 
 def _sellable(order: tuple[TaxLot, ...], price: Decimal, asof: date, settings: TaxSettings) -> int:
@@ -169,7 +171,8 @@ def enforce(plan: TaxPlan, setup: PlanSetup, shares: np.ndarray, optimal: np.nda
     floor_shares = plan.floor_shares
     if plan.withdrawal > 0:
         # The withdrawal's forced sales: down to the continuous optimum's whole shares, no further.
-        below = np.floor(optimal * setup.value / setup.prices + 1e-6).astype(np.int64)
+        # 1e-3 share of slack: a solver's 59.9999 shares at a floor of 60 is the floor, not a sale.
+        below = np.floor(optimal * setup.value / setup.prices + 1e-3).astype(np.int64)
         floor_shares = np.minimum(floor_shares, below)
     for _ in range(5):
         before = shares.copy()
