@@ -104,6 +104,13 @@ class AllocationProblem:
         objective_weights: multi_objective's weights of return, variance, tracking_error,
             turnover and cost (missing terms weigh 0).
         impact_rate: the linear market impact per unit of trade value (multi_objective's cost term).
+        tax_aversion: for the objectives without an expected return (TAX_AVERSION_OBJECTIVES), the
+            weight ``a`` of the costs in ``distance² + a·cost`` (both as fractions: the policy's
+            %²-per-% rate divided by 100); None: costs are not charged there.
+        relievable: per asset, the part of ``floors`` a withdrawal may release (the short-term
+            rule's floor above any other), or None.
+        floor_relief: the total weight of ``relievable`` that may be released (a withdrawal's
+            forced sales of short-term-gain lots); 0: floors hold as they are.
     """
 
     symbols: tuple[str, ...]
@@ -139,6 +146,9 @@ class AllocationProblem:
     objective_weights: dict[str, float] | None = None
     impact_rate: float = 0.0
     costs: ObjectiveCosts | None = None
+    tax_aversion: float | None = None
+    relievable: np.ndarray | None = None
+    floor_relief: float = 0.0
 
     @property
     def n(self) -> int:
@@ -329,13 +339,16 @@ def _solve_convex(p: AllocationProblem, objective: str, te_margin: float) -> tup
     w = cp.Variable(p.n, nonneg=True)
     risk, constraints = _risk_variable(p, w)
     constraints += _constraints(p, w, risk, 1.0, te_margin)
-    cost, extra = _charged_costs(p, w, 1.0, charge=objective == "mean_variance")
+    averse = p.tax_aversion is not None and objective in TAX_AVERSION_OBJECTIVES
+    cost, extra = _charged_costs(p, w, 1.0, charge=objective == "mean_variance" or averse)
     constraints += extra
+    # Squared distance (or variance) and cost as fractions; tax_aversion is their exchange rate.
+    charged = 0 if cost is None or not averse else p.tax_aversion * cost
     if objective in BREADTH_OBJECTIVES:
         goal, extra = _breadth_objective(p, w, risk)
         constraints += extra
     elif objective == "min_variance":
-        goal = cp.Minimize(cp.sum_squares(risk))
+        goal = cp.Minimize(cp.sum_squares(risk) + charged)
     elif objective == "mean_variance":
         goal = cp.Maximize(p.mu @ w - p.risk_aversion * cp.sum_squares(risk) - (0 if cost is None else cost))
     elif objective == "cvar":
@@ -345,7 +358,7 @@ def _solve_convex(p: AllocationProblem, objective: str, te_margin: float) -> tup
         goal = cp.Minimize(_active_risk(p, risk, 1.0))
     elif objective == "track":
         assert p.target is not None
-        goal = cp.Minimize(cp.sum_squares(risk - p.exposure(p.target)) + 1e-6 * cp.sum_squares(w - p.target))
+        goal = cp.Minimize(cp.sum_squares(risk - p.exposure(p.target)) + 1e-6 * cp.sum_squares(w - p.target) + charged)
     elif objective == "track_euclidean":
         assert p.target is not None
         goal = cp.Minimize(cp.sum_squares(w - p.target))
@@ -354,6 +367,8 @@ def _solve_convex(p: AllocationProblem, objective: str, te_margin: float) -> tup
     return _run(cp.Problem(goal, constraints), w)
 
 
+# Objectives without an expected return that charge costs and taxes when tax_aversion is set.
+TAX_AVERSION_OBJECTIVES = ("track", "min_variance")
 BREADTH_OBJECTIVES = ("min_risk", "max_return", "robust", "multi_objective")
 
 
@@ -555,7 +570,11 @@ def _constraints(p: AllocationProblem, w: cp.Variable, risk: cp.Expression | Non
     cp = import_cvxpy()
 
     cons = [cp.sum(w) == k * p.invested, w <= k * p.caps]
-    if p.floors is not None:
+    if p.floors is not None and p.relievable is not None and p.floor_relief > 0:
+        # A withdrawal may take up to floor_relief below the short-term floors, where it likes best.
+        relief = cp.Variable(p.n, nonneg=True)
+        cons += [w >= k * p.floors - relief, relief <= k * p.relievable, cp.sum(relief) <= k * p.floor_relief]
+    elif p.floors is not None:
         cons.append(w >= k * p.floors)
     if p.sectors:
         membership = np.zeros((len(p.sectors), p.n))
@@ -650,13 +669,19 @@ def _attempt(problem: cp.Problem, settings: dict[str, Any]) -> tuple[str, int | 
 
 def objective_value(p: AllocationProblem, w: np.ndarray) -> float | None:
     """The objective before costs and taxes at weights ``w``: the Sharpe ratio for max_sharpe,
-    μᵀw − λ·wᵀΣw for mean_variance; None for the others."""
+    μᵀw − λ·wᵀΣw for mean_variance, the distance ‖G(w − target)‖ for track, the volatility
+    ‖G w‖ for min_variance; None for the others."""
     if p.objective == "max_sharpe":
         vol = float(np.linalg.norm(p.exposure(w)))
         excess = float(p.mu @ w) + (1.0 - float(w.sum())) * p.risk_free_rate - p.risk_free_rate
         return excess / vol if vol > 1e-12 else None
     if p.objective == "mean_variance":
         return float(p.mu @ w) - p.risk_aversion * float(np.sum(p.exposure(w) ** 2))
+    if p.objective == "track":
+        assert p.target is not None
+        return float(np.linalg.norm(p.exposure(w) - p.exposure(p.target)))
+    if p.objective == "min_variance":
+        return float(np.linalg.norm(p.exposure(w)))
     return None
 
 

@@ -30,6 +30,7 @@ from services.allocation.methods import (
 )
 from services.allocation.methods import configure as configure_method
 from services.allocation.optimization import (
+    TAX_AVERSION_OBJECTIVES,
     Allocation,
     AllocationProblem,
     SectorCap,
@@ -257,11 +258,19 @@ def propose_trades(
     if harvests:
         problem, setup = _harvest_limits(problem, setup, harvests)
     tax_plan = blind = None
+    if policy.tax_aversion is not None and (settings is None or problem.objective not in TAX_AVERSION_OBJECTIVES):
+        warnings.append("tax_aversion is set but only a taxable account (tax_rates) under method target, risk_parity, "
+                        "hrp, herc or min_variance uses it; ignored")
     if settings is not None or policy.costs_in_objective:
         account = numbered(account_lots(holdings, lots))
+        if settings is not None and policy.tax_aversion is not None and problem.objective in TAX_AVERSION_OBJECTIVES:
+            # The policy's rate is %² of distance per 1% of value; both sides as fractions: / 100.
+            problem = replace(problem, tax_aversion=policy.tax_aversion / 100.0)
+            blind = objective_costs(problem, setup, policy, None, account, pack.asof)[0]
         if settings is not None and _objective(policy) in RETURN_OBJECTIVES and not est.too_short:
             blind = objective_costs(problem, setup, policy, None, account, pack.asof)[0]
-        problem, tax_plan = objective_costs(problem, setup, policy, settings, account, pack.asof)
+        withdrawal = float(-cash_flow) if cash_flow and cash_flow < 0 else 0.0
+        problem, tax_plan = objective_costs(problem, setup, policy, settings, account, pack.asof, withdrawal=withdrawal)
 
     attempts = [(problem, setup)]
     if cash_flow and cash_flow > 0:
@@ -334,12 +343,21 @@ def propose_trades(
     if extras:
         proposal = proposal.model_copy(update=extras)
     comparison = None
-    if blind is not None and tax_plan is not None and allocation.objective in RETURN_OBJECTIVES:
+    if blind is not None and tax_plan is not None and (allocation.objective in RETURN_OBJECTIVES
+                                                       or problem.tax_aversion is not None):
         comparison = _tax_comparison(problem, blind, allocation, tax_plan, setup, plan_symbols, margin)
     forced = dict(choice.forced)
     if tax_plan is not None:
-        # A sale the position cap needs beyond the lots without a short-term gain is forced by the cap.
-        forced.update({s: f"the {policy.max_single_position_pct:g}% position cap" for s in sorted(tax_plan.cap_forced)})
+        # A sale the position cap needs beyond the lots without a short-term gain is forced by the cap;
+        # without a cap, a position worth more than the whole portfolio after a withdrawal by the withdrawal.
+        raised = f"the withdrawal of ${-cash_flow:,.2f}" if cash_flow and cash_flow < 0 else "the cash buffer"
+        cap = (raised if policy.max_single_position_pct is None
+               else f"the {policy.max_single_position_pct:g}% position cap")
+        forced.update({s: cap for s in sorted(tax_plan.cap_forced)})
+        if tax_plan.withdrawal:
+            # A sale below the short-term floor raises the withdrawal: forced by it.
+            forced.update({s: raised for i, s in enumerate(setup.symbols)
+                           if s not in forced and shares[i] < tax_plan.floor_shares[i]})
     proposal = with_tax_preview(proposal, pack, holdings, policy, lots, forced, comparison, blocks, harvests)
     if frontier_points is None:
         return proposal
@@ -573,7 +591,8 @@ def _tax_comparison(problem: AllocationProblem, blind: AllocationProblem, aware:
     return TaxComparison(
         objective=problem.objective, tax_aware_estimated_tax=aware_tax, tax_blind_estimated_tax=blind_tax,
         tax_saved=blind_tax - aware_tax, tax_aware_objective=ratio(aware_obj, 6), tax_blind_objective=ratio(blind_obj, 6),
-        objective_loss=None if aware_obj is None or blind_obj is None else ratio(blind_obj - aware_obj, 6),
+        objective_loss=None if aware_obj is None or blind_obj is None else ratio(
+            (aware_obj - blind_obj) if problem.objective in TAX_AVERSION_OBJECTIVES else (blind_obj - aware_obj), 6),
     )
 
 

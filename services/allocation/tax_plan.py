@@ -42,6 +42,9 @@ class TaxPlan:
         max_gain: the cap on realized net gains in money, or None.
         cap_forced: plan symbols whose position cap needs more sold than their lots without a
             short-term gain hold: such a sale is forced by the cap.
+        withdrawal: the withdrawal being raised, in money, when the lots without a short-term
+            gain cannot raise it (0: otherwise); its sales may then go below ``floor_shares``
+            where the continuous optimum does (``enforce``).
     """
 
     settings: TaxSettings
@@ -50,11 +53,18 @@ class TaxPlan:
     floor_shares: np.ndarray
     max_gain: float | None
     cap_forced: frozenset[str] = frozenset()
+    withdrawal: float = 0.0
 
 
 def objective_costs(problem: AllocationProblem, setup: PlanSetup, policy: Policy, settings: TaxSettings | None,
-                    lots: tuple[TaxLot, ...], asof: date) -> tuple[AllocationProblem, TaxPlan | None]:
-    """``problem`` with the policy's costs and taxes, and the tax plan (None: not taxable)."""
+                    lots: tuple[TaxLot, ...], asof: date, *,
+                    withdrawal: float = 0.0) -> tuple[AllocationProblem, TaxPlan | None]:
+    """``problem`` with the policy's costs and taxes, and the tax plan (None: not taxable).
+
+    A ``withdrawal`` (money) is a forced sale: when the lots without a short-term gain cannot
+    raise it, the short-term floors may be released by the shortfall (at most the withdrawal),
+    the optimizer choosing which lots (least tax, when tax is charged).
+    """
     plan_pos = {s: i for i, s in enumerate(setup.symbols)}
     idx = [plan_pos[s] for s in problem.symbols]
     linear = power = None
@@ -80,6 +90,7 @@ def objective_costs(problem: AllocationProblem, setup: PlanSetup, policy: Policy
                 cap_forced.add(setup.symbols[i])
     taxes, gains = [], []
     floors = problem.floors.copy() if problem.floors is not None else np.zeros(problem.n)
+    base = floors.copy()
     for j, i in enumerate(idx):
         price = float(setup.prices[i])
         order = orders[i]
@@ -94,8 +105,13 @@ def objective_costs(problem: AllocationProblem, setup: PlanSetup, policy: Policy
                           for i in np.flatnonzero(setup.forced))
         budget = max(0.0, max_gain - forced_gain) / value
     costs = ObjectiveCosts(linear=linear, power=power, tax=pieces(taxes), gain=pieces(gains), max_gain=budget)
-    plan = TaxPlan(settings, asof, orders, floor_shares, max_gain, frozenset(cap_forced))
-    return replace(problem, costs=costs, floors=floors if floors.any() else problem.floors), plan
+    problem = replace(problem, costs=costs, floors=floors if floors.any() else problem.floors)
+    shortfall = float(floors.sum()) - problem.invested
+    if withdrawal > 0 and shortfall > 0:
+        problem = replace(problem, relievable=floors - base, floor_relief=min(shortfall, withdrawal / value))
+    else:
+        withdrawal = 0.0  # the lots without a short-term gain raise it: nothing is forced
+    return problem, TaxPlan(settings, asof, orders, floor_shares, max_gain, frozenset(cap_forced), withdrawal)
 
 
 def _sellable(order: tuple[TaxLot, ...], price: Decimal, asof: date, settings: TaxSettings) -> int:
@@ -152,13 +168,19 @@ def enforce(plan: TaxPlan, setup: PlanSetup, shares: np.ndarray, optimal: np.nda
     Buying back (selling fewer) is the only move: it never adds turnover; the cash it costs
     comes from purchases, which ``repair`` cuts. A few rounds settle the interplay.
     """
+    floor_shares = plan.floor_shares
+    if plan.withdrawal > 0:
+        # The withdrawal's forced sales: down to the continuous optimum's whole shares, no further.
+        # 1e-3 share of slack: a solver's 59.9999 shares at a floor of 60 is the floor, not a sale.
+        below = np.floor(optimal * setup.value / setup.prices + 1e-3).astype(np.int64)
+        floor_shares = np.minimum(floor_shares, below)
     for _ in range(5):
         before = shares.copy()
         free = ~setup.forced
-        held_back = free & (shares < plan.floor_shares)
+        held_back = free & (shares < floor_shares)
         for i in np.flatnonzero(held_back):
             notes[setup.symbols[i]] = "sale limited to lots without a short-term gain after rounding"
-        shares = np.where(held_back, plan.floor_shares, shares)
+        shares = np.where(held_back, floor_shares, shares)
         if plan.max_gain is not None:
             shares = _within_gain_cap(plan, setup, shares, notes)
         if np.array_equal(shares, before):

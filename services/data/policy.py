@@ -294,6 +294,14 @@ class PolicyOverrides(BaseModel):
         description="Taxable only: a cap on net realized gains (short- plus long-term, in the portfolio currency) "
         "of this rebalance.",
     )
+    tax_aversion: float | None = Field(
+        None, gt=0, le=1e6, exclude_if=omit_if_null,
+        description="Taxable only, objectives without an expected return (method target, risk_parity, hrp, herc: "
+        "distance to the target; min_variance: variance): charge the estimated tax (and, with costs_in_objective, "
+        "the trading costs) in the objective at this exchange rate: squared distance or variance, in %², worth 1% "
+        "of portfolio value in tax. The optimizer then minimizes distance² (%²) + tax_aversion × tax (% of value). "
+        "Absent: the tax rules are constraints only and tax is not traded off.",
+    )
     harvest_losses: bool | None = Field(
         None, exclude_if=omit_if_null,
         description="Taxable only: sell the lots at a loss of holdings whose loss reaches min_harvest_loss and keep "
@@ -392,6 +400,7 @@ class Policy(BaseModel):
     specific_lots: list[int] | None = Field(None, exclude_if=omit_if_null)
     avoid_short_term_gains: bool | None = Field(None, exclude_if=omit_if_null)
     max_realized_gain: Decimal | None = Field(None, exclude_if=omit_if_null)
+    tax_aversion: float | None = Field(None, exclude_if=omit_if_null)
     harvest_losses: bool | None = Field(None, exclude_if=omit_if_null)
     min_harvest_loss: Decimal | None = Field(None, exclude_if=omit_if_null)
     min_harvest_loss_pct: float | None = Field(None, exclude_if=omit_if_null)

@@ -68,13 +68,17 @@ class TaxComparison(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    objective: str = Field(description="The objective compared (max_sharpe: Sharpe ratio; mean_variance: utility).")
+    objective: str = Field(description="The objective compared (max_sharpe: Sharpe ratio; mean_variance: utility; "
+                           "track: distance to the target ‖G(w − target)‖, annualized, as a fraction; min_variance: "
+                           "volatility, as a fraction).")
     tax_aware_estimated_tax: Money
     tax_blind_estimated_tax: Money
     tax_saved: Money = Field(description="tax_blind_estimated_tax − tax_aware_estimated_tax.")
     tax_aware_objective: float | None
     tax_blind_objective: float | None
-    objective_loss: float | None = Field(description="tax_blind_objective − tax_aware_objective, before taxes.")
+    objective_loss: float | None = Field(
+        description="How much worse the tax-aware objective is, before taxes: tax_blind_objective − tax_aware_objective "
+        "for a ratio or utility, tax_aware_objective − tax_blind_objective for a distance or volatility.")
 
 
 class Harvest(BaseModel):
