@@ -1,0 +1,158 @@
+"""Short positions in the allocation engine: a gross exposure limit instead of long only.
+
+Checked by hand (two assets), against a cvxpy model written here (``cp.quad_form`` on the
+covariance, ``cp.abs`` for gross exposure and turnover, a frontier scan refined by a scalar search
+for max Sharpe), by a property over random problems (every limit holds), and long-only unchanged.
+"""
+
+from __future__ import annotations
+
+import cvxpy as cp
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.optimize import minimize_scalar
+
+from services.allocation.optimization import AllocationProblem, SectorCap, solve
+from services.allocation.rebalance import covariance_factor
+from services.errors import InfeasibleError, InputError
+
+# σ1 = 10%, σ2 = 20%, ρ = 0.9: Σ = [[0.01, 0.018], [0.018, 0.04]].
+TWO = np.array([[0.01, 0.018], [0.018, 0.04]])
+
+
+def _two(objective: str = "min_variance", **kw) -> AllocationProblem:
+    defaults = dict(symbols=("A", "B"), objective=objective, mu=np.array([0.05, 0.08]),
+                    factor=covariance_factor(TWO), current=np.zeros(2), invested=1.0, caps=np.full(2, 2.0))
+    defaults.update(kw)
+    return AllocationProblem(**defaults)
+
+
+def test_min_variance_by_hand_for_two_correlated_assets() -> None:
+    """Unconstrained: w_A = (σ2² − ρσ1σ2)/(σ1² + σ2² − 2ρσ1σ2) = 0.022/0.014 = 11/7, w_B = −4/7,
+    gross 15/7 ≈ 2.14. Under a gross limit of 1.5 the variance, convex along w_A + w_B = 1, is
+    lowest at the limit: w_A − w_B = 1.5, so w = (1.25, −0.25). Long only: (1, 0)."""
+    free = solve(_two(gross_limit=3.0)).weights
+    np.testing.assert_allclose(free, [11 / 7, -4 / 7], atol=1e-6)
+    limited = solve(_two(gross_limit=1.5))
+    np.testing.assert_allclose(limited.weights, [1.25, -0.25], atol=1e-6)
+    assert "max_leverage" in limited.binding
+    np.testing.assert_allclose(solve(_two()).weights, [1.0, 0.0], atol=1e-6)
+
+
+def test_caps_bound_the_size_of_a_short() -> None:
+    """A 20% cap on B allows at most a 20% short: w = (1.2, −0.2), the cap binding, not the gross limit."""
+    out = solve(_two(caps=np.array([2.0, 0.2]), gross_limit=3.0))
+    np.testing.assert_allclose(out.weights, [1.2, -0.2], atol=1e-6)
+    assert out.binding == ("max_single_position_pct:B",)
+
+
+@pytest.fixture(scope="module")
+def market() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(11)
+    n = 8
+    loadings = rng.normal(1.0, 0.3, n)
+    cov = np.outer(loadings, loadings) * 0.04 + np.diag(rng.uniform(0.01, 0.06, n))
+    mu = rng.uniform(-0.04, 0.15, n)  # some names worth shorting
+    current = rng.dirichlet(np.full(n, 30.0)) * 0.98
+    return {"cov": cov, "mu": mu, "current": current}
+
+
+def _problem(m: dict[str, np.ndarray], objective: str, **kw) -> AllocationProblem:
+    n = len(m["mu"])
+    defaults = dict(symbols=tuple(f"A{i}" for i in range(n)), objective=objective, mu=m["mu"],
+                    factor=covariance_factor(m["cov"]), current=m["current"], invested=0.95,
+                    caps=np.full(n, 0.30), sectors=(SectorCap("S0", np.arange(0, 4), 0.45),),
+                    max_turnover=0.9, risk_free_rate=0.02, gross_limit=1.4)
+    defaults.update(kw)
+    return AllocationProblem(**defaults)
+
+
+def _independent(w: cp.Variable, m: dict[str, np.ndarray]) -> list:
+    return [cp.sum(w) == 0.95, cp.abs(w) <= 0.30, cp.sum(w[:4]) <= 0.45,
+            cp.sum(cp.abs(w)) <= 1.4, cp.sum(cp.abs(w - m["current"])) <= 0.9]
+
+
+def test_min_variance_with_shorts_matches_an_independent_model(market) -> None:
+    engine = solve(_problem(market, "min_variance")).weights
+    w = cp.Variable(len(market["mu"]))
+    cp.Problem(cp.Minimize(cp.quad_form(w, market["cov"])), _independent(w, market)).solve(solver="CLARABEL")
+    assert (engine < -1e-3).any()  # the model does short
+    np.testing.assert_allclose(engine, w.value, atol=1e-4)
+
+
+def test_mean_variance_with_shorts_matches_an_independent_model(market) -> None:
+    engine = solve(_problem(market, "mean_variance", risk_aversion=2.0)).weights
+    w = cp.Variable(len(market["mu"]))
+    utility = market["mu"] @ w - 2.0 * cp.quad_form(w, market["cov"])
+    cp.Problem(cp.Maximize(utility), _independent(w, market)).solve(solver="CLARABEL")
+    assert (engine < -1e-3).any()
+    np.testing.assert_allclose(engine, w.value, atol=1e-4)
+
+
+def test_max_sharpe_with_shorts_matches_the_best_point_of_an_independent_frontier(market) -> None:
+    """Sharpe along the efficient frontier is unimodal: scan targets, then refine by a scalar search."""
+    engine = solve(_problem(market, "max_sharpe")).weights
+    cov, mu = market["cov"], market["mu"]
+    cash = 0.05 * 0.02
+    w = cp.Variable(len(mu))
+    target = cp.Parameter()
+    frontier = cp.Problem(cp.Minimize(cp.quad_form(w, cov)), [*_independent(w, market), mu @ w >= target])
+
+    def negative_sharpe(r: float) -> float:
+        target.value = r
+        frontier.solve(solver="CLARABEL")
+        if frontier.status != "optimal":
+            return np.inf
+        return -(mu @ w.value + cash - 0.02) / np.sqrt(w.value @ cov @ w.value)
+
+    grid = np.linspace(0.0, 0.25, 51)
+    best = grid[int(np.argmin([negative_sharpe(r) for r in grid]))]
+    found = minimize_scalar(negative_sharpe, bounds=(best - 0.005, best + 0.005), method="bounded",
+                            options={"xatol": 1e-9})
+    negative_sharpe(found.x)
+    assert (engine < -1e-3).any()
+    np.testing.assert_allclose(engine, w.value, atol=1e-4)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), gross=st.floats(1.0, 2.5), cap=st.floats(0.2, 0.6),
+       objective=st.sampled_from(["max_sharpe", "mean_variance", "min_variance"]))
+def test_every_limit_holds_with_shorts(seed: int, gross: float, cap: float, objective: str) -> None:
+    rng = np.random.default_rng(seed)
+    n = 6
+    loadings = rng.normal(1.0, 0.4, n)
+    cov = np.outer(loadings, loadings) * 0.04 + np.diag(rng.uniform(0.01, 0.06, n))
+    p = AllocationProblem(symbols=tuple(f"A{i}" for i in range(n)), objective=objective,
+                          mu=rng.uniform(-0.05, 0.15, n), factor=covariance_factor(cov),
+                          current=rng.dirichlet(np.ones(n)) * 0.9, invested=0.9, caps=np.full(n, cap),
+                          sectors=(SectorCap("S0", np.arange(0, 3), 0.5),), max_turnover=1.5,
+                          risk_free_rate=0.02, gross_limit=gross)
+    w = solve(p).weights
+    assert w.sum() == pytest.approx(0.9, abs=1e-6)
+    assert np.abs(w).max() <= cap + 1e-7
+    assert np.abs(w).sum() <= gross + 1e-6
+    assert w[:3].sum() <= 0.5 + 1e-6
+    assert np.abs(w - p.current).sum() <= 1.5 + 1e-6
+
+
+def test_long_only_is_unchanged_without_a_gross_limit(market) -> None:
+    """No gross limit: the engine's long-only answer equals a nonnegative independent model."""
+    engine = solve(_problem(market, "min_variance", gross_limit=None)).weights
+    w = cp.Variable(len(market["mu"]), nonneg=True)
+    cp.Problem(cp.Minimize(cp.quad_form(w, market["cov"])),
+               [cp.sum(w) == 0.95, w <= 0.30, cp.sum(w[:4]) <= 0.45,
+                cp.sum(cp.abs(w - market["current"])) <= 0.9]).solve(solver="CLARABEL")
+    assert engine.min() >= 0.0
+    np.testing.assert_allclose(engine, w.value, atol=1e-4)
+
+
+def test_methods_without_shorts_are_refused_by_name(market) -> None:
+    with pytest.raises(InputError, match="supported by max_sharpe, mean_variance, min_variance only"):
+        solve(_problem(market, "cvar", scenarios=np.zeros((10, 8))))
+
+
+def test_a_gross_limit_below_the_invested_fraction_is_infeasible(market) -> None:
+    with pytest.raises(InfeasibleError, match="max_leverage 0.9 is below the net invested fraction 0.95"):
+        solve(_problem(market, "min_variance", gross_limit=0.9))
