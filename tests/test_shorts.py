@@ -7,6 +7,9 @@ for max Sharpe), by a property over random problems (every limit holds), and lon
 
 from __future__ import annotations
 
+from datetime import date
+from decimal import Decimal
+
 import cvxpy as cp
 import numpy as np
 import pytest
@@ -16,7 +19,10 @@ from scipy.optimize import minimize_scalar
 
 from services.allocation.optimization import AllocationProblem, SectorCap, solve
 from services.allocation.rebalance import covariance_factor
+from services.data.models import Lot, Portfolio
+from services.data.policy import Policy
 from services.errors import InfeasibleError, InputError
+from services.lifecycle.booking import Order, book
 
 # σ1 = 10%, σ2 = 20%, ρ = 0.9: Σ = [[0.01, 0.018], [0.018, 0.04]].
 TWO = np.array([[0.01, 0.018], [0.018, 0.04]])
@@ -156,3 +162,12 @@ def test_methods_without_shorts_are_refused_by_name(market) -> None:
 def test_a_gross_limit_below_the_invested_fraction_is_infeasible(market) -> None:
     with pytest.raises(InfeasibleError, match="max_leverage 0.9 is below the net invested fraction 0.95"):
         solve(_problem(market, "min_variance", gross_limit=0.9))
+
+
+def test_booking_refuses_a_sale_that_would_open_a_short(module_store) -> None:
+    """The ledger holds long lots only: selling 15 of 10 KO is refused as a short, nothing booked."""
+    pack = module_store.get_pack("PP_2022-12-28")
+    before = Portfolio(id="p", cash=Decimal("1000.00"), lots=(Lot("KO", 10, Decimal("40"), date(2021, 1, 4)),))
+    with pytest.raises(InputError, match="KO: sell 15 but 10 held .*a short position cannot be booked") as err:
+        book(pack, before, [Order("KO", "SELL", 15)], Policy())
+    assert err.value.code == "invalid_input"
