@@ -171,3 +171,92 @@ def test_booking_refuses_a_sale_that_would_open_a_short(module_store) -> None:
     with pytest.raises(InputError, match="KO: sell 15 but 10 held .*a short position cannot be booked") as err:
         book(pack, before, [Order("KO", "SELL", 15)], Policy())
     assert err.value.code == "invalid_input"
+
+
+# --- the whole rebalance: policy fields, whole shares, the proposal ---------------------------
+
+PACK = "PP_2022-12-28"
+OPEN = {"universe": "pack", "min_quality_score": None, "max_single_position_pct": 20}
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory, seeded_db):
+    import shutil
+
+    from agents.agent import OptimizerAgent
+    from agents.wiring import DB_FILENAME, open_store
+
+    home = tmp_path_factory.mktemp("home")
+    shutil.copyfile(seeded_db, home / DB_FILENAME)
+    return OptimizerAgent(open_store(home))
+
+
+def _propose(agent, **policy) -> dict:
+    return agent.execute("optimizer.propose_trades", {"pricing_pack_id": PACK, "portfolio_id": "demo_diversified",
+                                                      "policy": {**OPEN, **policy}})
+
+
+def _assert_limits_hold(result: dict, cap: float, gross: float) -> None:
+    """Every limit, from the trades themselves: |weight| ≤ cap, Σ|weight| ≤ gross, cash ≥ 0."""
+    weights = [t["target_weight_pct"] for t in result["trades"]]
+    assert max(abs(w) for w in weights) <= cap + 1e-4
+    assert sum(abs(w) for w in weights) <= gross * 100 + 1e-3
+    assert float(result["cash_after"]) >= 0
+    assert result["constraints_met"]
+    for t in result["trades"]:
+        assert t["target_shares"] == t["current_shares"] + (t["quantity"] if t["action"] == "BUY" else -t["quantity"]
+                                                            if t["action"] == "SELL" else 0)
+
+
+def test_a_proposal_with_shorts_keeps_every_limit_in_whole_shares(agent) -> None:
+    result = _propose(agent, method="min_variance", allow_short=True, max_leverage=1.3)
+    shorts = [t for t in result["trades"] if t["target_shares"] < 0]
+    assert shorts and all(t["action"] == "SELL" and t["target_weight_pct"] < 0 for t in shorts)
+    _assert_limits_hold(result, 20, 1.3)
+    check = next(c for c in result["constraints"] if c["constraint"] == "max_leverage")
+    assert check["limit"] == 1.3 and check["met"]
+
+
+def test_a_restricted_name_is_never_shorted(agent) -> None:
+    """BAC is the largest short above; restricted (never bought), it is not shorted either."""
+    result = _propose(agent, method="min_variance", allow_short=True, max_leverage=1.3, restricted_symbols=["BAC"])
+    bac = next(t for t in result["trades"] if t["symbol"] == "BAC")
+    assert bac["target_shares"] >= 0
+    _assert_limits_hold(result, 20, 1.3)
+
+
+def test_long_only_by_default_and_with_allow_short_false(agent) -> None:
+    plain = _propose(agent, method="min_variance")
+    explicit = _propose(agent, method="min_variance", allow_short=False)
+    # The metadata differs only by the explicit field's policy hash.
+    assert {**plain, "_metadata": None} == {**explicit, "_metadata": None}
+    assert all(t["target_shares"] >= 0 for t in plain["trades"])
+    assert "max_leverage" not in {c["constraint"] for c in plain["constraints"]}
+
+
+@pytest.mark.parametrize(("policy", "message"), [
+    ({"method": "cvar", "allow_short": True}, "method 'cvar' does not support short positions"),
+    ({"method": "min_variance", "max_leverage": 1.5}, "set allow_short true or remove max_leverage"),
+    ({"method": "min_variance", "allow_short": True, "min_weight_pct": 1}, "min_weight_pct cannot be combined"),
+])
+def test_unsupported_combinations_are_input_errors_naming_the_field(agent, policy, message) -> None:
+    with pytest.raises(InputError, match=message):
+        _propose(agent, **policy)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(["max_sharpe", "mean_variance", "min_variance"]), cap=st.sampled_from([10, 15, 25]),
+       gross=st.sampled_from([1.0, 1.2, 1.6]), turnover=st.sampled_from([None, 60, 120]),
+       buffer=st.sampled_from([0, 3]))
+def test_every_limit_holds_after_rounding_with_shorts(agent, method, cap, gross, turnover, buffer) -> None:
+    policy = {"method": method, "allow_short": True, "max_leverage": gross, "max_single_position_pct": cap,
+              "max_turnover_pct": turnover, "cash_buffer_pct": buffer}
+    try:
+        result = _propose(agent, **policy)
+    except InfeasibleError:
+        return  # a tight turnover limit may conflict with the caps; that is explained, not broken
+    _assert_limits_hold(result, cap, gross)
+    if turnover is not None:
+        assert result["discretionary_turnover_pct"] <= turnover + 1e-4
+    held_cash = float(result["cash_after"]) / float(result["value_after"]) * 100
+    assert held_cash >= buffer - 1e-4

@@ -105,8 +105,9 @@ class AllocationProblem:
             turnover and cost (missing terms weigh 0).
         impact_rate: the linear market impact per unit of trade value (multi_objective's cost term).
         gross_limit: None (the default): long only. Otherwise short positions are allowed and this
-            is the gross exposure limit Σ|w| (1.5 = 150% of value): weights lie in [−cap, cap]
-            (caps bound |w|), a positive floor still binds, sector caps bound the *net* weight, the
+            is the gross exposure limit Σ|w| (1.5 = 150% of value): caps bound |w|, ``floors`` (if
+            set) are each weight's lower bound, negative where a short is allowed (default −cap),
+            0 where it is not; sector caps bound the *net* weight, the
             budget Σw = invested is the net invested fraction and turnover counts |Δw|. Only the
             objectives in ``SHORT_OBJECTIVES`` support it.
     """
@@ -260,8 +261,10 @@ def _weights(p: AllocationProblem) -> cp.Variable:
 
 
 def _lower(p: AllocationProblem) -> np.ndarray | float:
-    """The lowest weight each asset may take: 0 long only, −cap with shorts."""
-    return 0.0 if p.gross_limit is None else -p.caps
+    """The lowest weight each asset may take: 0 long only; with shorts the floors, or −cap."""
+    if p.gross_limit is None:
+        return 0.0
+    return -p.caps if p.floors is None else p.floors
 
 
 # The ratio objectives beyond max_sharpe, and what each falls back to when no portfolio the
@@ -607,12 +610,9 @@ def _constraints(p: AllocationProblem, w: cp.Variable, risk: cp.Expression | Non
 
     cons = [cp.sum(w) == k * p.invested, w <= k * p.caps]
     if p.gross_limit is not None:
-        # Shorts: caps bound |w|, and the gross exposure Σ|w| its own limit. Without shorts the
-        # floors' zeros mean "no floor"; only a positive floor (a frozen or minimum weight) binds.
-        cons += [w >= -k * p.caps, cp.norm(w, 1) <= k * p.gross_limit]
-        if p.floors is not None and bool(np.any(p.floors > 0)):
-            held = np.flatnonzero(p.floors > 0)
-            cons.append(w[held] >= k * p.floors[held])
+        # Shorts: caps bound |w| from above, the floors (−cap unless set) from below, and the
+        # gross exposure Σ|w| has its own limit.
+        cons += [w >= k * _lower(p), cp.norm(w, 1) <= k * p.gross_limit]
     elif p.floors is not None:
         cons.append(w >= k * p.floors)
     if p.sectors:
