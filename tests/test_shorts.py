@@ -260,3 +260,11 @@ def test_every_limit_holds_after_rounding_with_shorts(agent, method, cap, gross,
         assert result["discretionary_turnover_pct"] <= turnover + 1e-4
     held_cash = float(result["cash_after"]) / float(result["value_after"]) * 100
     assert held_cash >= buffer - 1e-4
+
+
+def test_a_deposit_with_shorts_keeps_every_limit(agent) -> None:
+    """A deposit is first invested without sales (no shorts then); the limits hold either way."""
+    result = agent.execute("optimizer.propose_trades", {
+        "pricing_pack_id": PACK, "portfolio_id": "demo_diversified", "cash_flow": 50000,
+        "policy": {**OPEN, "method": "max_sharpe", "allow_short": True, "max_leverage": 1.2}})
+    _assert_limits_hold(result, 20, 1.2)

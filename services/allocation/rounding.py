@@ -293,7 +293,7 @@ def round_signed(setup: PlanSetup, optimal: np.ndarray) -> tuple[np.ndarray, dic
     after costs, sector limits on the net value, cash after trading (short-sale proceeds
     included) at or above the buffer, discretionary turnover on |trade|, ``min_trade_value`` per
     trade (a sale that closes a long position excepted). Restricted names are never bought or
-    shorted, frozen and halted ones never traded, forced sales completed. Tracking error is
+    shorted, frozen and halted ones never traded, ``no_sell`` holdings kept, forced sales completed. Tracking error is
     checked by the caller, as for ``round_to_shares``.
 
     Raises:
@@ -306,6 +306,8 @@ def round_signed(setup: PlanSetup, optimal: np.ndarray) -> tuple[np.ndarray, dic
     reach = np.floor(setup.caps * value / price + 1e-9)
     upper = np.where(no_buy, np.minimum(reach, current), reach)
     lower = np.where(no_buy, 0.0, -reach)
+    if setup.no_sell is not None:  # a deposit invested before any sale: these holdings are kept
+        lower = np.where(setup.no_sell, np.maximum(lower, current), lower)
     upper, lower = np.where(fixed, current, upper), np.where(fixed, current, lower)
     upper[setup.forced] = lower[setup.forced] = 0.0
     lower = np.minimum(lower, upper)  # a holding above its cap may be trimmed, never forced up
