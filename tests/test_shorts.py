@@ -268,3 +268,12 @@ def test_a_deposit_with_shorts_keeps_every_limit(agent) -> None:
         "pricing_pack_id": PACK, "portfolio_id": "demo_diversified", "cash_flow": 50000,
         "policy": {**OPEN, "method": "max_sharpe", "allow_short": True, "max_leverage": 1.2}})
     _assert_limits_hold(result, 20, 1.2)
+
+
+def test_a_minimum_weight_that_underflows_to_zero_is_no_floor(agent) -> None:
+    """min_weight_pct 5e-324 (found by tests/test_properties.py) is 0 as a fraction: the same
+    proposal as without it, not a crash in the min_weight_pct check."""
+    plain = _propose(agent, method="min_variance")
+    tiny = _propose(agent, method="min_variance", min_weight_pct=5e-324)
+    assert tiny["trades"] == plain["trades"]
+    assert "min_weight_pct" not in {c["constraint"] for c in tiny["constraints"]}

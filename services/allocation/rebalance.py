@@ -1112,7 +1112,8 @@ def minimum_weights(pack: PricingPack, policy: Policy, choice: Eligibility, fixe
         floors = {s: spec / 100.0 for s in choice.eligible if s not in fixed} if spec > 0 else {}
     if policy.min_position_pct is not None:
         floors = {s: max(f, policy.min_position_pct / 100.0) for s, f in floors.items()}
-    return floors
+    # A percentage so small its fraction underflows to 0 (5e-324%) is no floor at all.
+    return {s: f for s, f in floors.items() if f > 0}
 
 
 def _check_floors(problem: AllocationProblem, floors: dict[str, float]) -> None:
