@@ -606,6 +606,9 @@ def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: di
             step = int(np.sign(shares[i] - setup.current[i]))
             room = int(shares[i] - max(setup.current[i], keep[i])) if step > 0 else abs(int(shares[i] - setup.current[i]))
             shares[i] -= step * min(cut, room)
+            if step > 0 and 0 < (shares[i] - setup.current[i]) * price[i] < setup.min_trade_value:
+                # What is left of the purchase is below the minimum trade: drop it, as the cash repair does.
+                shares[i] = max(int(setup.current[i]), int(keep[i]))
             notes.setdefault(setup.symbols[i], "trade reduced to respect the turnover limit after rounding")
     if setup.floors is not None:
         # Floors, caps and cash pull against each other share by share: no whole-share
