@@ -27,7 +27,7 @@ import numpy as np
 
 from services.allocation.lazy_cvxpy import import_cvxpy
 from services.allocation.objective_costs import ObjectiveCosts, cost_terms
-from services.errors import InfeasibleError, SolverError
+from services.errors import InfeasibleError, InputError, SolverError
 
 if TYPE_CHECKING:
     import cvxpy as cp
@@ -111,6 +111,12 @@ class AllocationProblem:
             rule's floor above any other), or None.
         floor_relief: the total weight of ``relievable`` that may be released (a withdrawal's
             forced sales of short-term-gain lots); 0: floors hold as they are.
+        gross_limit: None (the default): long only. Otherwise short positions are allowed and this
+            is the gross exposure limit Σ|w| (1.5 = 150% of value): caps bound |w|, ``floors`` (if
+            set) are each weight's lower bound, negative where a short is allowed (default −cap),
+            0 where it is not; sector caps bound the *net* weight, the
+            budget Σw = invested is the net invested fraction and turnover counts |Δw|. Only the
+            objectives in ``SHORT_OBJECTIVES`` support it.
     """
 
     symbols: tuple[str, ...]
@@ -149,6 +155,7 @@ class AllocationProblem:
     tax_aversion: float | None = None
     relievable: np.ndarray | None = None
     floor_relief: float = 0.0
+    gross_limit: float | None = None
 
     @property
     def n(self) -> int:
@@ -179,6 +186,7 @@ def solve(problem: AllocationProblem, *, te_margin: float = 0.0) -> Allocation:
     ``te_margin`` tightens the tracking-error limit (as a fraction of it) so that rounding to
     whole shares afterwards cannot push the rounded portfolio over the limit.
     """
+    _check_shorts(problem)
     _check_capacity(problem)
     problem = square_factor(problem)
     warnings: list[str] = []
@@ -212,7 +220,7 @@ def solve(problem: AllocationProblem, *, te_margin: float = 0.0) -> Allocation:
         )
     if status == "optimal_inaccurate":
         warnings.append(f"solver {SOLVER} reported an inaccurate optimum; constraints were re-checked after rounding")
-    weights = np.clip(weights, 0.0, problem.caps)
+    weights = np.clip(weights, _lower(problem), problem.caps)
     return Allocation(
         weights=weights,
         objective=objective,
@@ -221,6 +229,52 @@ def solve(problem: AllocationProblem, *, te_margin: float = 0.0) -> Allocation:
         binding=binding_constraints(problem, weights),
         warnings=tuple(warnings),
     )
+
+
+# The objectives defined with short positions (weights in [−cap, cap], a gross exposure limit):
+# those whose risk and return are functions of signed weights. The scenario, risk-parity and
+# ratio objectives beyond Sharpe assume long-only weights in their formulation or their targets.
+SHORT_OBJECTIVES = ("max_sharpe", "mean_variance", "min_variance")
+
+
+def _check_shorts(p: AllocationProblem) -> None:
+    """Refuse a gross exposure limit where shorts are not defined, or one below the invested fraction."""
+    if p.gross_limit is None:
+        return
+    if p.objective not in SHORT_OBJECTIVES:
+        raise InputError(
+            f"method {p.objective!r} does not support allow_short: short positions are supported by "
+            f"{', '.join(SHORT_OBJECTIVES)} only; use one of them or set allow_short false",
+            details={"field": "allow_short", "method": p.objective, "allowed_methods": list(SHORT_OBJECTIVES)},
+        )
+    if p.costs is not None and any(part is not None and not part.empty for part in (p.costs.tax, p.costs.gain)):
+        raise InputError(
+            "allow_short cannot be combined with taxes in the objective (tax_rates, max_realized_gain): the "
+            "tax lots describe long holdings only; drop the tax fields or set allow_short false",
+            details={"field": "allow_short", "conflicts": ["tax_rates", "max_realized_gain"]},
+        )
+    if p.gross_limit < p.invested - 1e-12:
+        raise InfeasibleError(
+            f"infeasible policy: max_leverage {p.gross_limit:g} is below the net invested fraction "
+            f"{p.invested:g} (gross exposure Σ|w| is at least the net Σw); raise max_leverage to at least "
+            f"{math.ceil(p.invested * 1e4) / 1e4:g} or the cash buffer",
+            details={"conflicts": ["max_leverage", "cash_buffer_pct"],
+                     "smallest_relaxation": {"max_leverage": math.ceil(p.invested * 1e4) / 1e4}},
+        )
+
+
+def _weights(p: AllocationProblem) -> cp.Variable:
+    """The weight (or κ-scaled weight) variable: nonnegative unless ``p`` allows shorts."""
+    cp = import_cvxpy()
+
+    return cp.Variable(p.n, nonneg=p.gross_limit is None)
+
+
+def _lower(p: AllocationProblem) -> np.ndarray | float:
+    """The lowest weight each asset may take: 0 long only; with shorts the floors, or −cap."""
+    if p.gross_limit is None:
+        return 0.0
+    return -p.caps if p.floors is None else p.floors
 
 
 # The ratio objectives beyond max_sharpe, and what each falls back to when no portfolio the
@@ -336,7 +390,7 @@ def _solve_convex(p: AllocationProblem, objective: str, te_margin: float) -> tup
         return _solve_risk_budgeting(p, te_margin)
     if objective == "min_risk" and p.risk_measure == "evar":
         return _solve_evar(p, te_margin)
-    w = cp.Variable(p.n, nonneg=True)
+    w = _weights(p)
     risk, constraints = _risk_variable(p, w)
     constraints += _constraints(p, w, risk, 1.0, te_margin)
     averse = p.tax_aversion is not None and objective in TAX_AVERSION_OBJECTIVES
@@ -498,7 +552,7 @@ def _solve_max_sharpe(p: AllocationProblem, te_margin: float) -> tuple[np.ndarra
     """Charnes–Cooper: v = κw turns max Sharpe into a convex problem; every constraint scales by κ."""
     cp = import_cvxpy()
 
-    v = cp.Variable(p.n, nonneg=True)
+    v = _weights(p)
     kappa = cp.Variable(nonneg=True)
     risk, constraints = _risk_variable(p, v)
     constraints += _constraints(p, v, risk, kappa, te_margin)
@@ -570,7 +624,11 @@ def _constraints(p: AllocationProblem, w: cp.Variable, risk: cp.Expression | Non
     cp = import_cvxpy()
 
     cons = [cp.sum(w) == k * p.invested, w <= k * p.caps]
-    if p.floors is not None and p.relievable is not None and p.floor_relief > 0:
+    if p.gross_limit is not None:
+        # Shorts: caps bound |w| from above, the floors (−cap unless set) from below, and the
+        # gross exposure Σ|w| has its own limit.
+        cons += [w >= k * _lower(p), cp.norm(w, 1) <= k * p.gross_limit]
+    elif p.floors is not None and p.relievable is not None and p.floor_relief > 0:
         # A withdrawal may take up to floor_relief below the short-term floors, where it likes best.
         relief = cp.Variable(p.n, nonneg=True)
         cons += [w >= k * p.floors - relief, relief <= k * p.relievable, cp.sum(relief) <= k * p.floor_relief]
@@ -703,8 +761,11 @@ def binding_constraints(p: AllocationProblem, w: np.ndarray) -> tuple[str, ...]:
     a position limit is the objective's choice, not a limit's.
     """
     labels = p.cap_limits if p.cap_limits is not None else ("max_single_position_pct",) * p.n
-    out = [f"{label}:{s}" for s, wi, c, label in zip(p.symbols, w, p.caps, labels, strict=True)
+    size = w if p.gross_limit is None else np.abs(w)
+    out = [f"{label}:{s}" for s, wi, c, label in zip(p.symbols, size, p.caps, labels, strict=True)
            if label is not None and wi >= c - 1e-6]
+    if p.gross_limit is not None and float(np.abs(w).sum()) >= p.gross_limit - 1e-6:
+        out.append("max_leverage")
     out += [s.id for s in p.sectors if w[s.members].sum() >= s.limit - 1e-6]
     te_limit = p.max_tracking_error
     if te_limit is not None and p.benchmark_offset is not None and tracking_error(p, w) >= te_limit * 0.98:
@@ -885,7 +946,7 @@ def _max_expected_return(p: AllocationProblem, te_margin: float) -> float | None
     """The highest expected return under every limit of ``p`` (None if they conflict themselves)."""
     import cvxpy as cp
 
-    w = cp.Variable(p.n, nonneg=True)
+    w = _weights(p)
     risk, constraints = _risk_variable(p, w)
     constraints += _constraints(p, w, risk, 1.0, te_margin)
     weights, _ = _run(cp.Problem(cp.Maximize(p.mu @ w), constraints), w)
@@ -904,7 +965,7 @@ def _min_turnover(p: AllocationProblem) -> float | None:
     cp = import_cvxpy()
 
     relaxed = replace(p, max_turnover=None, max_tracking_error=None)
-    w = cp.Variable(p.n, nonneg=True)
+    w = _weights(p)
     cons = _constraints(relaxed, w, None, 1.0, 0.0)
     delta = w - p.current
     exempt = min(p.forced_weight, max(0.0, p.invested - float(p.current.sum())))
@@ -918,7 +979,7 @@ def _min_tracking_error(p: AllocationProblem, *, with_turnover: bool) -> float |
     cp = import_cvxpy()
 
     relaxed = replace(p, max_tracking_error=None, max_turnover=p.max_turnover if with_turnover else None)
-    w = cp.Variable(p.n, nonneg=True)
+    w = _weights(p)
     risk, cons = _risk_variable(relaxed, w)
     cons += _constraints(relaxed, w, risk, 1.0, 0.0)
     weights, _ = _run(cp.Problem(cp.Minimize(_active_risk(p, risk, 1.0)), cons), w)

@@ -53,9 +53,11 @@ from services.allocation.rounding import (
     EPS,
     PlanSetup,
     evaluate,
+    round_signed,
     round_to_shares,
     tracking_error_ok,
 )
+from services.allocation.shorts import validate_shorts, with_shorts
 from services.allocation.tax_plan import (
     RETURN_OBJECTIVES,
     TaxPlan,
@@ -186,6 +188,7 @@ def propose_trades(
     validate_sector_limits(pack, policy)
     validate_forecasts(pack, policy)
     validate_asset_class_limits(pack, policy)
+    validate_shorts(policy, frontier_points=frontier_points, explain_limits=explain_limits)
     warnings = list(notes) + policy.suspicious_values() + _unused_method_fields(policy)
     if cash_flow:
         holdings, note = with_cash_flow(holdings, cash_flow, prices, policy)
@@ -255,6 +258,11 @@ def propose_trades(
         _check_floors(problem, floors)
     if no_buy or fixed:
         problem = _restricted_problem(problem, no_buy, fixed)
+    if policy.allow_short:
+        problem = with_shorts(problem, policy, no_buy, fixed)
+        if problem.gross_limit is None:
+            warnings.append(f"allow_short: not applied under the {problem.objective} fallback, which is long only")
+        setup = replace(setup, gross_limit=problem.gross_limit)
     if harvests:
         problem, setup = _harvest_limits(problem, setup, harvests)
     tax_plan = blind = None
@@ -402,7 +410,9 @@ def _solve_and_round(
             except InfeasibleError as err:
                 if short:
                     raise _floor_in_whole_shares(policy, setup.value, est, setup, rounded) from None
-                if not explain_infeasible or "max_realized_gain" in err.details.get("conflicts", ()):
+                # The elastic problem is long only: with shorts the solve's own explanation stands.
+                if (not explain_infeasible or "max_realized_gain" in err.details.get("conflicts", ())
+                        or problem.gross_limit is not None):
                     raise
                 # One conflict named by the solve; the elastic problem finds whether more must move at once.
                 raise joint_infeasible(problem, margin, err) from None
@@ -414,7 +424,7 @@ def _solve_and_round(
             # The approximation understated tracking error: tighten its limit by the ratio and re-solve.
             assert problem.max_tracking_error is not None
             problem = replace(problem, max_tracking_error=problem.max_tracking_error * understated)
-        shares, notes = round_to_shares(setup, optimal)
+        shares, notes = (round_to_shares if setup.gross_limit is None else round_signed)(setup, optimal)
         if tax_plan is not None:
             shares = enforce(tax_plan, setup, shares, optimal, notes)
         rounded = evaluate(setup, shares)
@@ -1142,7 +1152,8 @@ def minimum_weights(pack: PricingPack, policy: Policy, choice: Eligibility, fixe
         floors = {s: spec / 100.0 for s in choice.eligible if s not in fixed} if spec > 0 else {}
     if policy.min_position_pct is not None:
         floors = {s: max(f, policy.min_position_pct / 100.0) for s, f in floors.items()}
-    return floors
+    # A percentage so small its fraction underflows to 0 (5e-324%) is no floor at all.
+    return {s: f for s, f in floors.items() if f > 0}
 
 
 def _check_floors(problem: AllocationProblem, floors: dict[str, float]) -> None:
@@ -1440,10 +1451,15 @@ def _checks(policy: Policy, choice: Eligibility, setup: PlanSetup, snap) -> list
         checks.append(ConstraintCheck(constraint="cash_buffer_pct", value=pct(held_cash), limit=policy.cash_buffer_pct,
                                       met=held_cash >= setup.cash_buffer - 1e-6))
     if policy.max_single_position_pct is not None:
-        largest = float(snap.weights.max()) if len(snap.weights) else 0.0
+        # A short's size counts (long only, |w| is w).
+        largest = float(np.abs(snap.weights).max()) if len(snap.weights) else 0.0
         checks.append(ConstraintCheck(constraint="max_single_position_pct", value=pct(largest),
                                       limit=policy.max_single_position_pct,
-                                      met=bool(np.all(snap.weights <= setup.caps + EPS))))
+                                      met=bool(np.all(np.abs(snap.weights) <= setup.caps + EPS))))
+    if setup.gross_limit is not None:
+        gross = float(np.abs(snap.weights).sum())
+        checks.append(ConstraintCheck(constraint="max_leverage", value=ratio(gross, 6), limit=setup.gross_limit,
+                                      met=gross <= setup.gross_limit + EPS))
     for sector in setup.sectors:
         weight = float(snap.weights[sector.members].sum())
         checks.append(ConstraintCheck(constraint=sector.id, value=pct(weight),

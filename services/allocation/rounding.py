@@ -64,6 +64,9 @@ class PlanSetup:
     no_sell: np.ndarray | None = None
     # A floor per position (min_weight_pct), as a fraction of value after trading; None: no floors.
     floors: np.ndarray | None = None
+    # Short positions allowed, with this gross exposure limit Σ|w| (allow_short, max_leverage);
+    # None: long only. Rounded by ``round_signed``.
+    gross_limit: float | None = None
 
     @property
     def value(self) -> float:
@@ -141,8 +144,12 @@ def evaluate(
 def violations(setup: PlanSetup, snap: Snapshot) -> list[Violation]:
     """Hard constraints that ``snap`` breaks, in the order they are repaired."""
     out: list[Violation] = []
-    over = snap.weights - setup.caps
+    over = np.abs(snap.weights) - setup.caps  # a short's size is capped like a long's
     out += [Violation("position_cap", int(i), float(over[i])) for i in np.flatnonzero(over > EPS)]
+    if setup.gross_limit is not None:
+        gross = float(np.abs(snap.weights).sum())
+        if gross > setup.gross_limit + EPS:
+            out.append(Violation("gross_exposure", None, gross - setup.gross_limit))
     if setup.floors is not None:
         under = setup.floors - snap.weights
         out += [Violation("floor", int(i), float(under[i])) for i in np.flatnonzero(under > EPS)]
@@ -276,6 +283,101 @@ def whole_shares_milp(setup: PlanSetup, optimal: np.ndarray) -> np.ndarray:
         "min_position_pct" + (" or raise max_turnover_pct" if setup.max_turnover is not None else ""),
         details={"conflicts": conflicts, "min_position_pct": minimum * 100},
     )
+
+
+def round_signed(setup: PlanSetup, optimal: np.ndarray) -> tuple[np.ndarray, dict[str, str]]:
+    """Whole-share holdings nearest ``optimal`` weights when shorts are allowed (negative shares),
+    meeting every hard limit, by a mixed-integer program like ``whole_shares_milp``.
+
+    The limits are those of ``violations``: |holding| ≤ cap and Σ|holding| ≤ gross limit × value
+    after costs, sector limits on the net value, cash after trading (short-sale proceeds
+    included) at or above the buffer, discretionary turnover on |trade|, ``min_trade_value`` per
+    trade (a sale that closes a long position excepted). Restricted names are never bought or
+    shorted, frozen and halted ones never traded, ``no_sell`` holdings kept, forced sales completed. Tracking error is
+    checked by the caller, as for ``round_to_shares``.
+
+    Raises:
+        InfeasibleError: no whole-share portfolio meets the limits together.
+    """
+    assert setup.gross_limit is not None
+    n, price, current, value = len(setup.symbols), setup.prices, setup.current.astype(float), setup.value
+    fixed = setup.fixed if setup.fixed is not None else np.zeros(n, dtype=bool)
+    no_buy = setup.no_buy if setup.no_buy is not None else np.zeros(n, dtype=bool)
+    reach = np.floor(setup.caps * value / price + 1e-9)
+    upper = np.where(no_buy, np.minimum(reach, current), reach)
+    lower = np.where(no_buy, 0.0, -reach)
+    if setup.no_sell is not None:  # a deposit invested before any sale: these holdings are kept
+        lower = np.where(setup.no_sell, np.maximum(lower, current), lower)
+    upper, lower = np.where(fixed, current, upper), np.where(fixed, current, lower)
+    upper[setup.forced] = lower[setup.forced] = 0.0
+    lower = np.minimum(lower, upper)  # a holding above its cap may be trimmed, never forced up
+    for safety in (0.0, 0.01):  # exact first; a cent of room if the solver's tolerance showed
+        out = _without_stdout(_signed_program, setup, optimal, upper, lower, safety)
+        if out is not None and not violations(setup, evaluate(setup, out)):
+            notes = {setup.symbols[i]: "short position: negative target shares" for i in np.flatnonzero(out < 0)}
+            return out, notes
+    raise InfeasibleError(
+        f"infeasible policy: no whole-share portfolio worth ${value:,.2f} meets max_leverage "
+        f"{setup.gross_limit:g}, the position and sector caps, the cash buffer, min_trade_value"
+        + (" and max_turnover_pct" if setup.max_turnover is not None else "")
+        + " together; raise max_leverage or the caps, or add cash",
+        details={"conflicts": ["max_leverage", "max_single_position_pct", "max_sector_pct", "cash_buffer_pct",
+                               "min_trade_value", *(["max_turnover_pct"] if setup.max_turnover is not None else [])]},
+    )
+
+
+def _signed_program(
+    setup: PlanSetup, optimal: np.ndarray, upper: np.ndarray, lower: np.ndarray, safety: float
+) -> np.ndarray | None:
+    """Solve ``round_signed``'s program with ``safety`` dollars of room on every limit; the
+    shares, or None when it is infeasible."""
+    import cvxpy as cp
+
+    assert setup.gross_limit is not None
+    n, price, current, value = len(setup.symbols), setup.prices, setup.current.astype(float), setup.value
+    shares = cp.Variable(n, integer=True)
+    buy = cp.Variable(n, boolean=True)
+    sell = cp.Variable(n, boolean=True)
+    size = cp.Variable(n, nonneg=True)  # |trade value|
+    gap = cp.Variable(n, nonneg=True)  # |holding value - optimal value|
+    gross = cp.Variable(n, nonneg=True)  # |holding value|
+    trade = cp.multiply(shares - current, price)
+    max_buy = np.maximum(upper - current, 0.0) * price
+    max_sell = np.maximum(current - lower, 0.0) * price
+    # A sale is at least the minimum trade, unless it closes a long position smaller than that.
+    held_value = np.maximum(current, 0.0) * price
+    smallest_sale = np.where(held_value > 0, np.minimum(setup.min_trade_value, held_value), setup.min_trade_value)
+    smallest_sale = np.minimum(smallest_sale, max_sell)
+    costs = (setup.commission + 0.005) * cp.sum(buy + sell) + setup.impact_bps / 1e4 * cp.sum(size)
+    value_after = value - costs
+    holding = cp.multiply(shares, price)
+    cons = [
+        shares >= lower, shares <= upper, buy + sell <= 1,
+        trade <= cp.multiply(max_buy, buy) - cp.multiply(smallest_sale, sell),
+        trade >= setup.min_trade_value * buy - cp.multiply(max_sell, sell),
+        size >= trade, size >= -trade,
+        gap >= holding - optimal * value, gap >= optimal * value - holding,
+        gross >= holding, gross >= -holding,
+        holding <= cp.multiply(setup.caps, value_after) - safety,
+        -holding <= cp.multiply(setup.caps, value_after) - safety,
+        cp.sum(gross) <= setup.gross_limit * value_after - safety,
+        setup.cash - cp.sum(trade) - costs >= setup.cash_buffer * value_after + safety,
+    ]
+    for sector in setup.sectors:
+        cons.append(cp.sum(holding[sector.members]) <= sector.limit * value_after - safety)
+    if setup.max_turnover is not None:
+        forced_sales = float((current * price)[setup.forced].sum())
+        buys = (cp.sum(trade) + cp.sum(size)) / 2
+        excess = cp.sum(size) - forced_sales - setup.max_turnover * value + safety
+        cons += [excess <= forced_sales, excess <= buys]
+    problem = cp.Problem(cp.Minimize(cp.sum(gap) + 1e-3 * costs), cons)
+    try:
+        problem.solve(solver=cp.SCIPY, scipy_options={"node_limit": MILP_NODES})
+    except cp.SolverError:
+        return None
+    if problem.status not in ("optimal", "optimal_inaccurate") or shares.value is None:
+        return None
+    return np.round(shares.value).astype(np.int64)
 
 
 def _without_stdout(fn: Callable[..., T], *args: Any) -> T:
@@ -504,6 +606,9 @@ def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: di
             step = int(np.sign(shares[i] - setup.current[i]))
             room = int(shares[i] - max(setup.current[i], keep[i])) if step > 0 else abs(int(shares[i] - setup.current[i]))
             shares[i] -= step * min(cut, room)
+            if step > 0 and 0 < (shares[i] - setup.current[i]) * price[i] < setup.min_trade_value:
+                # What is left of the purchase is below the minimum trade: drop it, as the cash repair does.
+                shares[i] = max(int(setup.current[i]), int(keep[i]))
             notes.setdefault(setup.symbols[i], "trade reduced to respect the turnover limit after rounding")
     if setup.floors is not None:
         # Floors, caps and cash pull against each other share by share: no whole-share

@@ -232,6 +232,16 @@ class PolicyOverrides(BaseModel):
         description="A floor per position, % of value after trading: one number for every eligible symbol, or "
         "{symbol: %} for the symbols named (each must be eligible to hold). Held in whole shares.",
     )
+    allow_short: bool | None = Field(
+        None, exclude_if=omit_if_null,
+        description="Allow short positions (negative weights and target_shares) for an account that permits them; "
+        "methods max_sharpe, mean_variance and min_variance only. Default false: long only.",
+    )
+    max_leverage: float | None = Field(
+        None, gt=0, le=10, exclude_if=omit_if_null,
+        description="Gross exposure limit with allow_short: the sum of |weights| as a multiple of value "
+        "(1.5 = 150%: e.g. 125% long, 25% short). Default 1.0 when allow_short is true.",
+    )
     restricted_symbols: list[str] | None = Field(
         None, exclude_if=omit_if_null, description="Never bought (a holding may be kept or sold), e.g. the client's employer."
     )
@@ -387,6 +397,8 @@ class Policy(BaseModel):
     approval_threshold: Decimal = Decimal("10000")
     min_position_pct: float | None = None
     min_weight_pct: float | dict[str, float] | None = Field(None, exclude_if=omit_if_null)
+    allow_short: bool | None = Field(None, exclude_if=omit_if_null)
+    max_leverage: float | None = Field(None, exclude_if=omit_if_null)
     restricted_symbols: list[str] = Field(default_factory=list)
     frozen_symbols: list[str] = Field(default_factory=list)
     risk_model: RiskModelName | None = Field(None, exclude_if=omit_if_null)
@@ -407,6 +419,13 @@ class Policy(BaseModel):
     replacements: dict[str, str] | None = Field(None, exclude_if=omit_if_null)
     costs_in_objective: bool | None = Field(None, exclude_if=omit_if_null)
     impact_power_coefficients: dict[str, float] | None = Field(None, exclude_if=omit_if_null)
+
+    @property
+    def gross_limit(self) -> float | None:
+        """The gross exposure limit Σ|w| when shorts are allowed (max_leverage, default 1.0); None: long only."""
+        if not self.allow_short:
+            return None
+        return 1.0 if self.max_leverage is None else self.max_leverage
 
     @property
     def taxable(self) -> bool:

@@ -121,7 +121,8 @@ def book(
         elif o.side == "BUY" and o.symbol in restricted:
             problems.append(f"{o.symbol}: restricted (never bought)")
         if o.side == "SELL" and o.quantity > held.get(o.symbol, 0):
-            problems.append(f"{o.symbol}: sell {o.quantity} but {held.get(o.symbol, 0)} held")
+            problems.append(f"{o.symbol}: sell {o.quantity} but {held.get(o.symbol, 0)} held (the ledger holds long "
+                            "lots only: a short position cannot be booked)")
     if problems:
         raise InputError("trades cannot be booked: " + "; ".join(problems),
                          details={"field": "trades", "problems": problems})
