@@ -152,18 +152,7 @@ def hrp_weights(returns: pd.DataFrame, cov: np.ndarray) -> np.ndarray:
     Clusters on the Pearson correlation of ``returns`` and allocates with ``cov`` (the policy's
     estimate), passed as riskfolio's custom covariance so it is not estimated a second time.
     """
-    if returns.shape[1] == 1:  # nothing to cluster; riskfolio needs two
-        return np.ones(1)
-    port = _rp().HCPortfolio(returns=returns)
-    custom = pd.DataFrame(cov, index=returns.columns, columns=returns.columns)
-    weights = _call(
-        "HCPortfolio.optimization",
-        lambda: port.optimization(
-            model="HRP", codependence="pearson", rm="MV", rf=0, linkage="single",
-            method_cov="custom_cov", custom_cov=custom, leaf_order=True,
-        ),
-    )
-    return _checked_weights(weights, returns.columns, "HCPortfolio.optimization")
+    return _hierarchical_weights(returns, cov, model="HRP", linkage="single")
 
 
 def herc_weights(returns: pd.DataFrame, cov: np.ndarray) -> np.ndarray:
@@ -173,14 +162,21 @@ def herc_weights(returns: pd.DataFrame, cov: np.ndarray) -> np.ndarray:
     clusters where single linkage chains), the number of clusters by riskfolio's two-difference
     gap rule, variance as the risk measure, allocated with ``cov`` (the policy's estimate).
     """
-    if returns.shape[1] == 1:
+    return _hierarchical_weights(returns, cov, model="HERC", linkage="ward")
+
+
+def _hierarchical_weights(returns: pd.DataFrame, cov: np.ndarray, *, model: str, linkage: str) -> np.ndarray:
+    """riskfolio's HCPortfolio ``model`` on the Pearson correlation of ``returns`` with ``linkage``,
+    variance as the risk measure, allocated with ``cov`` passed as its custom covariance (so it is
+    not estimated a second time)."""
+    if returns.shape[1] == 1:  # nothing to cluster; riskfolio needs two
         return np.ones(1)
     port = _rp().HCPortfolio(returns=returns)
     custom = pd.DataFrame(cov, index=returns.columns, columns=returns.columns)
     weights = _call(
         "HCPortfolio.optimization",
         lambda: port.optimization(
-            model="HERC", codependence="pearson", rm="MV", rf=0, linkage="ward",
+            model=model, codependence="pearson", rm="MV", rf=0, linkage=linkage,
             method_cov="custom_cov", custom_cov=custom, leaf_order=True,
         ),
     )
