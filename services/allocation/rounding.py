@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -334,17 +334,47 @@ def _signed_program(
     import cvxpy as cp
 
     assert setup.gross_limit is not None
+    program = _trade_program(setup, optimal, upper, lower, safety)
+    holding, value_after = program.holding, program.value_after
+    gross = cp.Variable(len(setup.symbols), nonneg=True)  # |holding value|
+    program.constraints.extend([
+        gross >= holding, gross >= -holding,
+        -holding <= cp.multiply(setup.caps, value_after) - safety,
+        cp.sum(gross) <= setup.gross_limit * value_after - safety,
+    ])
+    return _solved(program)
+
+
+class _TradeProgram(NamedTuple):
+    """A whole-share trade list as a mixed-integer program, less what is particular to one use."""
+
+    shares: Any  # cp.Variable(n, integer=True): the holdings after trading
+    holding: Any  # their values at the pack's closes
+    value_after: Any  # the portfolio's value after costs
+    objective: Any  # distance in value from the optimal weights, plus a sliver of costs
+    constraints: list[Any]
+
+
+def _trade_program(
+    setup: PlanSetup, optimal: np.ndarray, upper: np.ndarray, lower: np.ndarray, safety: float
+) -> _TradeProgram:
+    """The holdings between ``lower`` and ``upper`` shares nearest ``optimal`` (L1 in value), with
+    ``safety`` dollars of room on every limit: costs per trade (commission, market impact and the
+    half-cent margin), ``min_trade_value`` (a trade is zero or at least the minimum, unless a sale
+    closes a long position smaller than that), each position and each sector under its cap of the
+    value after costs, cash and its buffer, and discretionary turnover with the forced-sale
+    exemption. Exact in the quantities ``evaluate`` and ``violations`` use."""
+    import cvxpy as cp
+
     n, price, current, value = len(setup.symbols), setup.prices, setup.current.astype(float), setup.value
     shares = cp.Variable(n, integer=True)
     buy = cp.Variable(n, boolean=True)
     sell = cp.Variable(n, boolean=True)
     size = cp.Variable(n, nonneg=True)  # |trade value|
     gap = cp.Variable(n, nonneg=True)  # |holding value - optimal value|
-    gross = cp.Variable(n, nonneg=True)  # |holding value|
     trade = cp.multiply(shares - current, price)
     max_buy = np.maximum(upper - current, 0.0) * price
     max_sell = np.maximum(current - lower, 0.0) * price
-    # A sale is at least the minimum trade, unless it closes a long position smaller than that.
     held_value = np.maximum(current, 0.0) * price
     smallest_sale = np.where(held_value > 0, np.minimum(setup.min_trade_value, held_value), setup.min_trade_value)
     smallest_sale = np.minimum(smallest_sale, max_sell)
@@ -357,10 +387,7 @@ def _signed_program(
         trade >= setup.min_trade_value * buy - cp.multiply(max_sell, sell),
         size >= trade, size >= -trade,
         gap >= holding - optimal * value, gap >= optimal * value - holding,
-        gross >= holding, gross >= -holding,
         holding <= cp.multiply(setup.caps, value_after) - safety,
-        -holding <= cp.multiply(setup.caps, value_after) - safety,
-        cp.sum(gross) <= setup.gross_limit * value_after - safety,
         setup.cash - cp.sum(trade) - costs >= setup.cash_buffer * value_after + safety,
     ]
     for sector in setup.sectors:
@@ -370,14 +397,22 @@ def _signed_program(
         buys = (cp.sum(trade) + cp.sum(size)) / 2
         excess = cp.sum(size) - forced_sales - setup.max_turnover * value + safety
         cons += [excess <= forced_sales, excess <= buys]
-    problem = cp.Problem(cp.Minimize(cp.sum(gap) + 1e-3 * costs), cons)
+    return _TradeProgram(shares, holding, value_after, cp.sum(gap) + 1e-3 * costs, cons)
+
+
+def _solved(program: _TradeProgram) -> np.ndarray | None:
+    """The program's whole shares (HiGHS through SciPy, a node limit rather than a time limit so
+    that the answer does not depend on the machine's speed), or None when it has none."""
+    import cvxpy as cp
+
+    problem = cp.Problem(cp.Minimize(program.objective), program.constraints)
     try:
         problem.solve(solver=cp.SCIPY, scipy_options={"node_limit": MILP_NODES})
     except cp.SolverError:
         return None
-    if problem.status not in ("optimal", "optimal_inaccurate") or shares.value is None:
+    if problem.status not in ("optimal", "optimal_inaccurate") or program.shares.value is None:
         return None
-    return np.round(shares.value).astype(np.int64)
+    return np.round(program.shares.value).astype(np.int64)
 
 
 def _without_stdout(fn: Callable[..., T], *args: Any) -> T:
@@ -432,53 +467,22 @@ def _min_position_program(
     import cvxpy as cp
 
     assert setup.min_position is not None
-    n, price, current, value = len(setup.symbols), setup.prices, setup.current.astype(float), setup.value
-    minimum = setup.min_position
+    n, value = len(setup.symbols), setup.value
     fixed = setup.fixed if setup.fixed is not None else np.zeros(n, dtype=bool)
-    shares = cp.Variable(n, integer=True)
-    held = cp.Variable(n, boolean=True)
-    buy = cp.Variable(n, boolean=True)
-    sell = cp.Variable(n, boolean=True)
-    size = cp.Variable(n, nonneg=True)  # |trade value|
-    gap = cp.Variable(n, nonneg=True)  # |holding value - optimal value|
-    trade = cp.multiply(shares - current, price)
-    max_buy = np.maximum(upper - current, 0.0) * price
-    max_sell = current * price
-    smallest_sale = np.minimum(setup.min_trade_value, max_sell)
-    costs = ((setup.commission + 0.005) * cp.sum(buy + sell) + setup.impact_bps / 1e4 * cp.sum(size))
-    value_after = value - costs
-    holding = cp.multiply(shares, price)
-    cons = [
-        shares >= lower, shares <= upper, buy + sell <= 1,
-        trade <= cp.multiply(max_buy, buy) - cp.multiply(smallest_sale, sell),
-        trade >= setup.min_trade_value * buy - cp.multiply(max_sell, sell),
-        size >= trade, size >= -trade,
-        gap >= holding - optimal * value, gap >= optimal * value - holding,
-        holding <= cp.multiply(setup.caps, value_after) - safety,
-        setup.cash - cp.sum(trade) - costs >= setup.cash_buffer * value_after + safety,
-    ]
+    program = _trade_program(setup, optimal, upper, lower, safety)
+    shares, holding = program.shares, program.holding
     free = ~fixed & ~setup.forced
     if free.any():
+        held = cp.Variable(n, boolean=True)
         idx = np.flatnonzero(free)
-        cons += [shares[idx] <= cp.multiply(upper[idx], held[idx]),
-                 holding[idx] >= minimum * value * held[idx] + safety * held[idx]]
-    for sector in setup.sectors:
-        cons.append(cp.sum(holding[sector.members]) <= sector.limit * value_after - safety)
+        program.constraints.extend([
+            shares[idx] <= cp.multiply(upper[idx], held[idx]),
+            holding[idx] >= setup.min_position * value * held[idx] + safety * held[idx],
+        ])
     if setup.floors is not None:
-        cons.append(holding >= cp.multiply(setup.floors, value_after) + safety * (setup.floors > 0))
-    if setup.max_turnover is not None:
-        forced_sales = float((current * price)[setup.forced].sum())
-        buys = (cp.sum(trade) + cp.sum(size)) / 2
-        excess = cp.sum(size) - forced_sales - setup.max_turnover * value + safety
-        cons += [excess <= forced_sales, excess <= buys]
-    problem = cp.Problem(cp.Minimize(cp.sum(gap) + 1e-3 * costs), cons)
-    try:
-        problem.solve(solver=cp.SCIPY, scipy_options={"node_limit": MILP_NODES})
-    except cp.SolverError:
-        return None
-    if problem.status not in ("optimal", "optimal_inaccurate") or shares.value is None:
-        return None
-    return np.round(shares.value).astype(np.int64)
+        program.constraints.append(
+            holding >= cp.multiply(setup.floors, program.value_after) + safety * (setup.floors > 0))
+    return _solved(program)
 
 
 def _floor_shares(setup: PlanSetup, value: float) -> np.ndarray:
