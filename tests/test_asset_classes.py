@@ -3,8 +3,6 @@ and relaxed by name when they conflict."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from services.errors import InfeasibleError, InputError
@@ -14,13 +12,10 @@ OPEN = {"universe": "pack", "min_quality_score": None}
 
 
 @pytest.fixture(scope="module")
-def agent(tmp_path_factory, seeded_db):
+def agent(module_store):
     from agents.agent import OptimizerAgent
-    from agents.wiring import DB_FILENAME, open_store
 
-    home = tmp_path_factory.mktemp("home")
-    shutil.copyfile(seeded_db, home / DB_FILENAME)
-    return OptimizerAgent(open_store(home))
+    return OptimizerAgent(module_store)
 
 
 def _propose(agent, **policy):

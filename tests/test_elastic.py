@@ -26,15 +26,10 @@ SECTORS = {"Energy": [1, 10], "Health Care": [2, 5, 7, 8]}
 
 
 @pytest.fixture(scope="module")
-def agent(tmp_path_factory, seeded_db):
-    import shutil
-
+def agent(module_store):
     from agents.agent import OptimizerAgent
-    from agents.wiring import DB_FILENAME, open_store
 
-    home = tmp_path_factory.mktemp("home")
-    shutil.copyfile(seeded_db, home / DB_FILENAME)
-    return OptimizerAgent(open_store(home))
+    return OptimizerAgent(module_store)
 
 
 @pytest.fixture(scope="module")

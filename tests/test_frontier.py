@@ -9,8 +9,6 @@ lie on or below the frontier — no more return than the limits allow at their v
 
 from __future__ import annotations
 
-import shutil
-
 import cvxpy as cp
 import numpy as np
 import pytest
@@ -27,13 +25,10 @@ POLICY = {"universe": "pack", "min_quality_score": None, "method": "max_sharpe",
 
 
 @pytest.fixture(scope="module")
-def agent(tmp_path_factory, seeded_db):
+def agent(module_store):
     from agents.agent import OptimizerAgent
-    from agents.wiring import DB_FILENAME, open_store
 
-    home = tmp_path_factory.mktemp("home")
-    shutil.copyfile(seeded_db, home / DB_FILENAME)
-    return OptimizerAgent(open_store(home))
+    return OptimizerAgent(module_store)
 
 
 def _request(**extra) -> dict:

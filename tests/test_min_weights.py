@@ -6,8 +6,6 @@ the estimates the engine used; the rounded proposal is checked name by name from
 
 from __future__ import annotations
 
-import shutil
-
 import cvxpy as cp
 import numpy as np
 import pytest
@@ -22,13 +20,10 @@ OPEN = {"universe": "pack", "min_quality_score": None, "method": "min_variance",
 
 
 @pytest.fixture(scope="module")
-def agent(tmp_path_factory, seeded_db):
+def agent(module_store):
     from agents.agent import OptimizerAgent
-    from agents.wiring import DB_FILENAME, open_store
 
-    home = tmp_path_factory.mktemp("home")
-    shutil.copyfile(seeded_db, home / DB_FILENAME)
-    return OptimizerAgent(open_store(home))
+    return OptimizerAgent(module_store)
 
 
 def _request(**policy) -> dict:

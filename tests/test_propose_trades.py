@@ -33,15 +33,10 @@ def diversified(request):
 
 
 @pytest.fixture(scope="module")
-def agent(tmp_path_factory, seeded_db):
-    import shutil
-
+def agent(module_store):
     from agents.agent import OptimizerAgent
-    from agents.wiring import DB_FILENAME, open_store
 
-    home = tmp_path_factory.mktemp("home")
-    shutil.copyfile(seeded_db, home / DB_FILENAME)
-    return OptimizerAgent(open_store(home))
+    return OptimizerAgent(module_store)
 
 
 def test_costs_cash_and_turnover_recomputed_from_the_trades(agent, diversified) -> None:

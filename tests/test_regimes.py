@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -37,13 +36,10 @@ def _c(x: Decimal) -> Decimal:
 
 
 @pytest.fixture(scope="module")
-def agent(tmp_path_factory, seeded_db):
+def agent(module_store):
     from agents.agent import OptimizerAgent
-    from agents.wiring import DB_FILENAME, open_store
 
-    home = tmp_path_factory.mktemp("home")
-    shutil.copyfile(seeded_db, home / DB_FILENAME)
-    return OptimizerAgent(open_store(home))
+    return OptimizerAgent(module_store)
 
 
 def _suggest(agent, portfolio_id: str, regime: str) -> dict:
