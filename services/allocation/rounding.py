@@ -525,17 +525,25 @@ def _check_floors_affordable(setup: PlanSetup) -> None:
         )
 
 
-def repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: dict[str, str]) -> np.ndarray:
-    """``shares`` changed as little as the rounding rules do so that caps, cash and turnover hold."""
-    return _repair(setup, shares, optimal, notes)
+def repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: dict[str, str],
+           *, held_back: np.ndarray | None = None) -> np.ndarray:
+    """``shares`` changed as little as the rounding rules do so that caps, cash and turnover hold.
+
+    ``held_back``: per symbol, shares no cut other than a position cap's may go below (the tax rules'
+    floors: a sale that raises cash must not take a lot with a short-term gain).
+    """
+    return _repair(setup, shares, optimal, notes, held_back)
 
 
-def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: dict[str, str]) -> np.ndarray:
+def _repair(setup: PlanSetup, shares: np.ndarray, optimal: np.ndarray, notes: dict[str, str],
+            held_back: np.ndarray | None = None) -> np.ndarray:
     fixed = np.zeros(len(shares), dtype=bool) if setup.fixed is None else setup.fixed
     for _ in range(20 * len(shares) + 20):
         snap = evaluate(setup, shares)
         # Shares a cut may take: not frozen or halted, and none below a floor (``keep``).
         keep = np.zeros(len(shares), dtype=np.int64) if setup.floors is None else _floor_shares(setup, snap.value_after)
+        if held_back is not None:
+            keep = np.maximum(keep, held_back)
         tradable = ~fixed & (shares > keep)
         # A frozen or halted holding over its cap stays: it cannot be traded.
         found = [v for v in violations(setup, snap) if v.kind != "position_cap" or not fixed[v.index]]

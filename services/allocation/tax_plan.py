@@ -185,7 +185,7 @@ def enforce(plan: TaxPlan, setup: PlanSetup, shares: np.ndarray, optimal: np.nda
             shares = _within_gain_cap(plan, setup, shares, notes)
         if np.array_equal(shares, before):
             return shares
-        shares = repair(setup, shares, optimal, notes)
+        shares = repair(setup, shares, optimal, notes, held_back=np.where(free, floor_shares, 0))
     return shares
 
 
