@@ -8,6 +8,8 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from services.allocation.objective_costs import ObjectiveCosts, envelope, pieces
 from services.allocation.optimization import AllocationProblem, solve
@@ -201,3 +203,22 @@ def test_the_cash_a_withdrawal_needs_after_rounding_is_not_raised_from_a_short_t
     assert unh["action"] == "HOLD" and unh["target_shares"] == 60
     assert out["tax"]["short_term_gains_forced"] == [] and out["tax"]["totals"]["short_term_gains"] == 0
     assert out["constraints_met"] and out["cash_after"] >= 0
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(["max_sharpe", "mean_variance", "min_variance"]),
+       selection=st.sampled_from(["optimal", "fifo", "hifo"]), position=st.sampled_from([30, 45, 100]),
+       withdrawal=st.integers(1, 120).map(lambda k: Decimal(k * 1000)))
+def test_the_tax_rules_hold_after_rounding_with_a_withdrawal(setting, method, selection, position,  # noqa: F811
+                                                            withdrawal) -> None:
+    from services.allocation.rebalance import propose_trades
+    from services.data.policy import PolicyOverrides, resolve_policy
+
+    pack, holdings, lots, defaults = setting
+    policy = resolve_policy(defaults, None, PolicyOverrides.model_validate(
+        {"universe": "holdings", "method": method, "tax_rates": RATES, "lot_selection": selection,
+         "max_single_position_pct": position}), policy_id=None)
+    out = propose_trades(pack, holdings, policy, {}, {}, lots=lots, cash_flow=-withdrawal)
+    assert out.constraints_met, [c for c in out.constraints if not c.met]
+    assert out.cash_after >= 0
+    assert not [r for r in out.tax.lots_sold if r.term == "short" and r.gain > 0 and not r.forced]
