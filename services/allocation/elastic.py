@@ -92,7 +92,7 @@ def smallest_relaxation(p: AllocationProblem, te_margin: float = 0.0) -> Relaxat
         cons.append(traded <= p.max_turnover + slack)
     if not slacks:
         return None
-    weights, _ = _run(cp.Problem(cp.Minimize(cp.sum(cp.hstack(list(slacks.values())))), cons), w)
+    weights, _, _ = _run(cp.Problem(cp.Minimize(cp.sum(cp.hstack(list(slacks.values())))), cons), w)
     if weights is None:
         return None
     current = _current_limits(p)

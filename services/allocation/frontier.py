@@ -61,7 +61,7 @@ def _solve(p: AllocationProblem, min_return: float | None, what: str) -> np.ndar
     constraints += _constraints(p, w, risk, 1.0, 0.0)
     if min_return is not None:
         constraints.append(p.mu @ w >= min_return)
-    weights, status = _run(cp.Problem(cp.Minimize(cp.sum_squares(risk)), constraints), w)
+    weights, status, _ = _run(cp.Problem(cp.Minimize(cp.sum_squares(risk)), constraints), w)
     return _solved(weights, status, what)
 
 
@@ -71,7 +71,7 @@ def _max_return(p: AllocationProblem) -> np.ndarray:
     w = cp.Variable(p.n, nonneg=True)
     risk, constraints = _risk_variable(p, w)
     constraints += _constraints(p, w, risk, 1.0, 0.0)
-    weights, status = _run(cp.Problem(cp.Maximize(p.mu @ w), constraints), w)
+    weights, status, _ = _run(cp.Problem(cp.Maximize(p.mu @ w), constraints), w)
     return _solved(weights, status, "the maximum-return portfolio")
 
 

@@ -55,28 +55,37 @@ def choose_harvests(pack: PricingPack, policy: Policy, settings: TaxSettings, lo
         )
     harvests: list[Harvest] = []
     warnings: list[str] = []
-    min_loss = policy.min_harvest_loss or Decimal(0)
-    min_pct = Decimal(repr(policy.min_harvest_loss_pct or 0.0))
     for sym in sorted(set(positions) & tradable):
         if sym in settings.no_loss_sales:
             continue
         price = Decimal(repr(prices[sym]))
-        losing = [lot for lot in sale_order(lots, sym, price, asof, settings)
-                  if lot.basis is not None and lot.basis > price]
-        if not losing:
+        order = sale_order(lots, sym, price, asof, settings)
+        loss = harvestable_loss(order, price, policy)
+        if loss is None:
             continue
-        shares = sum(lot.shares for lot in losing)
-        basis = sum((lot.shares * lot.basis for lot in losing), Decimal(0))  # type: ignore[misc]
-        loss = (basis - shares * price).quantize(Decimal("0.01"))
-        if loss < min_loss or loss * 100 < min_pct * basis:
-            continue
+        shares = sum(lot.shares for lot in order if lot.basis is not None and lot.basis > price)
         replacement, source, corr = _replacement(pack, policy, sym, mapping, buyable - {sym})
         if replacement is None:
-            warnings.append(f"{sym}: a loss of ${loss:,.2f} is not harvested: no replacement in its sector can be bought")
+            warnings.append(f"{sym}: a loss of ${loss:,.2f} has no replacement in its sector that can be bought; its "
+                            "loss lots are sold only where the tax saved outweighs what selling them costs the objective")
             continue
         harvests.append(Harvest(symbol=sym, shares=shares, loss=loss, replacement=replacement, source=source,
                                 correlation=None if corr is None else round(corr, 4)))
     return HarvestChoice(tuple(harvests), tuple(warnings))
+
+
+def harvestable_loss(order: list[TaxLot] | tuple[TaxLot, ...], price: Decimal, policy: Policy) -> Decimal | None:
+    """The loss of the lots at a loss among ``order`` (one name's lots) at ``price``, in money,
+    when it reaches the policy's ``min_harvest_loss`` and ``min_harvest_loss_pct``; else None."""
+    losing = [lot for lot in order if lot.basis is not None and lot.basis > price]
+    if not losing:
+        return None
+    shares = sum(lot.shares for lot in losing)
+    basis = sum((lot.shares * lot.basis for lot in losing), Decimal(0))  # type: ignore[misc]
+    loss = (basis - shares * price).quantize(Decimal("0.01"))
+    if loss < (policy.min_harvest_loss or Decimal(0)) or loss * 100 < Decimal(repr(policy.min_harvest_loss_pct or 0.0)) * basis:
+        return None
+    return loss
 
 
 def _replacement(pack: PricingPack, policy: Policy, symbol: str, mapping: dict[str, str],

@@ -7,11 +7,13 @@ convex, and minimizing it *is* choosing the cheapest lots. A fixed order (fifo, 
 may not be convex; the problem then uses its convex envelope (the greatest convex function below
 it), a relaxation, and the exact tax of the rounded trades is what the preview reports.
 
-Losses count as zero in the optimization: a negative slope at the start would make the tax of a
-net sale non-convex (and reward selling and rebuying the same name, a wash sale). So the
-optimizer never sells to harvest; it only prefers loss lots and low-gain lots when it sells.
-``max_realized_gain`` is likewise enforced on gains only (losses are not counted as offsets),
-which can only make it stricter.
+Losses count as zero unless the policy harvests them: a loss is negative tax only for a name that
+is not also bought (a loss lot sold and the name bought back is a wash sale, the loss disallowed),
+and that either-or is not convex. With ``harvest_losses`` each harvestable name gets a ``mode``:
+``SELL_ONLY`` (not bought; its losses count, exact), ``MAY_BUY`` (its losses count as zero, exact
+when it is bought) or ``RELAXED`` (the convex envelope of the two, ``harvest_hull``: a lower
+bound); ``services.allocation.harvest_search`` branches over them. ``max_realized_gain`` is
+enforced on gains only (losses are not counted as offsets), which can only make it stricter.
 
 Costs: a linear term (market impact in bps of the trade) and an optional 3/2-power term
 η|Δw|^{3/2} (impact growing with trade size), both convex, so small trades whose gain does not
@@ -31,6 +33,9 @@ import numpy as np
 
 if TYPE_CHECKING:
     import cvxpy as cp
+
+# A harvestable name's treatment in one solve (``ObjectiveCosts.modes``).
+MAY_BUY, RELAXED, SELL_ONLY = 0, 1, 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,6 +62,10 @@ class ObjectiveCosts:
         tax: the envelope of each asset's tax of selling, or None.
         gain: the envelope of each asset's realized gain of selling (for ``max_gain``), or None.
         max_gain: cap on realized gains, as a fraction of value, or None.
+        loss: the harvestable assets' tax of selling with losses as negative tax (convex, starting
+            downward), or None: a SELL_ONLY asset's tax.
+        hull: the harvestable assets' ``harvest_hull`` pieces, in the net trade: a RELAXED asset's tax.
+        modes: per asset, MAY_BUY, RELAXED or SELL_ONLY (None: no harvesting).
     """
 
     linear: np.ndarray | None = None
@@ -64,15 +73,18 @@ class ObjectiveCosts:
     tax: Pieces | None = None
     gain: Pieces | None = None
     max_gain: float | None = None
+    loss: Pieces | None = None
+    hull: Pieces | None = None
+    modes: np.ndarray | None = None
 
     def charged(self) -> bool:
         """Anything to charge in an objective."""
         return self.linear is not None or self.power is not None or (self.tax is not None and not self.tax.empty)
 
 
-def envelope(sizes: list[float], slopes: list[float]) -> list[tuple[float, float]]:
+def envelope(sizes: list[float], slopes: list[float], *, losses: bool = False) -> list[tuple[float, float]]:
     """The convex envelope of the function that sells ``sizes`` in order at ``slopes`` (each
-    clamped at 0), as (intercept, slope) pieces; [] when it is zero everywhere.
+    clamped at 0 unless ``losses``), as (intercept, slope) pieces; [] when it is zero everywhere.
 
     The lower convex hull of the breakpoints (0, 0), (q₁, f₁), …: its consecutive points give
     the pieces. For ascending slopes it is the function itself.
@@ -80,7 +92,7 @@ def envelope(sizes: list[float], slopes: list[float]) -> list[tuple[float, float
     points = [(0.0, 0.0)]
     q = f = 0.0
     for size, slope in zip(sizes, slopes, strict=True):
-        q, f = q + size, f + size * max(slope, 0.0)
+        q, f = q + size, f + size * (slope if losses else max(slope, 0.0))
         points.append((q, f))
     hull: list[tuple[float, float]] = []
     for pt in points:
@@ -92,9 +104,30 @@ def envelope(sizes: list[float], slopes: list[float]) -> list[tuple[float, float
         if q1 - q0 <= 0:
             continue
         b = (f1 - f0) / (q1 - q0)
-        if b > 0:
+        if b > 0 or losses:
             out.append((f0 - b * q0, b))
     return out
+
+
+def harvest_hull(sizes: list[float], slopes: list[float], headroom: float) -> list[tuple[float, float]]:
+    """The convex envelope of a harvestable name's tax as a function of its net trade Δ = w − w₀,
+    as (intercept, slope) pieces in Δ: the tax of selling −Δ with losses negative for Δ < 0 (lots
+    in order at ``slopes``), zero for a purchase (Δ ≥ 0, no lot sold), over Δ ≤ ``headroom`` (the
+    most it can be bought). The tightest convex bound below both ways of trading the name.
+    """
+    points = [(0.0, 0.0)]
+    q = f = 0.0
+    for size, slope in zip(sizes, slopes, strict=True):
+        q, f = q + size, f + size * slope
+        points.append((-q, f))
+    points = points[::-1] + ([(headroom, 0.0)] if headroom > 0 else [])
+    hull: list[tuple[float, float]] = []
+    for pt in points:
+        while len(hull) >= 2 and _cross(hull[-2], hull[-1], pt) <= 0:
+            hull.pop()
+        hull.append(pt)
+    return [((y0 - (y1 - y0) / (x1 - x0) * x0), (y1 - y0) / (x1 - x0))
+            for (x0, y0), (x1, y1) in zip(hull, hull[1:], strict=False) if x1 > x0]
 
 
 def _cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -118,13 +151,16 @@ def cost_terms(c: ObjectiveCosts, w: cp.Expression, current: np.ndarray, k: Any,
     n = len(current)
     cons: list = []
     terms = []
-    need_sells = (charge and c.tax is not None and not c.tax.empty) or (
+    need_sells = (charge and c.tax is not None and (not c.tax.empty or c.modes is not None)) or (
         c.gain is not None and not c.gain.empty and c.max_gain is not None)
     sells = None
     if need_sells:
         sells = cp.Variable(n, nonneg=True)
         cons.append(sells >= k * current - w)
-    if charge and c.tax is not None and not c.tax.empty:
+    if charge and c.modes is not None:
+        assert sells is not None
+        terms.append(_harvest_tax(c, sells, w, current, k, cons))
+    elif charge and c.tax is not None and not c.tax.empty:
         assert sells is not None
         tax = cp.Variable(n, nonneg=True)
         cons.append(tax[c.tax.asset] >= k * c.tax.intercept + cp.multiply(c.tax.slope, sells[c.tax.asset]))
@@ -150,3 +186,30 @@ def cost_terms(c: ObjectiveCosts, w: cp.Expression, current: np.ndarray, k: Any,
                 cons.append(cp.PowCone3D(impact, cp.hstack([k] * len(active)), traded[active], 2.0 / 3.0))
             terms.append(c.power[active] @ impact)
     return (cp.sum(cp.hstack(terms)) if terms else None), cons
+
+
+def _harvest_tax(c: ObjectiveCosts, sells: cp.Variable, w: cp.Expression, current: np.ndarray, k: Any,
+                 cons: list) -> cp.Expression:
+    """The tax with the harvestable assets' losses counted as their modes say (see the module's
+    docstring); appends its constraints to ``cons``. A SELL_ONLY asset is not bought and sells
+    exactly its net sale; a RELAXED asset's tax is the hull, in its net trade."""
+    import cvxpy as cp
+
+    assert c.loss is not None and c.hull is not None and c.tax is not None and c.modes is not None
+    tax = cp.Variable(len(current))
+    plain = np.flatnonzero(c.modes == MAY_BUY)
+    if len(plain):
+        cons.append(tax[plain] >= 0)
+    for pieces_, mode in ((c.tax, MAY_BUY), (c.loss, SELL_ONLY)):
+        rows = c.modes[pieces_.asset] == mode
+        if rows.any():
+            a = pieces_.asset[rows]
+            cons.append(tax[a] >= k * pieces_.intercept[rows] + cp.multiply(pieces_.slope[rows], sells[a]))
+    only = np.flatnonzero(c.modes == SELL_ONLY)
+    if len(only):
+        cons.append(sells[only] == k * current[only] - w[only])
+    rows = c.modes[c.hull.asset] == RELAXED
+    if rows.any():
+        a = c.hull.asset[rows]
+        cons.append(tax[a] >= k * c.hull.intercept[rows] + cp.multiply(c.hull.slope[rows], w[a] - k * current[a]))
+    return cp.sum(tax)

@@ -25,14 +25,17 @@ from warnings import catch_warnings, filterwarnings
 
 import numpy as np
 
+from services.allocation import harvest_search
 from services.allocation.lazy_cvxpy import import_cvxpy
-from services.allocation.objective_costs import ObjectiveCosts, cost_terms
+from services.allocation.objective_costs import MAY_BUY, RELAXED, ObjectiveCosts, cost_terms
 from services.errors import InfeasibleError, InputError, SolverError
 
 if TYPE_CHECKING:
     import cvxpy as cp
 
 SOLVER = "CLARABEL"
+# A solve's weights (None when it did not reach an optimum), status, and optimal value (to minimize).
+Solved = tuple[np.ndarray | None, str, float | None]
 SOLVER_SETTINGS: dict[str, Any] = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9, "max_iter": 200, "direct_solve_method": "faer"}
 # A second attempt when the first stops short (iteration limit, numerical trouble): more
 # iterations, tolerances one decade looser (still far below a reported digit), and the problem
@@ -178,24 +181,72 @@ class Allocation:
     solver: str
     binding: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    # The solver's optimum as a quantity to minimize: comparable between solves of one objective
+    # that differ only in constraints (the harvest search's nodes).
+    value: float | None = None
 
 
 def solve(problem: AllocationProblem, *, te_margin: float = 0.0) -> Allocation:
     """Solve ``problem``; infeasible problems raise InfeasibleError naming the conflict.
 
     ``te_margin`` tightens the tracking-error limit (as a fraction of it) so that rounding to
-    whole shares afterwards cannot push the rounded portfolio over the limit.
+    whole shares afterwards cannot push the rounded portfolio over the limit. When losses count
+    (``harvest_losses``) the best wash-free choice of names to sell at a loss is searched
+    (``harvest_search``) from the relaxation in which each such name's tax is a convex envelope.
     """
+    root = _solve_once(problem, te_margin)
+    costs = problem.costs
+    if (costs is None or costs.modes is None or not (costs.modes == RELAXED).any() or root.value is None
+            or not _charges_tax(problem, root.objective)):
+        return _without_relaxation(problem, te_margin, root)
+    solved = {costs.modes.tobytes(): root}
+
+    def node(modes: np.ndarray) -> tuple[np.ndarray, float] | None:
+        try:
+            allocation = _solve_once(replace(problem, costs=replace(costs, modes=modes)), te_margin)
+        except InfeasibleError:
+            return None  # e.g. a name that may not be bought cannot reach a minimum weight
+        if allocation.value is None or allocation.objective != root.objective:
+            return None  # a fallback objective's value is not comparable
+        solved[modes.tobytes()] = allocation
+        return allocation.weights, allocation.value
+
+    found = harvest_search.search(costs, problem.current, (root.weights, root.value), node)
+    best = solved[found.modes.tobytes()]
+    if found.proven:
+        return best
+    return replace(best, warnings=(*best.warnings, (
+        f"harvest_losses: the search for the names best sold at a loss stopped at its limit of {found.nodes} "
+        "solves before proving its choice the best; the proposal is the best wash-free choice it found")))
+
+
+def _charges_tax(p: AllocationProblem, objective: str) -> bool:
+    """Whether ``objective`` puts the costs and taxes in its goal (see ``_solve_convex``)."""
+    return objective in ("max_sharpe", "mean_variance", *RATIO_FALLBACKS) or (
+        p.tax_aversion is not None and objective in TAX_AVERSION_OBJECTIVES)
+
+
+def _without_relaxation(p: AllocationProblem, te_margin: float, root: Allocation) -> Allocation:
+    """``root``, or, when it relaxed names whose losses its objective does not charge, the same
+    problem with every such name free to be bought (losses count as zero)."""
+    if p.costs is None or p.costs.modes is None or not (p.costs.modes == RELAXED).any():
+        return root
+    modes = np.where(p.costs.modes == RELAXED, MAY_BUY, p.costs.modes).astype(np.int8)
+    return _solve_once(replace(p, costs=replace(p.costs, modes=modes)), te_margin)
+
+
+def _solve_once(problem: AllocationProblem, te_margin: float) -> Allocation:
+    """``solve`` under the problem's harvest modes as they are."""
     _check_shorts(problem)
     _check_capacity(problem)
     problem = square_factor(problem)
     warnings: list[str] = []
     objective = problem.objective
-    weights, status = None, "not_solved"
+    weights, status, value = None, "not_solved", None
     if objective == "max_sharpe" and np.any(problem.mu > problem.risk_free_rate):
-        weights, status = _solve_max_sharpe(problem, te_margin)
+        weights, status, value = _solve_max_sharpe(problem, te_margin)
     if objective in RATIO_FALLBACKS:
-        weights, status, objective, note = _solve_ratio_or_fallback(problem, objective, te_margin)
+        weights, status, value, objective, note = _solve_ratio_or_fallback(problem, objective, te_margin)
         if note:
             warnings.append(note)
     elif objective == "max_sharpe" and weights is None and status != "optimal_inaccurate":
@@ -203,14 +254,14 @@ def solve(problem: AllocationProblem, *, te_margin: float = 0.0) -> Allocation:
         # (the Charnes-Cooper problem is then infeasible although the policy is not): the
         # Sharpe ratio has no positive maximum, so minimize variance instead, and say so.
         objective = "min_variance"
-        weights, status = _solve_convex(problem, objective, te_margin)
+        weights, status, value = _solve_convex(problem, objective, te_margin)
         if weights is not None:
             warnings.append(
                 "max_sharpe: no portfolio the constraints allow has expected return above the risk-free "
                 f"rate ({problem.risk_free_rate:.2%}); fell back to min_variance"
             )
     elif objective != "max_sharpe":
-        weights, status = _solve_convex(problem, objective, te_margin)
+        weights, status, value = _solve_convex(problem, objective, te_margin)
     if weights is None:
         if status in ("infeasible", "infeasible_inaccurate"):
             raise diagnose_infeasible(problem, te_margin)
@@ -228,6 +279,7 @@ def solve(problem: AllocationProblem, *, te_margin: float = 0.0) -> Allocation:
         solver=SOLVER,
         binding=binding_constraints(problem, weights),
         warnings=tuple(warnings),
+        value=value,
     )
 
 
@@ -282,7 +334,8 @@ def _lower(p: AllocationProblem) -> np.ndarray | float:
 RATIO_FALLBACKS = {"max_sortino": "min_variance", "max_information_ratio": "min_tracking_error"}
 
 
-def _solve_ratio_or_fallback(p: AllocationProblem, objective: str, te_margin: float) -> tuple[np.ndarray | None, str, str, str | None]:
+def _solve_ratio_or_fallback(p: AllocationProblem, objective: str,
+                             te_margin: float) -> tuple[np.ndarray | None, str, float | None, str, str | None]:
     """Solve a ratio objective, or its fallback (with the note saying so) when the ratio has no
     positive maximum under the constraints."""
     if objective == "max_sortino":
@@ -291,16 +344,16 @@ def _solve_ratio_or_fallback(p: AllocationProblem, objective: str, te_margin: fl
     else:
         excess, floor, what = p.mu, p.benchmark_return - (1.0 - p.invested) * p.risk_free_rate, (
             f"the benchmark's expected return ({p.benchmark_return:.2%})")
-    weights, status = None, "not_solved"
+    weights, status, value = None, "not_solved", None
     if np.any(excess * p.invested > floor):
-        weights, status = _solve_ratio(p, objective, te_margin)
+        weights, status, value = _solve_ratio(p, objective, te_margin)
     if weights is not None or status == "optimal_inaccurate":
-        return weights, status, objective, None
+        return weights, status, value, objective, None
     fallback = RATIO_FALLBACKS[objective]
-    weights, status = _solve_convex(p, fallback, te_margin)
+    weights, status, value = _solve_convex(p, fallback, te_margin)
     note = (f"{objective}: no portfolio the constraints allow has expected return above {what}; "
             f"fell back to {fallback}")
-    return weights, status, fallback, note if weights is not None else None
+    return weights, status, value, fallback, note if weights is not None else None
 
 
 def _sortino_cash_excess(p: AllocationProblem) -> float:
@@ -308,7 +361,7 @@ def _sortino_cash_excess(p: AllocationProblem) -> float:
     return (1.0 - p.invested) * (p.risk_free_rate - p.min_acceptable_return)
 
 
-def _solve_ratio(p: AllocationProblem, objective: str, te_margin: float) -> tuple[np.ndarray | None, str]:
+def _solve_ratio(p: AllocationProblem, objective: str, te_margin: float) -> Solved:
     """max_sortino or max_information_ratio, exactly, by Charnes–Cooper like ``_solve_max_sharpe``.
 
     With v = κw (κ > 0) the ratio's numerator, affine in w, is fixed at 1 and its denominator, a
@@ -337,15 +390,15 @@ def _solve_ratio(p: AllocationProblem, objective: str, te_margin: float) -> tupl
         assert p.benchmark_offset is not None
         constraints.append(_numerator(p.mu @ v + kappa * (cash * p.risk_free_rate - p.benchmark_return), cost))
         goal = cp.Minimize(_active_risk(p, risk, kappa))
-    weights, status = _run(cp.Problem(goal, constraints + extra), v)
+    weights, status, value = _run(cp.Problem(goal, constraints + extra), v)
     if weights is None or kappa.value is None or kappa.value <= 1e-12:
-        return None, status
+        return None, status, None
     kappa_value = float(kappa.value)
     # With costs the information ratio is no longer constant along the benchmark segment.
     if (objective == "max_information_ratio" and p.benchmark_weights is not None and p.invested == 1.0
             and cost is None):
         weights, kappa_value = _most_active(p, weights, kappa_value, te_margin)
-    return weights / kappa_value, status
+    return weights / kappa_value, status, value
 
 
 def _most_active(p: AllocationProblem, v: np.ndarray, kappa: float, te_margin: float) -> tuple[np.ndarray, float]:
@@ -367,7 +420,7 @@ def _most_active(p: AllocationProblem, v: np.ndarray, kappa: float, te_margin: f
     if p.specific is not None:
         exposure = cp.hstack([exposure, cp.multiply(p.specific, scaled)])
     constraints = [scaled >= 0, *_constraints(p, scaled, exposure, kappa + s, te_margin)]
-    step, _ = _run(cp.Problem(cp.Minimize(s), constraints), s)
+    step, _, _ = _run(cp.Problem(cp.Minimize(s), constraints), s)
     if step is None or float(step) >= 0.0:
         return v, kappa
     return v + float(step) * p.benchmark_weights, kappa + float(step)
@@ -383,7 +436,7 @@ def warm_up() -> None:
                             current=np.zeros(2), invested=1.0, caps=np.ones(2)))
 
 
-def _solve_convex(p: AllocationProblem, objective: str, te_margin: float) -> tuple[np.ndarray | None, str]:
+def _solve_convex(p: AllocationProblem, objective: str, te_margin: float) -> Solved:
     cp = import_cvxpy()
 
     if objective == "risk_budgeting":
@@ -473,7 +526,7 @@ def _breadth_objective(p: AllocationProblem, w: cp.Variable, risk: cp.Expression
     raise ValueError(f"unknown objective {objective}")
 
 
-def _solve_evar(p: AllocationProblem, te_margin: float) -> tuple[np.ndarray | None, str]:
+def _solve_evar(p: AllocationProblem, te_margin: float) -> Solved:
     """min_risk with evar, its exponential cones stated in each of ``risk_measures.EVAR_UNITS`` in
     turn until Clarabel succeeds (the same minimizer in every unit); the last failure is raised."""
     import cvxpy as cp
@@ -495,7 +548,7 @@ def _solve_evar(p: AllocationProblem, te_margin: float) -> tuple[np.ndarray | No
     raise failure
 
 
-def _solve_risk_budgeting(p: AllocationProblem, te_margin: float) -> tuple[np.ndarray | None, str]:
+def _solve_risk_budgeting(p: AllocationProblem, te_margin: float) -> Solved:
     """Risk budgeting in Spinu's convex log-barrier form, with every limit in the same problem.
 
     minimize v'Σv subject to Σ b_i log v_i ≥ 1 and the limits homogenized by κ (v = κw), which is
@@ -532,10 +585,10 @@ def _solve_risk_budgeting(p: AllocationProblem, te_margin: float) -> tuple[np.nd
     if still.size:
         floors = np.zeros(p.n) if p.floors is None else p.floors
         constraints.append(v[still] == kappa * floors[still])
-    weights, status = _run(cp.Problem(cp.Minimize(cp.sum_squares(risk)), constraints), v)
+    weights, status, value = _run(cp.Problem(cp.Minimize(cp.sum_squares(risk)), constraints), v)
     if weights is None or kappa.value is None or kappa.value <= 1e-12:
-        return None, status
-    return weights / float(kappa.value), status
+        return None, status, None
+    return weights / float(kappa.value), status, value
 
 
 def risk_contributions(p: AllocationProblem, w: np.ndarray) -> np.ndarray:
@@ -548,7 +601,7 @@ def risk_contributions(p: AllocationProblem, w: np.ndarray) -> np.ndarray:
     return w * marginal / total if total > 0 else np.zeros(p.n)
 
 
-def _solve_max_sharpe(p: AllocationProblem, te_margin: float) -> tuple[np.ndarray | None, str]:
+def _solve_max_sharpe(p: AllocationProblem, te_margin: float) -> Solved:
     """Charnes–Cooper: v = κw turns max Sharpe into a convex problem; every constraint scales by κ."""
     cp = import_cvxpy()
 
@@ -558,10 +611,10 @@ def _solve_max_sharpe(p: AllocationProblem, te_margin: float) -> tuple[np.ndarra
     constraints += _constraints(p, v, risk, kappa, te_margin)
     cost, extra = _charged_costs(p, v, kappa)
     constraints += [*extra, _numerator((p.mu - p.risk_free_rate) @ v, cost)]
-    weights, status = _run(cp.Problem(cp.Minimize(cp.sum_squares(risk)), constraints), v)
+    weights, status, value = _run(cp.Problem(cp.Minimize(cp.sum_squares(risk)), constraints), v)
     if weights is None or kappa.value is None or kappa.value <= 1e-12:
-        return None, status
-    return weights / float(kappa.value), status
+        return None, status, None
+    return weights / float(kappa.value), status, value
 
 
 def _charged_costs(p: AllocationProblem, w: cp.Expression, k: Any, *, charge: bool = True) -> tuple[cp.Expression | None, list]:
@@ -687,10 +740,11 @@ def _cvar_objective(p: AllocationProblem, w: cp.Variable) -> tuple[cp.Minimize, 
     return cp.Minimize(var + cp.sum(excess) / ((1.0 - p.cvar_confidence) * t)), cons
 
 
-def _run(problem: cp.Problem, w: cp.Variable) -> tuple[np.ndarray | None, str]:
+def _run(problem: cp.Problem, w: cp.Variable) -> Solved:
     """Solve; a first attempt that stops short (``RETRY_STATUSES``) is retried once with
     ``RETRY_SETTINGS``. A status neither attempt resolves is returned for the caller to explain;
-    only an attempt that still stops short raises, naming status and iterations."""
+    only an attempt that still stops short raises, naming status and iterations. The value is
+    the optimum as a quantity to minimize (a maximized objective's value negated)."""
     status, iterations = _attempt(problem, SOLVER_SETTINGS)
     if status in RETRY_STATUSES:
         first = (status, iterations)
@@ -705,8 +759,9 @@ def _run(problem: cp.Problem, w: cp.Variable) -> tuple[np.ndarray | None, str]:
                          "first_status": first[0], "first_iterations": first[1]},
             )
     if status in ("optimal", "optimal_inaccurate") and w.value is not None:
-        return np.asarray(w.value, dtype=float), status
-    return None, status
+        value = float(problem.value)
+        return np.asarray(w.value, dtype=float), status, value if problem.objective.NAME == "minimize" else -value
+    return None, status, None
 
 
 def _attempt(problem: cp.Problem, settings: dict[str, Any]) -> tuple[str, int | None]:
@@ -949,7 +1004,7 @@ def _max_expected_return(p: AllocationProblem, te_margin: float) -> float | None
     w = _weights(p)
     risk, constraints = _risk_variable(p, w)
     constraints += _constraints(p, w, risk, 1.0, te_margin)
-    weights, _ = _run(cp.Problem(cp.Maximize(p.mu @ w), constraints), w)
+    weights, _, _ = _run(cp.Problem(cp.Maximize(p.mu @ w), constraints), w)
     return None if weights is None else _expected_return(p, weights)
 
 
@@ -969,7 +1024,7 @@ def _min_turnover(p: AllocationProblem) -> float | None:
     cons = _constraints(relaxed, w, None, 1.0, 0.0)
     delta = w - p.current
     exempt = min(p.forced_weight, max(0.0, p.invested - float(p.current.sum())))
-    weights, _ = _run(cp.Problem(cp.Minimize(cp.sum(cp.abs(delta))), cons), w)
+    weights, _, _ = _run(cp.Problem(cp.Minimize(cp.sum(cp.abs(delta))), cons), w)
     if weights is None:
         return None
     return max(0.0, float(np.abs(weights - p.current).sum()) - exempt)
@@ -982,5 +1037,5 @@ def _min_tracking_error(p: AllocationProblem, *, with_turnover: bool) -> float |
     w = _weights(p)
     risk, cons = _risk_variable(relaxed, w)
     cons += _constraints(relaxed, w, risk, 1.0, 0.0)
-    weights, _ = _run(cp.Problem(cp.Minimize(_active_risk(p, risk, 1.0)), cons), w)
+    weights, _, _ = _run(cp.Problem(cp.Minimize(_active_risk(p, risk, 1.0)), cons), w)
     return None if weights is None else tracking_error(p, weights)

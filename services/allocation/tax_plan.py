@@ -23,7 +23,15 @@ from decimal import Decimal
 import numpy as np
 
 from services.allocation.costs import to_decimal
-from services.allocation.objective_costs import ObjectiveCosts, envelope, pieces
+from services.allocation.harvest import harvestable_loss
+from services.allocation.objective_costs import (
+    MAY_BUY,
+    RELAXED,
+    ObjectiveCosts,
+    envelope,
+    harvest_hull,
+    pieces,
+)
 from services.allocation.optimization import AllocationProblem
 from services.allocation.rounding import PlanSetup, repair
 from services.data.policy import Policy
@@ -88,15 +96,20 @@ def objective_costs(problem: AllocationProblem, setup: PlanSetup, policy: Policy
             floor_shares[i] = min(max(0, int(setup.current[i]) - sellable), cap_shares)
             if cap_shares < int(setup.current[i]) - sellable:
                 cap_forced.add(setup.symbols[i])
-    taxes, gains = [], []
+    taxes, gains, losses, hulls = [], [], [], []
     floors = problem.floors.copy() if problem.floors is not None else np.zeros(problem.n)
     base = floors.copy()
     for j, i in enumerate(idx):
         price = float(setup.prices[i])
         order = orders[i]
         sizes = [lot.shares * price / value for lot in order]
-        taxes.append(envelope(sizes, [_tax_slope(lot, price, asof, settings) for lot in order]))
+        slopes = [_tax_slope(lot, price, asof, settings) for lot in order]
+        taxes.append(envelope(sizes, slopes))
         gains.append(envelope(sizes, [1.0 - float(lot.basis or 0) / price for lot in order]))
+        harvested = policy.harvest_losses and harvestable_loss(order, to_decimal(price), policy) is not None
+        losses.append(envelope(sizes, slopes, losses=True) if harvested else [])
+        headroom = min(float(problem.caps[j]), problem.invested) - float(problem.current[j])
+        hulls.append(harvest_hull(sizes, slopes, headroom) if harvested else [])
         floors[j] = max(floors[j], min(floor_shares[i] * price / value, problem.caps[j]))
     max_gain = None if settings.max_realized_gain is None else float(settings.max_realized_gain)
     budget = None
@@ -105,6 +118,10 @@ def objective_costs(problem: AllocationProblem, setup: PlanSetup, policy: Policy
                           for i in np.flatnonzero(setup.forced))
         budget = max(0.0, max_gain - forced_gain) / value
     costs = ObjectiveCosts(linear=linear, power=power, tax=pieces(taxes), gain=pieces(gains), max_gain=budget)
+    if any(losses):
+        # harvest_losses: these names' losses count where they are not bought (``optimization.solve``).
+        costs = replace(costs, loss=pieces(losses), hull=pieces(hulls),
+                        modes=np.array([RELAXED if rows else MAY_BUY for rows in losses], dtype=np.int8))
     problem = replace(problem, costs=costs, floors=floors if floors.any() else problem.floors)
     shortfall = float(floors.sum()) - problem.invested
     if withdrawal > 0 and shortfall > 0:
