@@ -298,11 +298,14 @@ def fees(scenario: Scenario, outcome: Outcome) -> float:
     return gross_turnover(scenario, outcome) * equity(scenario) * scenario.trading_cost_bps / 1e4
 
 
-def tracking_error(scenario: Scenario, outcome: Outcome) -> float:
+def tracking_error(scenario: Scenario, outcome: Outcome, *, net_of_fees: bool = True) -> float:
     """sqrt((w − t)ᵀ Σ (w − t)): w the holdings after trading at the prices over the equity after
-    trading (cash included, so net of the fees), t the targets, Σ the scenario's annual covariance."""
-    after = equity(scenario) - fees(scenario, outcome)
-    w = post_shares(scenario, outcome) * np.asarray(scenario.prices) / after
+    trading (cash included, so net of the fees), t the targets, Σ the scenario's annual covariance.
+
+    ``net_of_fees=False`` divides by the equity before trading instead, as taxrebalance reports it.
+    """
+    base = equity(scenario) - (fees(scenario, outcome) if net_of_fees else 0.0)
+    w = post_shares(scenario, outcome) * np.asarray(scenario.prices) / base
     d = w - np.asarray(scenario.target_weights)
     return float(np.sqrt(max(0.0, d @ np.asarray(scenario.annual_covariance) @ d)))
 

@@ -99,6 +99,23 @@ def test_their_decision_is_feasible(runs, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
+def test_the_evaluator_reads_their_decision_as_they_report_it(runs, name: str) -> None:
+    run = runs[name]
+    s, decision = run.scenario, run.theirs
+    theirs = cases.their_outcome(s, decision)
+    # Their per-lot gains (rounded to 4 decimals a trade) add up to the evaluator's.
+    sells = [t for t in decision["trades"] if t["side"] == "SELL"]
+    gain = sum(sale.shares * (s.prices[s.tickers.index(s.lots[sale.lot].ticker)] - s.lots[sale.lot].basis_per_share)
+               for sale in theirs.sales)
+    assert sum(t["realized_gain_loss"] for t in sells) == pytest.approx(gain, abs=1e-4 * len(sells) + 1e-9)
+    # Their tracking error is over the equity before trading; their figures are rounded to 8
+    # decimals and the shares of their trade list to 5 (so a cent of fees at most, and far less).
+    assert cases.tracking_error(s, theirs, net_of_fees=False) == pytest.approx(decision["tracking_error"], abs=1e-8)
+    assert cases.gross_turnover(s, theirs) == pytest.approx(decision["gross_turnover_fraction"], abs=1e-8)
+    assert cases.fees(s, theirs) == pytest.approx(decision["transaction_cost"], abs=0.01)
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
 def test_every_limit_holds_in_our_proposal(runs, name: str) -> None:
     run = runs[name]
     s, ours = run.scenario, cases.our_outcome(run.scenario, run.ours)
