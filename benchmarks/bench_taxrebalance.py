@@ -1,7 +1,7 @@
 """Measure our tax-aware rebalance against ``taxrebalance`` 0.2.0 on the cases of
 ``tests/test_taxrebalance_comparison.py``: realized tax, tracking error, gross turnover, solve time.
 
-Run from the repository root: ``python -m benchmarks.bench_taxrebalance`` (about 10 s); it writes
+Run from the repository root: ``python -m benchmarks.bench_taxrebalance`` (about 20 s); it writes
 ``benchmarks/results/taxrebalance.json`` (``--json PATH`` for another file). The inputs, the policy
 mapping and the evaluator are ``tests/taxrebalance_cases.py``; the test module asserts, this
 script only reports. Times are wall-clock medians of ``--repeat`` calls, each after one untimed

@@ -21,7 +21,9 @@ a risk aversion) is turned into our inputs through the public contracts only:
   ``benchmark`` (so ``max_tracking_error_pct`` bounds the tracking error to the target under the
   same covariance), ``covariance_estimator: hist``, the tax rates, ``harvest_losses``, costs in
   the objective at the scenario's bps, no commission, no minimum trade, no cash buffer, no cap,
-  and ``avoid_short_term_gains: false`` (taxrebalance has no such rule: the same feasible set).
+  ``max_cash_pct: 100`` (taxrebalance keeps whatever cash its trades leave: harvested proceeds
+  may stay in cash) and ``avoid_short_term_gains: false`` (taxrebalance has no such rule: the
+  same feasible set).
 
 The exchange rate. taxrebalance minimizes, in dollars, ``λ·E·TE² + fees + tax`` (E the equity,
 TE a fraction). Divided by E: ``λ·TE² + (fees + tax)/E``. Ours minimizes ``TE%² + a·(tax + costs)%``
@@ -195,6 +197,8 @@ def policy(scenario: Scenario) -> dict[str, Any]:
         "commission_per_trade": 0,
         "min_trade_value": 0,
         "cash_buffer_pct": 0,
+        # taxrebalance keeps any cash its trades leave (post_cash ≥ 0): the same freedom here.
+        "max_cash_pct": 100,
         "max_single_position_pct": 100,
     }
     if scenario.max_turnover_fraction is not None:

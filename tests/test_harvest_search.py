@@ -154,3 +154,48 @@ def test_mean_variance_matches_enumeration() -> None:
     ours = solve(_problem("mean_variance", lots, current, None, factor, mu=mu, risk_aversion=1.0))
     _, weights = _enumerated("mean_variance", lots, current, None, factor, mu=mu)
     assert ours.weights == pytest.approx(weights, abs=2e-5)
+
+
+def test_cash_may_float_with_max_cash_pct() -> None:
+    # A and B at their targets (0.5 each); A's only lot is at a loss, tax per unit sold −0.2. Selling
+    # s of A into B costs 2s² of distance (G = I): s* = 0.2/4 = 0.05. Left in cash it costs s²:
+    # s* = 0.2/2 = 0.1, within the 20% of cash allowed (min_invested 0.8).
+    lots = [[(0.5, -0.2)], [(0.5, 0.0)]]
+    invested = solve(_problem("track", lots, (0.5, 0.5), (0.5, 0.5), np.eye(2), aversion=1.0))
+    assert invested.weights == pytest.approx([0.45, 0.55], abs=1e-5)
+    floating = solve(_problem("track", lots, (0.5, 0.5), (0.5, 0.5), np.eye(2), aversion=1.0, min_invested=0.8))
+    assert floating.weights == pytest.approx([0.4, 0.5], abs=1e-5)
+    # At most 5% of cash: the bound binds, and of s sold, s − 0.05 goes into B: s² + (s − 0.05)² − 0.2s
+    # is least at 4s = 0.3, s = 0.075 (A 0.425, B 0.525).
+    capped = solve(_problem("track", lots, (0.5, 0.5), (0.5, 0.5), np.eye(2), aversion=1.0, min_invested=0.95))
+    assert capped.weights == pytest.approx([0.425, 0.525], abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def agent(module_store):
+    from agents.agent import OptimizerAgent
+
+    return OptimizerAgent(module_store)
+
+
+def _target_request(**policy):
+    return {"portfolio_id": "demo_diversified", "pricing_pack_id": "PP_2022-12-28",
+            "policy": {"method": "target", "universe": "holdings",
+                       "target_weights_pct": {"AAPL": 50, "MSFT": 50}, **policy}}
+
+
+def test_max_cash_pct_below_the_cash_buffer_is_refused(agent) -> None:
+    from services.errors import InputError
+
+    with pytest.raises(InputError) as err:
+        agent.execute("optimizer.propose_trades", _target_request(cash_buffer_pct=5, max_cash_pct=2))
+    assert err.value.details == {"field": "policy.max_cash_pct", "value": 2.0, "minimum": 5.0}
+    assert "max_cash_pct: 2 is below cash_buffer_pct 5" in err.value.message
+
+
+def test_max_cash_pct_outside_a_tracking_method_is_ignored_with_a_warning(agent) -> None:
+    out = agent.execute("optimizer.propose_trades", {
+        "portfolio_id": "demo_diversified", "pricing_pack_id": "PP_2022-12-28",
+        "policy": {"method": "min_variance", "universe": "holdings", "max_cash_pct": 30}})
+    assert "max_cash_pct is set but only target or risk_parity or hrp or herc uses it; ignored under method min_variance" \
+        in out["warnings"]

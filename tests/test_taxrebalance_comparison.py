@@ -26,8 +26,6 @@ from tax_rebalancing.scenarios import demonstration
 
 from tests import taxrebalance_cases as cases
 
-NEEDS_LOSSES_VALUED = pytest.mark.xfail(strict=True, reason="needs losses valued in the objective (lead's branch)")
-
 
 @dataclass(frozen=True)
 class Run:
@@ -148,14 +146,14 @@ def test_the_evaluator_matches_our_reported_figures(runs, name: str) -> None:
         assert row["symbol"] == lot.ticker
         assert row["term"] == ("long" if lot.days_held >= 365 else "short")
         one = cases.Outcome(np.zeros(len(s.tickers)), (cases.Sale(row["lot_no"] - 1, float(row["shares"])),))
-        assert row["estimated_tax"] == pytest.approx(cases.realized_tax(s, one), abs=0.005)
+        assert row["estimated_tax"] == pytest.approx(cases.realized_tax(s, one), abs=0.005 + 1e-6)
     # The lots sold add up to each SELL trade.
     sold: dict[str, float] = defaultdict(float)
     for row in tax["lots_sold"]:
         sold[row["symbol"]] += row["shares"]
     assert dict(sold) == {t["symbol"]: t["quantity"] for t in result["trades"] if t["action"] == "SELL"}
-    # Totals: money is rounded to cents once, percentages to 4 decimals.
-    assert tax["totals"]["estimated_tax"] == pytest.approx(cases.realized_tax(s, ours), abs=0.005)
+    # Totals: money is rounded to cents once (a float may land a hair past the half cent), percentages to 4 decimals.
+    assert tax["totals"]["estimated_tax"] == pytest.approx(cases.realized_tax(s, ours), abs=0.005 + 1e-6)
     te = next(c["value"] for c in result["constraints"] if c["constraint"] == "max_tracking_error_pct")
     assert te / 100 == pytest.approx(cases.tracking_error(s, ours), abs=5e-7)
     assert result["turnover_pct"] / 100 == pytest.approx(cases.gross_turnover(s, ours), abs=5e-7)
@@ -172,7 +170,6 @@ def test_our_tracking_error_is_at_most_theirs(runs, name: str) -> None:
     assert ours <= theirs + cases.one_share_tracking_error(s)
 
 
-@NEEDS_LOSSES_VALUED
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_our_realized_tax_is_at_most_theirs(runs, name: str) -> None:
     run = runs[name]
@@ -217,3 +214,13 @@ def test_the_synthetic_case_is_as_described() -> None:
     assert np.linalg.eigvalsh(cov).min() > 0
     drift = cases.tracking_error(s, cases.Outcome(np.zeros(50), ()))
     assert drift > s.max_tracking_error  # the holdings must be traded to meet the limit
+
+
+def test_on_the_published_example_ours_is_at_least_as_good_on_both_without_allowance(runs) -> None:
+    # Measured: tax −$1,390.40 against −$1,387.51, tracking error 2.459% against 2.497%.
+    run = runs["published"]
+    s = run.scenario
+    ours, theirs = cases.our_outcome(s, run.ours), cases.their_outcome(s, run.theirs)
+    assert cases.realized_tax(s, ours) <= cases.realized_tax(s, theirs)
+    assert cases.tracking_error(s, ours) <= cases.tracking_error(s, theirs)
+    assert not any("harvest_losses: the search" in w for w in run.ours["warnings"])  # proven best

@@ -87,7 +87,9 @@ def _solved(weights: np.ndarray | None, status: str, what: str) -> np.ndarray:
 
 def limits_sentence(problem: AllocationProblem, policy: Policy, benchmark: str | None) -> str:
     """Which of the policy's limits the frontier's points respect, in words."""
-    parts = [f"{problem.invested * 100:g}% invested, long only"]
+    invested = (f"{problem.invested * 100:g}%" if problem.min_invested is None
+                else f"{problem.min_invested * 100:g}–{problem.invested * 100:g}%")
+    parts = [f"{invested} invested, long only"]
     if policy.max_single_position_pct is not None:
         parts.append(f"max_single_position_pct {policy.max_single_position_pct:g}%")
     for kind, words in (("sector_limit", "sector limits on "), ("asset_class_limit", "asset class limits on ")):

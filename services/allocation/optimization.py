@@ -84,6 +84,8 @@ class AllocationProblem:
         forced_weight: weight sold by force (quality or universe exclusions); that much turnover,
             and as much again of purchases redeploying it, is exempt from ``max_turnover``.
         invested: the fraction to invest (1 − cash buffer).
+        min_invested: the least fraction to invest when cash may float (``max_cash_pct``): the
+            weights then add up to between it and ``invested``; None: to ``invested`` exactly.
         caps: per-asset upper bounds.
         floors: per-asset lower bounds, or None (a frozen holding has floor = cap = its weight).
         min_acceptable_return: max_sortino's annual minimum acceptable return (decimal); the
@@ -130,6 +132,7 @@ class AllocationProblem:
     invested: float
     caps: np.ndarray
     sectors: tuple[SectorCap, ...] = ()
+    min_invested: float | None = None
     benchmark_offset: np.ndarray | None = None
     max_tracking_error: float | None = None
     max_turnover: float | None = None
@@ -676,7 +679,9 @@ def _constraints(p: AllocationProblem, w: cp.Variable, risk: cp.Expression | Non
     """Budget, caps, sectors, tracking error and turnover, homogeneous in ``k`` (1 or κ)."""
     cp = import_cvxpy()
 
-    cons = [cp.sum(w) == k * p.invested, w <= k * p.caps]
+    budget = ([cp.sum(w) == k * p.invested] if p.min_invested is None
+              else [cp.sum(w) <= k * p.invested, cp.sum(w) >= k * p.min_invested])
+    cons = [*budget, w <= k * p.caps]
     if p.gross_limit is not None:
         # Shorts: caps bound |w| from above, the floors (−cap unless set) from below, and the
         # gross exposure Σ|w| has its own limit.
@@ -852,7 +857,7 @@ def _check_capacity(p: AllocationProblem) -> None:
                                    "or set cash_buffer_pct to 100 minus nothing invested"},
         )
     capacity = float(p.caps.sum())
-    if capacity < p.invested - 1e-9:
+    if capacity < (p.invested if p.min_invested is None else p.min_invested) - 1e-9:
         cap = float(p.caps.max())
         same_cap = bool(np.allclose(p.caps, cap))
         arithmetic = (f"{p.n} × {cap * pct:g}% = {capacity * pct:g}% < {p.invested * pct:g}%" if same_cap
@@ -911,7 +916,9 @@ def turnover_floor(p: AllocationProblem) -> float:
     for s in p.sectors:
         if s.kind == "sector_limit":
             sells += max(0.0, float(clipped[s.members].sum()) - s.limit)
-    net = p.invested - float(p.current.sum())
+    held = float(p.current.sum())
+    # With cash free to float (min_invested), the net change closest to the sales needs least turnover.
+    net = min(max(-sells, (p.invested if p.min_invested is None else p.min_invested) - held), p.invested - held)
     sells = max(sells, -net)
     buys = sells + net
     return max(0.0, sells + buys - min(p.forced_weight, buys))

@@ -992,6 +992,7 @@ METHOD_FIELDS = {
     "robust_uncertainty": ("robust",),
     "robust_confidence": ("robust",),
     "objective_weights": ("multi_objective",),
+    "max_cash_pct": ("target", "risk_parity", "hrp", "herc"),
 }
 
 
@@ -1265,9 +1266,21 @@ def _allocation_problem(pack, policy, choice, setup, est: Estimates, risk: RiskS
         else:
             base = riskfolio_adapter.hrp_weights(returns, cov[np.ix_(idx, idx)])
         objective, target = "track", base * invested
+    min_invested = None
+    if policy.max_cash_pct is not None and objective == "track":
+        if policy.max_cash_pct < policy.cash_buffer_pct:
+            raise InputError(
+                f"policy.max_cash_pct: {policy.max_cash_pct:g} is below cash_buffer_pct {policy.cash_buffer_pct:g}; "
+                "the cash the optimizer may leave must include the buffer: set max_cash_pct at least "
+                f"{policy.cash_buffer_pct:g} (or lower cash_buffer_pct)",
+                details={"field": "policy.max_cash_pct", "value": policy.max_cash_pct,
+                         "minimum": policy.cash_buffer_pct},
+            )
+        min_invested = min(invested, 1.0 - policy.max_cash_pct / 100.0)
     problem = AllocationProblem(
         symbols=choice.eligible,
         objective=objective,
+        min_invested=min_invested,
         mu=est.mu[idx],
         factor=factor,
         specific=specific,

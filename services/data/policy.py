@@ -312,11 +312,18 @@ class PolicyOverrides(BaseModel):
         "of portfolio value in tax. The optimizer then minimizes distance² (%²) + tax_aversion × tax (% of value). "
         "Absent: the tax rules are constraints only and tax is not traded off.",
     )
+    max_cash_pct: float | None = Field(
+        None, ge=0, le=100, exclude_if=omit_if_null,
+        description="Methods that track a target (target, risk_parity, hrp, herc): the optimizer may leave up to "
+        "this % of the portfolio in cash (at least cash_buffer_pct), e.g. the proceeds of a loss harvested and not "
+        "reinvested for the 30 days of the wash-sale rule. Absent: fully invested (100 − cash_buffer_pct).",
+    )
     harvest_losses: bool | None = Field(
         None, exclude_if=omit_if_null,
         description="Taxable only: sell the lots at a loss of holdings whose loss reaches min_harvest_loss and keep "
         "the exposure with a replacement (from replacements, else the most correlated security of the same sector "
-        "in the pack); the harvested name is then not bought for 30 days (wash sale).",
+        "in the pack); the harvested name is then not bought for 30 days (wash sale). The optimizer also counts a "
+        "realized loss as negative tax wherever the name is not bought back (objectives that charge tax).",
     )
     min_harvest_loss: Decimal | None = Field(
         None, ge=0, le=MAX_AMOUNT, strict=False, exclude_if=omit_if_null,
@@ -413,6 +420,7 @@ class Policy(BaseModel):
     avoid_short_term_gains: bool | None = Field(None, exclude_if=omit_if_null)
     max_realized_gain: Decimal | None = Field(None, exclude_if=omit_if_null)
     tax_aversion: float | None = Field(None, exclude_if=omit_if_null)
+    max_cash_pct: float | None = Field(None, exclude_if=omit_if_null)
     harvest_losses: bool | None = Field(None, exclude_if=omit_if_null)
     min_harvest_loss: Decimal | None = Field(None, exclude_if=omit_if_null)
     min_harvest_loss_pct: float | None = Field(None, exclude_if=omit_if_null)
