@@ -7,7 +7,7 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.allocation.objective_costs import (
@@ -199,3 +199,24 @@ def test_max_cash_pct_outside_a_tracking_method_is_ignored_with_a_warning(agent)
         "policy": {"method": "min_variance", "universe": "holdings", "max_cash_pct": 30}})
     assert "max_cash_pct is set but only target or risk_parity or hrp or herc uses it; ignored under method min_variance" \
         in out["warnings"]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(policy=st.sampled_from([
+    {"method": "max_sharpe"}, {"method": "mean_variance"}, {"method": "min_variance", "tax_aversion": 1},
+    {"method": "target", "target_weights_pct": {"AAPL": 30, "MSFT": 30, "JNJ": 40}, "tax_aversion": 5},
+    {"method": "target", "target_weights_pct": {"AAPL": 30, "MSFT": 30, "JNJ": 40}, "tax_aversion": 5,
+     "max_cash_pct": 20}]),
+    minimum=st.sampled_from([0, 1000, 20000]), rates=st.sampled_from([(37, 20), (50, 30)]))
+def test_harvesting_proposals_keep_every_rule(agent, policy, minimum, rates) -> None:
+    request = {"portfolio_id": "demo_diversified", "pricing_pack_id": "PP_2022-12-28",
+               "policy": {"universe": "holdings", "harvest_losses": True, "min_harvest_loss": minimum,
+                          "tax_rates": {"short_term_pct": rates[0], "long_term_pct": rates[1]}, **policy}}
+    out = agent.execute("optimizer.propose_trades", request)
+    assert out["constraints_met"], [c for c in out["constraints"] if not c["met"]]
+    assert out["cash_after"] >= 0
+    cash_pct = 100 * out["cash_after"] / (out["cash_after"] + sum(t["target_shares"] * t["price"] for t in out["trades"]))
+    assert cash_pct <= policy.get("max_cash_pct", 0) + 1.0  # whole shares leave at most a little cash
+    # A name sold at a loss is not bought: every loss lot sold belongs to a SELL.
+    sold = {t["symbol"] for t in out["trades"] if t["action"] == "SELL"}
+    assert {r["symbol"] for r in out["tax"]["lots_sold"] if r["gain"] < 0} <= sold
