@@ -24,6 +24,7 @@ from services.allocation.optimization import (
     _active_risk,
     _risk_variable,
     _run,
+    budget,
     square_factor,
 )
 from services.errors import InfeasibleError
@@ -63,8 +64,7 @@ def smallest_relaxation(p: AllocationProblem, te_margin: float = 0.0) -> Relaxat
     w = cp.Variable(p.n, nonneg=True)
     slacks: dict[str, cp.Variable] = {}
     risk, cons = _risk_variable(p, w)
-    cons += ([cp.sum(w) == p.invested] if p.min_invested is None
-             else [cp.sum(w) <= p.invested, cp.sum(w) >= p.min_invested])
+    cons += budget(p, w)
     labels = p.cap_limits if p.cap_limits is not None else ("max_single_position_pct",) * p.n
     policy_capped = np.array([label == "max_single_position_pct" for label in labels])
     if policy_capped.any():

@@ -88,7 +88,7 @@ def _solved(weights: np.ndarray | None, status: str, what: str) -> np.ndarray:
 def limits_sentence(problem: AllocationProblem, policy: Policy, benchmark: str | None) -> str:
     """Which of the policy's limits the frontier's points respect, in words."""
     invested = (f"{problem.invested * 100:g}%" if problem.min_invested is None
-                else f"{problem.min_invested * 100:g}–{problem.invested * 100:g}%")
+                else f"{problem.least_invested * 100:g}–{problem.invested * 100:g}%")
     parts = [f"{invested} invested, long only"]
     if policy.max_single_position_pct is not None:
         parts.append(f"max_single_position_pct {policy.max_single_position_pct:g}%")

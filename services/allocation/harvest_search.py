@@ -73,11 +73,9 @@ class _Budget:
         self.nodes += 1
         return self.solve_node(modes)
 
-    def offer(self, value: float, modes: np.ndarray) -> bool:
-        if self.best is None or value < self.best[0] - PRUNE_TOLERANCE * (1.0 + abs(self.best[0])):
+    def offer(self, value: float, modes: np.ndarray) -> None:
+        if not self.beaten(value):
             self.best = (value, modes)
-            return True
-        return False
 
     def beaten(self, bound: float) -> bool:
         return self.best is not None and bound >= self.best[0] - PRUNE_TOLERANCE * (1.0 + abs(self.best[0]))
@@ -97,8 +95,7 @@ def search(costs: ObjectiveCosts, current: np.ndarray, root: tuple[np.ndarray, f
         assert solved is not None
         run.offer(solved[1], modes)
     assert run.best is not None
-    value, modes = run.best
-    return Search(modes, run.nodes, not open_nodes)
+    return Search(run.best[1], run.nodes, not open_nodes)
 
 
 def _local_search(costs: ObjectiveCosts, current: np.ndarray, root: tuple[np.ndarray, float], run: _Budget) -> None:

@@ -89,24 +89,8 @@ def envelope(sizes: list[float], slopes: list[float], *, losses: bool = False) -
     The lower convex hull of the breakpoints (0, 0), (q₁, f₁), …: its consecutive points give
     the pieces. For ascending slopes it is the function itself.
     """
-    points = [(0.0, 0.0)]
-    q = f = 0.0
-    for size, slope in zip(sizes, slopes, strict=True):
-        q, f = q + size, f + size * (slope if losses else max(slope, 0.0))
-        points.append((q, f))
-    hull: list[tuple[float, float]] = []
-    for pt in points:
-        while len(hull) >= 2 and _cross(hull[-2], hull[-1], pt) <= 0:
-            hull.pop()
-        hull.append(pt)
-    out = []
-    for (q0, f0), (q1, f1) in zip(hull, hull[1:], strict=False):
-        if q1 - q0 <= 0:
-            continue
-        b = (f1 - f0) / (q1 - q0)
-        if b > 0 or losses:
-            out.append((f0 - b * q0, b))
-    return out
+    points = _breakpoints(sizes, slopes if losses else [max(slope, 0.0) for slope in slopes])
+    return [(a, b) for a, b in _lower_hull(points) if b > 0 or losses]
 
 
 def harvest_hull(sizes: list[float], slopes: list[float], headroom: float) -> list[tuple[float, float]]:
@@ -115,19 +99,35 @@ def harvest_hull(sizes: list[float], slopes: list[float], headroom: float) -> li
     in order at ``slopes``), zero for a purchase (Δ ≥ 0, no lot sold), over Δ ≤ ``headroom`` (the
     most it can be bought). The tightest convex bound below both ways of trading the name.
     """
+    points = [(-q, f) for q, f in reversed(_breakpoints(sizes, slopes))]
+    return _lower_hull(points + ([(headroom, 0.0)] if headroom > 0 else []))
+
+
+def _breakpoints(sizes: list[float], slopes: list[float]) -> list[tuple[float, float]]:
+    """(weight sold, tax) after each lot sold in order: (0, 0), (q₁, f₁), …"""
     points = [(0.0, 0.0)]
     q = f = 0.0
     for size, slope in zip(sizes, slopes, strict=True):
         q, f = q + size, f + size * slope
-        points.append((-q, f))
-    points = points[::-1] + ([(headroom, 0.0)] if headroom > 0 else [])
+        points.append((q, f))
+    return points
+
+
+def _lower_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The lower convex hull of ``points`` (ascending in x) as (intercept, slope) pieces, one per
+    pair of its consecutive points."""
     hull: list[tuple[float, float]] = []
     for pt in points:
         while len(hull) >= 2 and _cross(hull[-2], hull[-1], pt) <= 0:
             hull.pop()
         hull.append(pt)
-    return [((y0 - (y1 - y0) / (x1 - x0) * x0), (y1 - y0) / (x1 - x0))
-            for (x0, y0), (x1, y1) in zip(hull, hull[1:], strict=False) if x1 > x0]
+    out = []
+    for (x0, y0), (x1, y1) in zip(hull, hull[1:], strict=False):
+        if x1 - x0 <= 0:
+            continue
+        b = (y1 - y0) / (x1 - x0)
+        out.append((y0 - b * x0, b))
+    return out
 
 
 def _cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:

@@ -27,7 +27,7 @@ import numpy as np
 
 from services.allocation import harvest_search
 from services.allocation.lazy_cvxpy import import_cvxpy
-from services.allocation.objective_costs import MAY_BUY, RELAXED, ObjectiveCosts, cost_terms
+from services.allocation.objective_costs import RELAXED, ObjectiveCosts, cost_terms
 from services.errors import InfeasibleError, InputError, SolverError
 
 if TYPE_CHECKING:
@@ -164,6 +164,11 @@ class AllocationProblem:
     gross_limit: float | None = None
 
     @property
+    def least_invested(self) -> float:
+        """The least fraction the weights may add up to: ``min_invested``, else ``invested``."""
+        return self.invested if self.min_invested is None else self.min_invested
+
+    @property
     def n(self) -> int:
         return len(self.symbols)
 
@@ -199,9 +204,10 @@ def solve(problem: AllocationProblem, *, te_margin: float = 0.0) -> Allocation:
     """
     root = _solve_once(problem, te_margin)
     costs = problem.costs
+    # An objective that charges no tax ignores the modes (``cost_terms``): the root is the answer.
     if (costs is None or costs.modes is None or not (costs.modes == RELAXED).any() or root.value is None
             or not _charges_tax(problem, root.objective)):
-        return _without_relaxation(problem, te_margin, root)
+        return root
     solved = {costs.modes.tobytes(): root}
 
     def node(modes: np.ndarray) -> tuple[np.ndarray, float] | None:
@@ -227,15 +233,6 @@ def _charges_tax(p: AllocationProblem, objective: str) -> bool:
     """Whether ``objective`` puts the costs and taxes in its goal (see ``_solve_convex``)."""
     return objective in ("max_sharpe", "mean_variance", *RATIO_FALLBACKS) or (
         p.tax_aversion is not None and objective in TAX_AVERSION_OBJECTIVES)
-
-
-def _without_relaxation(p: AllocationProblem, te_margin: float, root: Allocation) -> Allocation:
-    """``root``, or, when it relaxed names whose losses its objective does not charge, the same
-    problem with every such name free to be bought (losses count as zero)."""
-    if p.costs is None or p.costs.modes is None or not (p.costs.modes == RELAXED).any():
-        return root
-    modes = np.where(p.costs.modes == RELAXED, MAY_BUY, p.costs.modes).astype(np.int8)
-    return _solve_once(replace(p, costs=replace(p.costs, modes=modes)), te_margin)
 
 
 def _solve_once(problem: AllocationProblem, te_margin: float) -> Allocation:
@@ -450,7 +447,7 @@ def _solve_convex(p: AllocationProblem, objective: str, te_margin: float) -> Sol
     risk, constraints = _risk_variable(p, w)
     constraints += _constraints(p, w, risk, 1.0, te_margin)
     averse = p.tax_aversion is not None and objective in TAX_AVERSION_OBJECTIVES
-    cost, extra = _charged_costs(p, w, 1.0, charge=objective == "mean_variance" or averse)
+    cost, extra = _charged_costs(p, w, 1.0, charge=_charges_tax(p, objective))
     constraints += extra
     # Squared distance (or variance) and cost as fractions; tax_aversion is their exchange rate.
     charged = 0 if cost is None or not averse else p.tax_aversion * cost
@@ -675,13 +672,20 @@ def _risk_variable(p: AllocationProblem, w: cp.Variable) -> tuple[cp.Expression,
     return y, [y == factor @ w]
 
 
+def budget(p: AllocationProblem, w: cp.Expression, k: Any = 1.0) -> list:
+    """Σw = invested, or between ``least_invested`` and invested when cash may float (``k``: 1 or κ)."""
+    cp = import_cvxpy()
+
+    if p.min_invested is None:
+        return [cp.sum(w) == k * p.invested]
+    return [cp.sum(w) <= k * p.invested, cp.sum(w) >= k * p.least_invested]
+
+
 def _constraints(p: AllocationProblem, w: cp.Variable, risk: cp.Expression | None, k: Any, te_margin: float) -> list:
     """Budget, caps, sectors, tracking error and turnover, homogeneous in ``k`` (1 or κ)."""
     cp = import_cvxpy()
 
-    budget = ([cp.sum(w) == k * p.invested] if p.min_invested is None
-              else [cp.sum(w) <= k * p.invested, cp.sum(w) >= k * p.min_invested])
-    cons = [*budget, w <= k * p.caps]
+    cons = [*budget(p, w, k), w <= k * p.caps]
     if p.gross_limit is not None:
         # Shorts: caps bound |w| from above, the floors (−cap unless set) from below, and the
         # gross exposure Σ|w| has its own limit.
@@ -857,7 +861,7 @@ def _check_capacity(p: AllocationProblem) -> None:
                                    "or set cash_buffer_pct to 100 minus nothing invested"},
         )
     capacity = float(p.caps.sum())
-    if capacity < (p.invested if p.min_invested is None else p.min_invested) - 1e-9:
+    if capacity < p.least_invested - 1e-9:
         cap = float(p.caps.max())
         same_cap = bool(np.allclose(p.caps, cap))
         arithmetic = (f"{p.n} × {cap * pct:g}% = {capacity * pct:g}% < {p.invested * pct:g}%" if same_cap
@@ -918,7 +922,7 @@ def turnover_floor(p: AllocationProblem) -> float:
             sells += max(0.0, float(clipped[s.members].sum()) - s.limit)
     held = float(p.current.sum())
     # With cash free to float (min_invested), the net change closest to the sales needs least turnover.
-    net = min(max(-sells, (p.invested if p.min_invested is None else p.min_invested) - held), p.invested - held)
+    net = min(max(-sells, p.least_invested - held), p.invested - held)
     sells = max(sells, -net)
     buys = sells + net
     return max(0.0, sells + buys - min(p.forced_weight, buys))
